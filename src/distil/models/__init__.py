@@ -1,0 +1,1 @@
+"""Model loading, student construction and the per-family architecture table."""

@@ -81,7 +81,9 @@ _SPECS: dict[str, ArchSpec] = {
         key="attention.k_lin",
         value="attention.v_lin",
     ),
-    "gpt2": ArchSpec(layers="h", num_layers_key="n_layer", fused_qkv="attn.c_attn", pre_norm="ln_1", causal=True),
+    "gpt2": ArchSpec(
+        layers="h", num_layers_key="n_layer", fused_qkv="attn.c_attn", pre_norm="ln_1", causal=True
+    ),
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,

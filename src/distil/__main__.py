@@ -1,0 +1,7 @@
+"""``python -m distil`` runs the CLI (also under ``torchrun``)."""
+
+import sys
+
+from distil.cli.main import main
+
+sys.exit(main())

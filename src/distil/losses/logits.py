@@ -1,0 +1,100 @@
+"""Losses on model outputs: soft-target KL (Hinton et al., 2015), logit MSE and the task loss.
+
+Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", 2015,
+https://arxiv.org/abs/1503.02531. All losses are computed in float32 whatever the input dtype, and the
+teacher side is detached.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["kd_kl", "logit_mse", "task_loss"]
+
+
+def kd_kl(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 1.0,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Soft-target loss ``T^2 * KL(softmax(t / T) || softmax(s / T))``.
+
+    The KL is summed over classes and averaged over examples, where every position of the leading
+    dimensions is one example: ``[B, C]`` logits average over ``B`` (``reduction="batchmean"``), and
+    ``[B, S, V]`` token logits average over the ``B * S`` positions, or over the masked-in ones when
+    ``mask`` is given. The ``T^2`` factor keeps gradient magnitudes comparable across temperatures
+    (Hinton et al., 2015, §2).
+
+    Args:
+        student_logits: ``[..., C]``.
+        teacher_logits: ``[..., C]``, same shape; no gradient flows into it.
+        temperature: Softening temperature ``T > 0``.
+        mask: ``[...]`` (the logits' shape without the class axis); non-zero marks positions that count.
+            Values at masked-out positions are never read, so padding may hold anything.
+
+    Returns:
+        A float32 scalar; 0 (still attached to the student's graph) when the mask selects nothing.
+
+    Raises:
+        ValueError: Shapes differ, the mask shape does not match, or ``temperature <= 0``.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"kd_kl: student {tuple(student_logits.shape)} vs teacher {tuple(teacher_logits.shape)}."
+        )
+    if temperature <= 0:
+        raise ValueError(f"kd_kl: temperature must be > 0, got {temperature}.")
+    num_classes = student_logits.shape[-1]
+    student = student_logits.reshape(-1, num_classes)
+    teacher = teacher_logits.detach().reshape(-1, num_classes)
+    if mask is not None:
+        if mask.shape != student_logits.shape[:-1]:
+            raise ValueError(
+                f"kd_kl: mask {tuple(mask.shape)} must match the logits without the class axis "
+                f"{tuple(student_logits.shape[:-1])}."
+            )
+        keep = mask.reshape(-1).bool()
+        # Selecting rows (rather than zeroing their loss) keeps NaN/inf padding out of the backward pass.
+        student, teacher = student[keep], teacher[keep]
+    if student.shape[0] == 0:
+        return student.float().sum() * 0.0
+    log_p_student = F.log_softmax(student.float() / temperature, dim=-1)
+    p_teacher = F.softmax(teacher.float() / temperature, dim=-1)
+    kl = F.kl_div(log_p_student, p_teacher, reduction="sum") / student.shape[0]
+    return kl * temperature**2
+
+
+def logit_mse(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean squared error between student and teacher outputs (regression KD), in float32.
+
+    Args:
+        student: ``[...]`` student outputs, e.g. ``[B, 1]`` regression logits.
+        teacher: Same shape; no gradient flows into it.
+
+    Returns:
+        A float32 scalar, the mean over all elements.
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(f"logit_mse: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}.")
+    return F.mse_loss(student.float(), teacher.detach().float())
+
+
+def task_loss(logits: Tensor, labels: Tensor, is_regression: bool) -> Tensor:
+    """The supervised loss: cross-entropy for classification, MSE for regression, in float32.
+
+    Args:
+        logits: ``[B, C]`` class logits (or ``[B, S, C]`` with ``[B, S]`` labels, ``-100`` ignored), or
+            ``[B, 1]`` / ``[B]`` regression outputs.
+        labels: ``[B]`` class indices or regression targets.
+        is_regression: Use MSE instead of cross-entropy.
+
+    Returns:
+        A float32 scalar averaged over examples.
+    """
+    if is_regression:
+        prediction = logits.squeeze(-1) if logits.ndim > 1 and logits.shape[-1] == 1 else logits
+        return F.mse_loss(prediction.float(), labels.to(torch.float32).reshape(prediction.shape))
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1).long())

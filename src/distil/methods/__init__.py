@@ -1,0 +1,32 @@
+"""The method registry: one line per method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distil.errors import ConfigError, closest
+from distil.methods.base import Method, MethodContext
+from distil.methods.finetune import Finetune
+from distil.methods.kd import KD
+
+__all__ = ["METHODS", "Method", "MethodContext", "get_method", "method_name"]
+
+METHODS: dict[str, type[Method]] = {
+    "finetune": Finetune,
+    "kd": KD,
+}
+
+
+def get_method(name: str) -> type[Method]:
+    """Look a method up by name, suggesting the closest one on a typo."""
+    if name not in METHODS:
+        raise ConfigError(f"Unknown method {name!r}.{closest(name, METHODS)} Known: {', '.join(METHODS)}.")
+    return METHODS[name]
+
+
+def method_name(method_cfg: Any) -> str:
+    """The registry name of a method config instance."""
+    for name, cls in METHODS.items():
+        if type(method_cfg) is cls.Config:
+            return name
+    raise ConfigError(f"{type(method_cfg).__name__} is not the config of a registered method.")

@@ -1,0 +1,54 @@
+"""Plain task fine-tuning with no teacher: the 'no distillation' baseline and teacher preparation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+from distil.losses import task_loss
+from distil.methods.base import MethodContext
+from distil.types import FeatureRequest, Features, LossOutput
+
+__all__ = ["Finetune", "FinetuneConfig"]
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning has no settings of its own; optimisation lives in ``train``."""
+
+    @classmethod
+    def tiny(cls) -> FinetuneConfig:
+        """Settings for fast generic tests."""
+        return cls()
+
+
+class Finetune:
+    """Cross-entropy (or MSE for regression) on the task labels."""
+
+    name: ClassVar[str] = "finetune"
+    Config: ClassVar[type[FinetuneConfig]] = FinetuneConfig
+    uses_teacher: ClassVar[bool] = False
+
+    def __init__(self, cfg: FinetuneConfig, ctx: MethodContext) -> None:
+        self.cfg = cfg
+        self.is_regression = ctx.is_regression
+
+    def student_request(self) -> FeatureRequest:
+        """Only the logits."""
+        return FeatureRequest(logits=True)
+
+    def teacher_request(self) -> FeatureRequest | None:
+        """No teacher."""
+        return None
+
+    def trainable_modules(self) -> nn.ModuleDict:
+        """Nothing beside the student."""
+        return nn.ModuleDict()
+
+    def loss(self, batch: dict[str, Any], student: Features, teacher: Features | None) -> LossOutput:
+        """The task loss alone."""
+        assert student.logits is not None
+        task = task_loss(student.logits, batch["labels"], self.is_regression)
+        return LossOutput(total=task, parts={"task": task})

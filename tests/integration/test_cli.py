@@ -1,0 +1,97 @@
+"""The ``distil`` CLI end to end on tiny models and tiny data (in-process)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from transformers import AutoModelForSequenceClassification
+
+from distil.cli.main import main
+from helpers import tiny_run
+
+
+def _write_config(tmp_path: Path, method: str, **overrides) -> Path:
+    cfg = tiny_run(tmp_path, method, **overrides)
+    data = cfg.to_dict()
+    path = tmp_path / f"{method}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_finetune_then_distill_then_eval(tmp_path, capsys):
+    ft = _write_config(tmp_path, "finetune", **{"train.max_steps": 3})
+    assert main(["finetune", "--config", str(ft), "--no-progress", "--run-dir", str(tmp_path / "ft")]) == 0
+    student = tmp_path / "ft" / "student"
+    recipe = json.loads((student / "recipe.json").read_text())
+    assert recipe["method"] == "finetune" and recipe["results"]["steps"] == 3
+    assert recipe["config"]["train"]["max_steps"] == 3
+    AutoModelForSequenceClassification.from_pretrained(student)
+
+    kd = _write_config(tmp_path, "kd")
+    code = main(
+        [
+            "distill",
+            "--method",
+            "kd",
+            "--config",
+            str(kd),
+            "--no-progress",
+            "--run-dir",
+            str(tmp_path / "kd"),
+            "train.max_steps=2",
+            "method.temperature=3",
+        ]
+    )
+    assert code == 0
+    recipe = json.loads((tmp_path / "kd" / "student" / "recipe.json").read_text())
+    assert recipe["config"]["method"] == {"name": "kd", "temperature": 3.0, "alpha": 0.5}
+    assert (tmp_path / "kd" / "log.jsonl").is_file()
+
+    capsys.readouterr()
+    code = main(
+        [
+            "eval",
+            str(tmp_path / "kd" / "student"),
+            "--task",
+            "custom",
+            "--file",
+            str(tmp_path / "dev.jsonl"),
+            "--text-columns",
+            "text",
+        ]
+    )
+    assert code == 0
+    assert "accuracy=" in capsys.readouterr().out
+
+
+def test_errors_exit_non_zero_with_a_clear_message(tmp_path, capsys):
+    kd = _write_config(tmp_path, "kd")
+    assert main(["distill", "--config", str(kd), "train.lrr=1"]) == 2
+    assert "Did you mean 'lr'" in capsys.readouterr().err
+    assert main(["distill", "--method", "finetune", "--config", str(kd)]) == 2
+    assert "method.name is 'kd'" in capsys.readouterr().err
+    assert main(["distill", "--method", "kdd", "--config", str(_write_config(tmp_path, "finetune"))]) == 2
+    err = capsys.readouterr().err
+    assert "method.name is 'finetune'" in err
+    assert main(["distill", "--config", str(kd), "data.task=sst3"]) == 2
+    assert "sst2" in capsys.readouterr().err
+    assert not (tmp_path / "run-kd").exists()
+
+
+def test_ls_and_validate(tmp_path, capsys):
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    for word in ("kd", "finetune", "sst2", "stsb", "wnli", "pipeline/sst2"):
+        assert word in out
+    assert main(["validate", str(_write_config(tmp_path, "kd"))]) == 0
+    assert "valid" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method:\n  name: kd\ndata:\n  taks: sst2\n")
+    assert main(["validate", str(bad)]) == 2
+    assert "Did you mean 'task'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["pipeline/sst2", "glue/sst2/kd", "glue/sst2/finetune"])
+def test_bundled_configs_validate(name, capsys):
+    assert main(["validate", name]) == 0

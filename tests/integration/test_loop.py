@@ -1,0 +1,186 @@
+"""Invariants of the shared loop: accumulation, padding, frozen teacher, caching, resume, bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from distil.errors import ConfigError, DataError, TrainingError
+from distil.methods.kd import KD
+from distil.training.loop import train
+from factories import save_tiny_pair
+from helpers import tiny_run
+
+
+def _weights(run_dir: str | Path) -> dict[str, torch.Tensor]:
+    model = AutoModelForSequenceClassification.from_pretrained(Path(run_dir) / "student")
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
+
+
+def test_batch_8_equals_batch_2_times_accumulation_4(tmp_path):
+    # No evaluation, so the exported student is the final one.
+    a = tiny_run(tmp_path, run_dir=str(tmp_path / "a"), **{"data.dev_file": None})
+    b = tiny_run(
+        tmp_path,
+        run_dir=str(tmp_path / "b"),
+        **{"data.dev_file": None, "train.batch_size": 2, "train.grad_accum": 4},
+    )
+    train(a, progress=False)
+    train(b, progress=False)
+    _assert_close(_weights(a.run_dir), _weights(b.run_dir), atol=2e-6)
+
+
+def test_teacher_gets_no_gradients_and_stays_in_eval(tmp_path, monkeypatch):
+    cfg = tiny_run(tmp_path, **{"data.dev_file": None, "train.max_steps": 2})
+    captured, seen = {}, []
+    original_init, original_loss = KD.__init__, KD.loss
+
+    def init(self, method_cfg, ctx):
+        captured["teacher"] = ctx.teacher
+        captured["before"] = {k: v.clone() for k, v in ctx.teacher.state_dict().items()}
+        original_init(self, method_cfg, ctx)
+
+    def loss(self, batch, student, teacher):
+        seen.append((teacher.logits.requires_grad, captured["teacher"].training))
+        return original_loss(self, batch, student, teacher)
+
+    monkeypatch.setattr(KD, "__init__", init)
+    monkeypatch.setattr(KD, "loss", loss)
+    train(cfg, progress=False)
+    teacher = captured["teacher"]
+    assert len(seen) == 2 and seen == [(False, False)] * 2
+    assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
+    _assert_close(captured["before"], teacher.state_dict(), atol=0)
+
+
+def test_padding_does_not_change_per_example_losses(tmp_path):
+    from distil.adapters import forward_features
+    from distil.data.batching import collate
+    from distil.training.setup import build_run
+
+    cfg = tiny_run(tmp_path)
+    parts = build_run(cfg)
+    parts.student.eval()
+    rows = [parts.train_set[i] for i in range(6)]
+    request = parts.method.student_request()
+
+    def loss(batch_rows):
+        batch = collate(batch_rows, 0)
+        with torch.no_grad():
+            s = forward_features(parts.student, batch, request)
+            t = forward_features(parts.teacher, batch, parts.method.teacher_request())
+            return parts.method.loss(batch, s, t)
+
+    alone = torch.stack([loss([r]).total for r in rows])
+    together = loss(rows)
+    assert max(len(r["input_ids"]) for r in rows) > min(len(r["input_ids"]) for r in rows)
+    torch.testing.assert_close(together.total, alone.mean(), atol=1e-6, rtol=1e-5)
+
+
+def test_teacher_cache_gives_the_same_student(tmp_path):
+    a = tiny_run(tmp_path, run_dir=str(tmp_path / "a"), **{"data.dev_file": None})
+    b = tiny_run(
+        tmp_path, run_dir=str(tmp_path / "b"), **{"data.dev_file": None, "train.cache_teacher": True}
+    )
+    train(a, progress=False)
+    train(b, progress=False)
+    _assert_close(_weights(a.run_dir), _weights(b.run_dir), atol=1e-5)
+
+
+def test_cache_teacher_rejected_for_finetune(tmp_path):
+    with pytest.raises(ConfigError, match="cache_teacher"):
+        train(tiny_run(tmp_path, "finetune", **{"train.cache_teacher": True}), progress=False)
+
+
+def test_kill_and_resume_matches_uninterrupted(tmp_path, monkeypatch):
+    # Dropout on, so the restored RNG state matters too.
+    teacher = save_tiny_pair(tmp_path / "teacher-dropout", "bert", num_labels=2, hidden_dropout_prob=0.2)
+    common = {
+        "data.dev_file": None,
+        "train.checkpoint_every": 2,
+        "train.epochs": 3,
+        "models.teacher": str(teacher),
+    }
+    full = tiny_run(tmp_path, run_dir=str(tmp_path / "full"), **common)
+    train(full, progress=False)
+
+    broken = tiny_run(tmp_path, run_dir=str(tmp_path / "resumed"), **common)
+    calls = {"n": 0}
+    original = KD.loss
+
+    def crash_at_step_6(self, batch, student, teacher):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return original(self, batch, student, teacher)
+
+    monkeypatch.setattr(KD, "loss", crash_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        train(broken, progress=False)
+    monkeypatch.setattr(KD, "loss", original)
+    assert (Path(broken.run_dir) / "checkpoints" / "step-00000004").is_dir()
+    with pytest.raises(ConfigError, match="unfinished run"):
+        train(broken, progress=False)
+    train(broken, resume=True, progress=False)
+    _assert_close(_weights(full.run_dir), _weights(broken.run_dir), atol=1e-6)
+
+
+def test_finished_run_is_not_overwritten_silently(tmp_path):
+    cfg = tiny_run(tmp_path, **{"train.max_steps": 1})
+    train(cfg, progress=False)
+    recipe = Path(cfg.run_dir) / "student" / "recipe.json"
+    stamp = recipe.read_text()
+    with pytest.raises(ConfigError, match="finished run.*--overwrite"):
+        train(cfg, progress=False)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(cfg, resume=True, progress=False)
+    assert recipe.read_text() == stamp
+    train(cfg, overwrite=True, progress=False)
+    assert json.loads(recipe.read_text())["results"]["steps"] == 1
+
+
+def test_bad_input_writes_nothing(tmp_path):
+    cfg = tiny_run(tmp_path, **{"data.train_file": str(tmp_path / "missing.jsonl")})
+    with pytest.raises(DataError, match="missing.jsonl"):
+        train(cfg, progress=False)
+    assert not Path(cfg.run_dir).exists()
+
+
+def test_non_finite_loss_stops_with_step_terms_and_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny_run(tmp_path, **{"data.dev_file": None, "train.checkpoint_every": 1})
+    calls = {"n": 0}
+    original = KD.loss
+
+    def nan_at_step_3(self, batch, student, teacher):
+        calls["n"] += 1
+        out = original(self, batch, student, teacher)
+        if calls["n"] == 3:
+            out.total = out.total * float("nan")
+        return out
+
+    monkeypatch.setattr(KD, "loss", nan_at_step_3)
+    with pytest.raises(TrainingError, match=r"step 3.*'total': nan.*step-00000002"):
+        train(cfg, progress=False)
+
+
+def test_evaluation_selects_and_exports_best(tmp_path):
+    cfg = tiny_run(tmp_path, "finetune", **{"train.eval_every": 2, "train.epochs": 2})
+    result = train(cfg, progress=False)
+    recipe = json.loads((Path(cfg.run_dir) / "student" / "recipe.json").read_text())
+    lines = [json.loads(x) for x in (Path(cfg.run_dir) / "log.jsonl").read_text().splitlines()]
+    evals = [x for x in lines if "eval/accuracy" in x]
+    assert [x["step"] for x in evals] == [2, 4, 6, 8]
+    best = max(evals, key=lambda x: x["eval/accuracy"])
+    assert recipe["results"]["best_metric"] == pytest.approx(best["eval/accuracy"])
+    assert result.metrics["accuracy"] == pytest.approx(best["eval/accuracy"])
+    assert all("loss/task" in x and "samples_per_s" in x for x in lines if "loss/total" in x)
+    model = AutoModelForSequenceClassification.from_pretrained(Path(cfg.run_dir) / "student")
+    assert model.config.num_hidden_layers == 1

@@ -1,0 +1,84 @@
+import pytest
+
+from distil.config import RunConfig, TrainConfig, build_run_config, load_config
+from distil.errors import ConfigError
+from distil.methods.kd import KDConfig
+from distil.schema import apply_overrides, from_dict, parse_override
+
+
+def test_defaults_build_and_method_resolves_in_two_steps():
+    cfg = build_run_config({"method": {"name": "kd", "temperature": 4}})
+    assert isinstance(cfg, RunConfig)
+    assert isinstance(cfg.method, KDConfig) and cfg.method.temperature == 4.0
+    assert cfg.method_name == "kd"
+    assert cfg.to_dict()["method"] == {"name": "kd", "temperature": 4.0, "alpha": 0.5}
+
+
+def test_unknown_key_names_the_field_and_suggests():
+    with pytest.raises(ConfigError, match=r"train\.lrr.*Did you mean 'lr'"):
+        build_run_config({"train": {"lrr": 1e-4}, "method": {"name": "kd"}})
+
+
+def test_unknown_method_key_is_an_error():
+    with pytest.raises(ConfigError, match=r"method\.temprature.*'temperature'"):
+        build_run_config({"method": {"name": "kd", "temprature": 2}})
+
+
+def test_unknown_method_suggests_closest():
+    with pytest.raises(ConfigError, match="Did you mean 'kd'"):
+        build_run_config({"method": {"name": "kdd"}})
+
+
+def test_missing_method_name():
+    with pytest.raises(ConfigError, match="method.name is required"):
+        build_run_config({})
+
+
+@pytest.mark.parametrize(
+    ("node", "pattern"),
+    [
+        ({"batch_size": 0}, "train.batch_size must be >= 1"),
+        ({"batch_size": "8"}, "train.batch_size must be of type int"),
+        ({"mixed_precision": "fp8"}, "must be one of"),
+        ({"warmup_ratio": 1.5}, "warmup_ratio"),
+        ({"cache_teacher": 1}, "must be of type bool"),
+    ],
+)
+def test_train_values_are_validated(node, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        build_run_config({"train": node, "method": {"name": "kd"}})
+
+
+def test_method_values_are_validated():
+    with pytest.raises(ConfigError, match="method.alpha"):
+        build_run_config({"method": {"name": "kd", "alpha": 2}})
+
+
+def test_overrides_are_typed():
+    assert parse_override("train.lr=3e-5") == (["train", "lr"], 3e-5)
+    assert parse_override("train.epochs=3") == (["train", "epochs"], 3)
+    assert parse_override("data.train_subset=null") == (["data", "train_subset"], None)
+    assert parse_override("models.student.layers=[1,4,6]") == (["models", "student", "layers"], [1, 4, 6])
+    data = apply_overrides({"train": {"lr": 1.0}}, ["train.lr=2e-5", "method.name=kd"])
+    assert data == {"train": {"lr": 2e-5}, "method": {"name": "kd"}}
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_override("train.lr")
+
+
+def test_load_config_from_yaml_with_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method:\n  name: kd\ntrain:\n  lr: 1.0e-4\n")
+    cfg = load_config(path, ["train.batch_size=16", "method.alpha=0.9"])
+    assert cfg.train.lr == 1e-4 and cfg.train.batch_size == 16 and cfg.method.alpha == 0.9
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_student_config_checks():
+    with pytest.raises(ConfigError, match="models.student.path is required"):
+        build_run_config({"models": {"student": {"init": "pretrained"}}, "method": {"name": "kd"}})
+
+
+def test_from_dict_rejects_non_mapping():
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        from_dict(TrainConfig, [1, 2], "train")  # type: ignore[arg-type]

@@ -1,0 +1,136 @@
+"""Logit losses: reference values, closed forms, masking, precision and gradient flow."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import distil.losses
+from distil.losses import kd_kl, logit_mse, task_loss
+
+
+def _pair(*shape: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(*shape) * 3, torch.randn(*shape) * 3
+
+
+def _explicit_kd(s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 / B * sum_b sum_c p_t log(p_t / p_s), written out term by term."""
+    total = torch.tensor(0.0, dtype=torch.float64)
+    for s_row, t_row in zip(s.double(), t.double(), strict=True):
+        p_t = torch.exp(t_row / temperature) / torch.exp(t_row / temperature).sum()
+        p_s = torch.exp(s_row / temperature) / torch.exp(s_row / temperature).sum()
+        total = total + (p_t * torch.log(p_t / p_s)).sum()
+    return temperature**2 * total / s.shape[0]
+
+
+def test_package_reexports() -> None:
+    assert distil.losses.kd_kl is kd_kl
+    assert set(distil.losses.__all__) >= {"kd_kl", "logit_mse", "task_loss"}
+
+
+def test_kd_equals_torch_kl_div_at_t1() -> None:
+    s, t = _pair(8, 5)
+    expected = F.kl_div(F.log_softmax(s, -1), F.softmax(t, -1), reduction="batchmean")
+    torch.testing.assert_close(kd_kl(s, t), expected)
+
+
+@pytest.mark.parametrize("temperature", [2.0, 4.0])
+def test_kd_temperature_closed_form(temperature: float) -> None:
+    s, t = _pair(6, 7)
+    expected = _explicit_kd(s, t, temperature).float()
+    torch.testing.assert_close(kd_kl(s, t, temperature), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_kd_zero_on_identical_and_positive_otherwise() -> None:
+    s, t = _pair(4, 9)
+    assert kd_kl(s, s.clone(), 2.0).abs().item() < 1e-6
+    assert kd_kl(s, t, 2.0).item() > 0
+
+
+def test_kd_gradient_only_to_student() -> None:
+    s, t = _pair(4, 3)
+    s.requires_grad_(True)
+    t.requires_grad_(True)
+    kd_kl(s, t, 2.0).backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    assert t.grad is None
+
+
+def test_kd_token_level_mask_averages_kept_positions_and_ignores_padding() -> None:
+    s, t = _pair(2, 4, 11)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    keep = mask.bool()
+    expected = F.kl_div(F.log_softmax(s[keep] / 2, -1), F.softmax(t[keep] / 2, -1), reduction="batchmean") * (
+        2**2
+    )
+    torch.testing.assert_close(kd_kl(s, t, 2.0, mask=mask), expected)
+
+    s_pad, t_pad = s.clone(), t.clone()
+    s_pad[~keep] = float("nan")
+    t_pad[~keep] = 1e4
+    s_pad.requires_grad_(True)
+    loss = kd_kl(s_pad, t_pad, 2.0, mask=mask)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert torch.isfinite(s_pad.grad).all()
+    assert (s_pad.grad[~keep] == 0).all()
+
+
+def test_kd_unmasked_3d_averages_over_all_positions() -> None:
+    s, t = _pair(2, 3, 5)
+    torch.testing.assert_close(kd_kl(s, t), kd_kl(s.reshape(6, 5), t.reshape(6, 5)))
+
+
+def test_kd_all_masked_is_zero_with_graph() -> None:
+    s, t = _pair(2, 3, 5)
+    s.requires_grad_(True)
+    loss = kd_kl(s, t, 2.0, mask=torch.zeros(2, 3))
+    assert loss.item() == 0.0
+    assert loss.requires_grad
+    loss.backward()
+    assert (s.grad == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_kd_low_precision_inputs_computed_in_float32(dtype: torch.dtype) -> None:
+    s, t = _pair(4, 6)
+    s_low, t_low = s.to(dtype), t.to(dtype)
+    loss = kd_kl(s_low, t_low, 2.0)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, kd_kl(s_low.float(), t_low.float(), 2.0))
+
+
+def test_kd_rejects_bad_inputs() -> None:
+    s, t = _pair(2, 3)
+    with pytest.raises(ValueError, match="temperature"):
+        kd_kl(s, t, 0.0)
+    with pytest.raises(ValueError):
+        kd_kl(s, t[:, :2])
+    with pytest.raises(ValueError, match="mask"):
+        kd_kl(s, t, mask=torch.ones(3))
+
+
+def test_logit_mse_mean_and_detached_teacher() -> None:
+    s, t = _pair(5, 1)
+    s.requires_grad_(True)
+    t.requires_grad_(True)
+    loss = logit_mse(s, t)
+    torch.testing.assert_close(loss, ((s - t) ** 2).mean())
+    loss.backward()
+    assert t.grad is None
+    assert logit_mse(s.half(), t.half()).dtype == torch.float32
+
+
+def test_task_loss_classification() -> None:
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 2, 1, 2])
+    torch.testing.assert_close(
+        task_loss(logits, labels, is_regression=False), F.cross_entropy(logits, labels)
+    )
+
+
+def test_task_loss_regression_squeezes_single_output() -> None:
+    out, target = torch.randn(4, 1), torch.randn(4)
+    loss = task_loss(out, target, is_regression=True)
+    assert loss.shape == ()
+    torch.testing.assert_close(loss, ((out[:, 0] - target) ** 2).mean())
