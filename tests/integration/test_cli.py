@@ -7,6 +7,7 @@ import pytest
 import yaml
 from transformers import AutoModelForSequenceClassification
 
+from distil.cli.configs import bundled_configs
 from distil.cli.main import main
 from helpers import tiny_run
 
@@ -92,6 +93,49 @@ def test_ls_and_validate(tmp_path, capsys):
     assert "Did you mean 'task'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["pipeline/sst2", "glue/sst2/kd", "glue/sst2/finetune"])
+@pytest.mark.parametrize("name", sorted(bundled_configs()))
 def test_bundled_configs_validate(name, capsys):
     assert main(["validate", name]) == 0
+
+
+def test_layer_map_out_of_range_is_rejected_before_writing(tmp_path, capsys):
+    kd = _write_config(tmp_path, "kd")
+    assert main(["distill", "--config", str(kd), "models.student.layers=[1,3]"]) == 2
+    err = capsys.readouterr().err
+    assert "models.student.layers" in err and "3" in err
+    assert not (tmp_path / "run-kd").exists()
+
+
+def test_student_with_another_vocabulary_is_rejected(tmp_path, capsys):
+    from factories import tiny_model, tiny_tokenizer
+
+    other = tmp_path / "other-student"
+    tiny_model("bert", "seq", num_labels=2).save_pretrained(other)
+    tok = tiny_tokenizer()
+    tok.add_tokens(["zzzextra"])
+    tok.save_pretrained(other)
+    kd = _write_config(tmp_path, "kd")
+    code = main(
+        [
+            "distill",
+            "--config",
+            str(kd),
+            "models.student.init=pretrained",
+            f"models.student.path={other}",
+            "models.student.layers=null",
+        ]
+    )
+    assert code == 2
+    assert "vocabular" in capsys.readouterr().err.lower()
+    assert not (tmp_path / "run-kd").exists()
+
+
+def test_teacher_without_task_head_is_rejected(tmp_path, capsys):
+    from factories import tiny_model, tiny_tokenizer
+
+    base = tmp_path / "base-teacher"
+    tiny_model("bert", "base").save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    kd = _write_config(tmp_path, "kd")
+    assert main(["distill", "--config", str(kd), f"models.teacher={base}"]) == 2
+    assert "no trained sequence-classification head" in capsys.readouterr().err
