@@ -63,17 +63,16 @@ def test_teacher_gets_no_gradients_and_stays_in_eval(tmp_path, monkeypatch):
 
 def test_padding_does_not_change_per_example_losses(tmp_path):
     from distil.adapters import forward_features
-    from distil.data.batching import collate
     from distil.training.setup import build_run
 
     cfg = tiny_run(tmp_path)
     parts = build_run(cfg)
     parts.student.eval()
-    rows = [parts.train_set[i] for i in range(6)]
+    rows = [parts.task.train_set[i] for i in range(6)]
     request = parts.method.student_request()
 
     def loss(batch_rows):
-        batch = collate(batch_rows, 0)
+        batch = parts.task.collate(batch_rows)
         with torch.no_grad():
             s = forward_features(parts.student, batch, request)
             t = forward_features(parts.teacher, batch, parts.method.teacher_request())

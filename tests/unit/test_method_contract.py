@@ -7,7 +7,6 @@ import torch
 
 from distil.adapters import forward_features
 from distil.cli.configs import bundled_configs
-from distil.data.batching import collate
 from distil.methods import METHODS, Method
 from distil.training.optim import trainable_parameters
 from distil.training.setup import build_run
@@ -25,7 +24,7 @@ def test_method_contract(name, tmp_path):
     parts = build_run(cfg)
     assert isinstance(parts.method, Method)
     assert (parts.teacher is not None) == cls.uses_teacher
-    batch = collate([parts.train_set[i] for i in range(4)], 0)
+    batch = parts.task.collate([parts.task.train_set[i] for i in range(4)])
     student = forward_features(parts.student, batch, parts.method.student_request())
     request = parts.method.teacher_request()
     teacher = None

@@ -92,11 +92,8 @@ def validate(name_or_path: str, overrides: list[str], *, check_data: bool = Fals
         return f"{path}: valid pipeline config."
     cfg = build_run_config(data)
     if check_data:
-        from distil.training.setup import load_task_data
+        from distil.tasks import load_task
 
-        task, train, dev = load_task_data(cfg)
-        return (
-            f"{path}: valid; method {cfg.method_name}, task {task.name}: {len(train)} training and "
-            f"{len(dev) if dev is not None else 0} dev examples."
-        )
+        task = load_task(cfg.data, cfg.train.seed)
+        return f"{path}: valid; method {cfg.method_name}; data: {task.describe()}."
     return f"{path}: valid; method {cfg.method_name}, task {cfg.data.task}."

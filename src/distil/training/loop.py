@@ -30,9 +30,8 @@ from tqdm.auto import tqdm
 
 from distil.adapters import forward_features
 from distil.config import RunConfig
-from distil.data.batching import collate, epoch_batches
+from distil.data.batching import epoch_batches
 from distil.errors import ConfigError, TrainingError
-from distil.evaluation.classification import evaluate
 from distil.training.checkpoint import (
     TrainerState,
     check_run_dir,
@@ -92,7 +91,6 @@ class _Run:
         self.run_dir = Path(cfg.run_dir)
         self.device = accelerator.device
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
-        self.pad_id = int(parts.tokenizer.pad_token_id or 0)
         self.student_request: FeatureRequest = parts.method.student_request()
         self.teacher_request = parts.method.teacher_request()
         self.extras = parts.method.trainable_modules()
@@ -110,18 +108,7 @@ class _Run:
         with torch.no_grad():
             return forward_features(self.parts.teacher, batch, self.teacher_request)
 
-    def evaluate(self) -> dict[str, float]:
-        if self.parts.dev_set is None:
-            return {}
-        return evaluate(
-            self.parts.student,
-            self.parts.dev_set,
-            self.parts.task,
-            batch_size=self.cfg.eval.batch_size,
-            pad_token_id=self.pad_id,
-        )
-
-    def selection_metric(self) -> str:
+    def selection_metric(self) -> str | None:
         return self.cfg.eval.metric or self.parts.task.main_metric
 
 
@@ -171,7 +158,8 @@ def train(
     params = [p for _, p in named]
     optimizer = acc.prepare_optimizer(build_optimizer(named, tc), device_placement=True)
     global_batch = tc.batch_size * run.world * tc.grad_accum
-    lengths = [len(ids) for ids in parts.train_set["input_ids"][:]]
+    task = parts.task
+    lengths = [len(ids) for ids in task.train_set["input_ids"][:]]
     steps_per_epoch = (
         len(lengths) // global_batch if run.world > 1 else math.ceil(len(lengths) / global_batch)
     )
@@ -189,7 +177,7 @@ def train(
     if tc.cache_teacher:
         assert parts.teacher is not None
         run.cache = TeacherCache.build(
-            parts.teacher, parts.train_set, run.pad_id, cfg.eval.batch_size, run.device
+            parts.teacher, task.train_set, task.collate, cfg.eval.batch_size, run.device
         )
     logger = MetricLogger(run.run_dir, tensorboard=tc.tensorboard, enabled=acc.is_main_process)
     bar = tqdm(
@@ -217,8 +205,8 @@ def train(
 
     def evaluate_and_select() -> None:
         state.eval_step = state.step
-        if acc.is_main_process and parts.dev_set is not None:
-            metrics = run.evaluate()
+        if acc.is_main_process and task.dev_set is not None:
+            metrics = task.evaluate(student, cfg.eval.batch_size)
             logger.write(state.step, {f"eval/{k}": v for k, v in metrics.items()})
             key = run.selection_metric()
             if key not in metrics:
@@ -232,10 +220,7 @@ def train(
     def step_once(indices: list[int]) -> None:
         sums: dict[str, float] = defaultdict(float)
         for chunk in _micro_batches(indices, tc.batch_size, run.world, run.rank):
-            batch = {
-                k: v.to(run.device)
-                for k, v in collate([parts.train_set[i] for i in chunk], run.pad_id).items()
-            }
+            batch = {k: v.to(run.device) for k, v in task.collate([task.train_set[i] for i in chunk]).items()}
             share = len(chunk) / len(indices)
             with acc.autocast():
                 student_features = forward_features(student, batch, run.student_request)
@@ -279,7 +264,15 @@ def train(
             state.step, state.batch_in_epoch = state.step + 1, b + 1
             bar.update(1)
             if state.step % tc.log_every == 0 or state.step == total_steps:
-                record = logger.flush(state.step, {"lr": scheduler.get_last_lr()[0], "epoch": state.epoch})
+                record = logger.flush(
+                    state.step,
+                    {"lr": scheduler.get_last_lr()[0], "epoch": state.epoch}
+                    | (
+                        {"cuda_peak_mem_gib": torch.cuda.max_memory_allocated(run.device) / 2**30}
+                        if run.device.type == "cuda"
+                        else {}
+                    ),
+                )
                 bar.set_postfix_str(f"loss {record.get('loss/total', float('nan')):.4f}", refresh=False)
             evaluated = tc.eval_every > 0 and state.step % tc.eval_every == 0
             if evaluated:

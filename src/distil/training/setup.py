@@ -1,4 +1,4 @@
-"""Turn a validated ``RunConfig`` into data, models and a method, before anything is written to disk."""
+"""Turn a validated ``RunConfig`` into task data, models and a method, before anything is written to disk."""
 
 from __future__ import annotations
 
@@ -6,13 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.config import RunConfig, StudentConfig
-from distil.data.batching import tokenize
-from distil.data.sources import load_custom, load_glue_split, resolve_data_dir, subset
-from distil.data.tasks import TaskSpec, custom_task, get_task
 from distil.errors import ConfigError, ModelError
 from distil.methods import Method, MethodContext, get_method
 from distil.models.architectures import arch_spec, num_layers
@@ -25,46 +21,27 @@ from distil.models.students import (
     uniform_layer_map,
     validate_layer_list,
 )
+from distil.tasks import TaskData, load_task
 
-__all__ = ["RunParts", "build_run", "build_student", "load_task_data"]
+__all__ = ["RunParts", "build_run", "build_student", "describe", "model_head"]
 
 
 @dataclass
 class RunParts:
     """Everything the loop trains and evaluates with."""
 
-    task: TaskSpec
+    task: TaskData
     tokenizer: PreTrainedTokenizerBase
-    train_set: Dataset
-    dev_set: Dataset | None
     student: PreTrainedModel
     teacher: PreTrainedModel | None
     method: Method
     student_layers: list[int] | None
 
 
-def load_task_data(cfg: RunConfig) -> tuple[TaskSpec, Dataset, Dataset | None]:
-    """Raw train and dev splits of the configured task (validated by the loaders)."""
-    data = cfg.data
-    if data.task == "custom":
-        assert data.train_file and data.text_columns
-        task = custom_task(
-            tuple(data.text_columns),
-            data.label_column,
-            is_regression=data.is_regression,
-            label_names=tuple(data.label_names) if data.label_names else None,
-            train_file=data.train_file,
-        )
-        train = load_custom(data.train_file, task)
-        dev = load_custom(data.dev_file, task) if data.dev_file else None
-    else:
-        task = get_task(data.task)
-        data_dir = resolve_data_dir(data.data_dir)
-        train = load_glue_split(task, "train", data_dir)
-        dev = load_glue_split(task, task.dev_splits[0], data_dir)
-    train = subset(train, data.train_subset, cfg.train.seed)
-    dev = subset(dev, data.dev_subset, cfg.train.seed) if dev is not None else None
-    return task, train, dev
+def model_head(method_cls: type[Method], task: TaskData) -> str:
+    """The head both models carry: the task's, unless the method asks for another (e.g. ``mlm``)."""
+    chooser = getattr(method_cls, "model_head", None)
+    return str(chooser(task.head)) if chooser is not None else task.head
 
 
 def _teacher_layers_for(spec: StudentConfig, teacher_depth: int) -> list[int]:
@@ -76,14 +53,14 @@ def _teacher_layers_for(spec: StudentConfig, teacher_depth: int) -> list[int]:
 
 
 def build_student(
-    spec: StudentConfig, source: PreTrainedModel | None, task: TaskSpec, attn: str
+    spec: StudentConfig, source: PreTrainedModel | None, task: TaskData, head: str, attn: str
 ) -> tuple[PreTrainedModel, list[int] | None]:
     """Build the student from ``source`` (the loaded teacher checkpoint) as ``spec`` says."""
     if spec.init == "pretrained":
         assert spec.path is not None
         model = load_model(
             spec.path,
-            head="seq",
+            head=head,
             num_labels=task.num_labels,
             is_regression=task.is_regression,
             attn_implementation=attn,
@@ -103,8 +80,8 @@ def build_student(
         hidden_size=spec.hidden_size,
         num_heads=spec.num_heads,
         intermediate_size=spec.intermediate_size,
-        head="seq",
-        num_labels=task.num_labels,
+        head=head,
+        num_labels=task.num_labels if head == "seq" else None,
     )
     return student, None
 
@@ -123,7 +100,8 @@ def _check_teacher_head(path: str, teacher: PreTrainedModel) -> None:
 def build_run(cfg: RunConfig) -> RunParts:
     """Load and validate data, models and method; raises before any file is written."""
     method_cls = get_method(cfg.method_name)
-    task, train_raw, dev_raw = load_task_data(cfg)
+    task = load_task(cfg.data, cfg.train.seed)
+    head = model_head(method_cls, task)
     attn = cfg.models.attn_implementation
     spec = cfg.models.student
     source = None
@@ -132,17 +110,18 @@ def build_run(cfg: RunConfig) -> RunParts:
             raise ConfigError(f"Method {cfg.method_name!r} needs models.teacher.")
         source = load_model(
             cfg.models.teacher,
-            head="seq",
-            num_labels=task.num_labels,
+            head=head,
+            num_labels=task.num_labels if head == "seq" else None,
             is_regression=task.is_regression,
             attn_implementation=attn,
         )
         arch_spec(source)
-    student, layers = build_student(spec, source, task, attn)
+    student, layers = build_student(spec, source, task, head, attn)
     teacher = None
     if method_cls.uses_teacher:
         assert source is not None and cfg.models.teacher
-        _check_teacher_head(cfg.models.teacher, source)
+        if head == "seq":
+            _check_teacher_head(cfg.models.teacher, source)
         teacher = freeze(source)
     tokenizer = load_tokenizer(spec.path if spec.init == "pretrained" else str(cfg.models.teacher))
     if teacher is not None and spec.init == "pretrained":
@@ -151,17 +130,14 @@ def build_run(cfg: RunConfig) -> RunParts:
         student=student, teacher=teacher, is_regression=task.is_regression, num_labels=task.num_labels
     )
     method = method_cls(cfg.method, ctx)
-    train_set = tokenize(train_raw, tokenizer, task, cfg.data.max_length)
-    dev_set = tokenize(dev_raw, tokenizer, task, cfg.data.max_length) if dev_raw is not None else None
-    return RunParts(task, tokenizer, train_set, dev_set, student, teacher, method, layers)
+    task.prepare(tokenizer, cfg.data.max_length)
+    return RunParts(task, tokenizer, student, teacher, method, layers)
 
 
 def describe(parts: RunParts, cfg: RunConfig) -> dict[str, Any]:
     """A short summary of what was built, for the recipe file."""
     return {
-        "task": parts.task.name,
-        "train_examples": len(parts.train_set),
-        "dev_examples": len(parts.dev_set) if parts.dev_set is not None else 0,
+        **parts.task.describe(),
         "teacher": cfg.models.teacher if parts.teacher is not None else None,
         "student_init": cfg.models.student.init,
         "student_teacher_layers": parts.student_layers,

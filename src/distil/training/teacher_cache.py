@@ -6,6 +6,7 @@ logits for an example never change (up to the float noise of a different padding
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,6 @@ from datasets import Dataset
 from transformers import PreTrainedModel
 
 from distil.adapters import model_inputs
-from distil.data.batching import collate
 from distil.types import Features
 
 __all__ = ["TeacherCache"]
@@ -32,7 +32,7 @@ class TeacherCache:
         cls,
         teacher: PreTrainedModel,
         dataset: Dataset,
-        pad_token_id: int,
+        collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
         batch_size: int,
         device: torch.device,
     ) -> TeacherCache:
@@ -43,7 +43,7 @@ class TeacherCache:
         logits: torch.Tensor | None = None
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            batch = collate([dataset[int(i)] for i in rows], pad_token_id)
+            batch = collate([dataset[int(i)] for i in rows])
             out = teacher(**{k: v.to(device) for k, v in model_inputs(teacher, batch).items()}).logits.float()
             if logits is None:
                 logits = torch.zeros(int(idx_all.max()) + 1, *out.shape[1:])
