@@ -86,7 +86,8 @@ class DataConfig:
     """Task data.
 
     Attributes:
-        task: A GLUE task (``sst2``, ``mrpc``, ...) or ``custom`` with ``train_file``/``dev_file``.
+        task: A GLUE task (``sst2``, ``mrpc``, ...), ``custom`` with ``train_file``/``dev_file``, or
+            ``corpus`` (task-agnostic distillation on unlabelled text, see ``corpus``).
         data_dir: Folder holding ``glue/<TASK>/*.tsv``; else ``$DISTIL_DATA``, else ``../shared/data``.
         train_file: Custom task training file (.csv, .tsv or .jsonl).
         dev_file: Custom task evaluation file.
@@ -98,6 +99,11 @@ class DataConfig:
         train_subset: Use a seeded random subset of this many training rows (``None``: all).
         dev_subset: Evaluate on a seeded random subset of this many dev rows (``None``: all).
         group_by_length: Batch examples of similar length together (less padding, same randomness).
+        corpus: For ``task: corpus``: text files or folders (plain text, or WikiExtractor ``<doc>`` files),
+            packed into blocks of ``max_length`` tokens.
+        max_blocks: For ``task: corpus``: use at most this many blocks (a fixed data budget).
+        cache_dir: Where tokenised corpus blocks are cached (default ``$DISTIL_CACHE`` or
+            ``~/.cache/distil``); reused when files, tokenizer and block size are unchanged.
     """
 
     task: str = "sst2"
@@ -112,10 +118,15 @@ class DataConfig:
     train_subset: int | None = None
     dev_subset: int | None = None
     group_by_length: bool = True
+    corpus: list[str] | None = None
+    max_blocks: int | None = None
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.task == "custom" and not (self.train_file and self.text_columns):
             raise ConfigError("data.task=custom needs data.train_file and data.text_columns.")
+        if self.task == "corpus" and not self.corpus:
+            raise ConfigError("data.task=corpus needs data.corpus: a list of text files or folders.")
         if self.max_length < 8:
             raise ConfigError(f"data.max_length must be >= 8, got {self.max_length}.")
         if self.text_columns is not None and not 1 <= len(self.text_columns) <= 2:

@@ -57,3 +57,38 @@ def test_two_processes_equal_one(tmp_path):
     b = AutoModelForSequenceClassification.from_pretrained(tmp_path / "two" / "student").state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0, msg=key)
+
+
+def test_minilmv2_two_processes_with_unused_student_parameters(tmp_path):
+    # The relation loss leaves the student's last FFN without gradient: two processes must still run.
+    from factories import save_tiny_pair
+
+    teacher = save_tiny_pair(tmp_path / "teacher", "bert", num_labels=2)
+    corpus = Path(__file__).resolve().parents[1] / "assets" / "corpus"
+    cfg = {
+        "run_dir": str(tmp_path / "mp"),
+        "models": {
+            "teacher": str(teacher),
+            "student": {"init": "config", "num_layers": 1, "hidden_size": 16},
+        },
+        "data": {
+            "task": "corpus",
+            "corpus": [str(corpus)],
+            "max_length": 16,
+            "cache_dir": str(tmp_path / "c"),
+        },
+        "train": {"batch_size": 2, "max_steps": 3, "tensorboard": False},
+        "method": {"name": "minilmv2", "relation_heads": 4},
+    }
+    path = tmp_path / "mp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run(
+        [*torchrun, "-m", "distil", "distill", "--config", str(path), "--no-progress"],
+        check=True,
+        env=env,
+        timeout=300,
+    )
+    recipe = json.loads((tmp_path / "mp" / "student" / "recipe.json").read_text())
+    assert recipe["results"]["world_size"] == 2 and recipe["results"]["steps"] == 3

@@ -8,12 +8,16 @@ from distil.errors import ConfigError, closest
 from distil.methods.base import Method, MethodContext
 from distil.methods.finetune import Finetune
 from distil.methods.kd import KD
+from distil.methods.minilm import MiniLM
+from distil.methods.minilmv2 import MiniLMv2
 
 __all__ = ["METHODS", "Method", "MethodContext", "get_method", "method_name"]
 
 METHODS: dict[str, type[Method]] = {
     "finetune": Finetune,
     "kd": KD,
+    "minilm": MiniLM,
+    "minilmv2": MiniLMv2,
 }
 
 
