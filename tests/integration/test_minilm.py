@@ -139,3 +139,22 @@ def test_corpus_distillation_then_finetune(tmp_path):
 def test_minilm_v1_on_corpus(tmp_path):
     cfg = build_run_config(_corpus_run(tmp_path, "minilm"))
     assert train(cfg, progress=False).steps == 4
+
+
+def test_automatic_teacher_layer_probe(tmp_path, capsys):
+    import json
+
+    cfg = build_run_config(
+        _corpus_run(
+            tmp_path, "minilmv2", relation_heads=4, teacher_layer="auto", probe_layers=[1, 2], probe_steps=10
+        )
+    )
+    train(cfg, progress=False)
+    probe = json.loads((tmp_path / "minilmv2" / "teacher_layer_probe.json").read_text())
+    assert set(probe["scores"]) == {"1", "2"} and probe["chosen_layer"] in (1, 2)
+    assert probe["chosen_layer"] == int(max(probe["scores"], key=probe["scores"].get))
+    recipe = json.loads((tmp_path / "minilmv2" / "student" / "recipe.json").read_text())
+    assert recipe["config"]["method"]["teacher_layer"] == probe["chosen_layer"]
+    assert "teacher-layer probe" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="teacher_layer"):
+        build_run_config(_corpus_run(tmp_path, "minilmv2", teacher_layer="last"))

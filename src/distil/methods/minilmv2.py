@@ -33,7 +33,11 @@ class MiniLMv2Config:
         relation_heads: A_r, the number of relation heads; must divide both models' Q/K/V widths.
             The paper uses 48 for base-size and 64 for large teachers.
         teacher_layer: 1-indexed teacher layer whose relations are distilled (``None``: the last layer;
-            the paper uses 21 of 24 for BERT-large and 19 of 24 for RoBERTa-large).
+            the paper uses 21 of 24 for BERT-large and 19 of 24 for RoBERTa-large), or ``auto``: choose it
+            with a short probe before training (``distil.training.layer_probe``; our heuristic, not the
+            paper's).
+        probe_layers: Candidate layers of the ``auto`` probe (default: the upper half of the teacher).
+        probe_steps: Training steps per candidate in the ``auto`` probe.
         relations: Relation pairs, any of QQ KK VV QK KQ QV VQ KV VK (the paper's default is QQ, KK, VV).
         weights: One weight per relation (default 1 each; the losses are summed, as in the paper).
         head_chunk: Relation heads per chunk of the loss computation (``None``: automatic, bounded memory).
@@ -41,13 +45,19 @@ class MiniLMv2Config:
     """
 
     relation_heads: int = 48
-    teacher_layer: int | None = None
+    teacher_layer: int | str | None = None
+    probe_layers: list[int] | None = None
+    probe_steps: int = 40
     relations: list[str] = field(default_factory=lambda: ["QQ", "KK", "VV"])
     weights: list[float] | None = None
     head_chunk: int | None = None
     row_chunk: int | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.teacher_layer, str) and self.teacher_layer != "auto":
+            raise ConfigError(
+                f"method.teacher_layer must be a layer number, null or 'auto', got {self.teacher_layer!r}."
+            )
         if self.relation_heads < 1:
             raise ConfigError(f"method.relation_heads must be >= 1, got {self.relation_heads}.")
         bad = [r for r in self.relations if r not in RELATIONS]
@@ -82,7 +92,11 @@ class MiniLMv2:
         assert ctx.teacher is not None
         self.cfg = cfg
         depth = num_layers(ctx.teacher.config)
-        layer = cfg.teacher_layer if cfg.teacher_layer is not None else depth
+        if cfg.teacher_layer == "auto":
+            raise ConfigError(
+                "method.teacher_layer=auto is resolved by the training loop's probe, before the method."
+            )
+        layer = int(cfg.teacher_layer) if cfg.teacher_layer is not None else depth
         if not 1 <= layer <= depth:
             raise ConfigError(f"method.teacher_layer must be in 1..{depth} for this teacher, got {layer}.")
         self.teacher_layer = layer - 1

@@ -14,6 +14,7 @@ accumulation 1, batch 2 x accumulation 4 and 2 processes x batch 4 give the same
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import defaultdict
@@ -34,6 +35,7 @@ from distil.data.batching import epoch_batches
 from distil.errors import ConfigError, TrainingError
 from distil.training.checkpoint import (
     TrainerState,
+    atomic_write_text,
     check_run_dir,
     clear_run_dir,
     latest_checkpoint,
@@ -42,6 +44,7 @@ from distil.training.checkpoint import (
 )
 from distil.training.env import seed_everything
 from distil.training.export import export_student, save_best
+from distil.training.layer_probe import PROBE_FILE, needs_layer_probe, probe_teacher_layer
 from distil.training.logging import MetricLogger
 from distil.training.optim import build_optimizer, build_scheduler, trainable_parameters
 from distil.training.setup import RunParts, build_run, describe
@@ -148,7 +151,13 @@ def train(
     Raises:
         DistilError: Bad input (before anything is written) or a non-finite loss (the run stops).
     """
+    probe: dict[str, Any] | None = None
+    if needs_layer_probe(cfg):
+        check_run_dir(Path(cfg.run_dir), resume=resume, overwrite=overwrite)  # fail before the probe's cost
+        cfg, probe = probe_teacher_layer(cfg, resume=resume)
     parts, acc = _setup(cfg, resume, overwrite)
+    if probe is not None and acc.is_main_process:
+        atomic_write_text(Path(cfg.run_dir) / PROBE_FILE, json.dumps(probe, indent=2))
     run = _Run(cfg, parts, acc)
     tc = cfg.train
     student, extras = parts.student.to(run.device).train(), run.extras.to(run.device).train()
@@ -306,6 +315,7 @@ def train(
                 "steps": state.step,
                 "train_seconds": seconds,
                 "world_size": run.world,
+                "teacher_layer_probe": probe,
             },
         }
         export_student(student, parts.tokenizer, run.run_dir, recipe)
