@@ -183,3 +183,34 @@ def test_evaluation_selects_and_exports_best(tmp_path):
     assert all("loss/task" in x and "samples_per_s" in x for x in lines if "loss/total" in x)
     model = AutoModelForSequenceClassification.from_pretrained(Path(cfg.run_dir) / "student")
     assert model.config.num_hidden_layers == 1
+
+
+def test_stage_runner_runs_reuses_and_exports_the_last_stage(tmp_path, capsys):
+    from distil.training.stages import run_stages, stage_dir
+
+    root = tiny_run(tmp_path, "kd", run_dir=str(tmp_path / "staged"))
+    first = tiny_run(tmp_path, "finetune", **{"train.max_steps": 2})
+    second = tiny_run(
+        tmp_path,
+        "kd",
+        **{
+            "train.max_steps": 3,
+            "models.student.layers": [1],
+            "models.teacher": str(stage_dir(root.run_dir, "a") / "student"),
+        },
+    )
+    result = run_stages(root, [("a", first), ("b", second)], resume=False, overwrite=False, progress=False)
+    recipe = json.loads((Path(root.run_dir) / "student" / "recipe.json").read_text())
+    assert result.student_dir == Path(root.run_dir) / "student"
+    assert set(recipe["stages"]) == {"a", "b"} and recipe["stages"]["b"]["steps"] == 3
+    assert recipe["method"] == "kd"
+    with pytest.raises(ConfigError, match="finished run"):
+        run_stages(root, [("a", first), ("b", second)], resume=False, overwrite=False, progress=False)
+    # An interrupted plan resumes: drop stage b's result and run again with resume.
+    import shutil
+
+    shutil.rmtree(Path(root.run_dir) / "student")
+    shutil.rmtree(stage_dir(root.run_dir, "b"))
+    capsys.readouterr()
+    run_stages(root, [("a", first), ("b", second)], resume=True, overwrite=False, progress=False)
+    assert "stage a: reusing" in capsys.readouterr().out

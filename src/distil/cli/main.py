@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from distil.cli.deploy import add_bench_options, add_export_options, add_report_options
 from distil.errors import DistilError
 
 __all__ = ["COMMANDS", "main"]
@@ -91,6 +92,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a trained model to ONNX (fp32, optionally int8), verified against PyTorch."""
+    from distil.cli.deploy import export_command
+
+    return export_command(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark teacher and student side by side: size, FLOPs, latency, throughput, task metric."""
+    from distil.cli.deploy import bench_command
+
+    return bench_command(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a markdown report with plots from runs, pipeline folders and bench results."""
+    from distil.cli.deploy import report_command
+
+    return report_command(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "finetune": cmd_finetune,
     "distill": cmd_distill,
@@ -98,6 +120,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "eval": cmd_eval,
     "ls": cmd_ls,
     "validate": cmd_validate,
+    "export": cmd_export,
+    "bench": cmd_bench,
+    "report": cmd_report,
 }
 
 
@@ -130,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("config", help="YAML run config (file or bundled name).")
             p.add_argument("overrides", nargs="*", metavar="key=value")
             p.add_argument("--check-data", action="store_true", help="Also load and check the data files.")
+        if name == "export":
+            add_export_options(p)
+        if name == "bench":
+            add_bench_options(p)
+        if name == "report":
+            add_report_options(p)
     return parser
 
 

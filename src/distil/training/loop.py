@@ -33,6 +33,7 @@ from distil.adapters import forward_features
 from distil.config import RunConfig
 from distil.data.batching import epoch_batches
 from distil.errors import ConfigError, TrainingError
+from distil.methods import get_method
 from distil.training.checkpoint import (
     TrainerState,
     atomic_write_text,
@@ -48,6 +49,7 @@ from distil.training.layer_probe import PROBE_FILE, needs_layer_probe, probe_tea
 from distil.training.logging import MetricLogger
 from distil.training.optim import build_optimizer, build_scheduler, trainable_parameters
 from distil.training.setup import RunParts, build_run, describe
+from distil.training.stages import run_stages
 from distil.training.teacher_cache import TeacherCache
 from distil.types import FeatureRequest, Features
 
@@ -151,6 +153,10 @@ def train(
     Raises:
         DistilError: Bad input (before anything is written) or a non-finite loss (the run stops).
     """
+    plan_fn = getattr(get_method(cfg.method_name), "stage_plan", None)
+    plan = plan_fn(cfg) if plan_fn is not None else []
+    if plan:
+        return run_stages(cfg, plan, resume=resume, overwrite=overwrite, progress=progress)
     probe: dict[str, Any] | None = None
     if needs_layer_probe(cfg):
         check_run_dir(Path(cfg.run_dir), resume=resume, overwrite=overwrite)  # fail before the probe's cost
@@ -222,7 +228,7 @@ def train(
                 raise ConfigError(f"eval.metric {key!r} is not among the task's metrics {sorted(metrics)}.")
             if state.best_metric is None or metrics[key] > state.best_metric:
                 state.best_metric, state.best_step, state.best_eval = metrics[key], state.step, metrics
-                save_best(student, parts.tokenizer, run.run_dir)
+                save_best(student, parts.tokenizer, run.run_dir, extras)
             bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         run.barrier()
 
@@ -318,7 +324,7 @@ def train(
                 "teacher_layer_probe": probe,
             },
         }
-        export_student(student, parts.tokenizer, run.run_dir, recipe)
+        export_student(student, parts.tokenizer, run.run_dir, recipe, extras=extras)
     logger.close()
     acc.wait_for_everyone()
     return result

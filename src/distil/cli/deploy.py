@@ -1,0 +1,149 @@
+"""``distil export``, ``distil bench`` and ``distil report``: options and command bodies.
+
+Only argparse is imported at module level, so building the parser stays cheap; the work is imported
+inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from distil.errors import ConfigError
+
+if TYPE_CHECKING:
+    from distil.evaluation.bench import DevSplit
+
+__all__ = [
+    "add_bench_options",
+    "add_export_options",
+    "add_report_options",
+    "bench_command",
+    "export_command",
+    "report_command",
+]
+
+
+def add_export_options(p: argparse.ArgumentParser) -> None:
+    """Options of ``distil export``."""
+    p.add_argument(
+        "model", metavar="RUN_OR_MODEL", help="Run directory (its student/) or saved model directory."
+    )
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="Export format (default: onnx).")
+    p.add_argument("--int8", action="store_true", help="Also write a dynamically quantised int8 model.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing export.")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17).")
+
+
+def add_bench_options(p: argparse.ArgumentParser) -> None:
+    """Options of ``distil bench``."""
+    p.add_argument("--teacher", required=True, help="Teacher: run dir, model dir or 'embedded'.")
+    p.add_argument("--student", required=True, help="Student: run dir or model dir.")
+    p.add_argument("--task", help="Task to score on: a GLUE name, or 'custom' with --file (default: none).")
+    p.add_argument("--data-dir", help="Folder with glue/<TASK>/*.tsv.")
+    p.add_argument("--file", help="Custom task: evaluation file (.csv, .tsv, .jsonl).")
+    p.add_argument("--text-columns", help="Custom task: comma-separated text column(s).")
+    p.add_argument("--label-column", default="label", help="Custom task: label column.")
+    p.add_argument("--regression", action="store_true", help="Custom task: real-valued labels.")
+    p.add_argument("--split", help="Split to score (default: the task's dev split).")
+    p.add_argument("--dev-subset", type=int, help="Score on a seeded subset of N examples.")
+    p.add_argument(
+        "--max-length", type=int, default=128, help="Truncation length for scoring (default: 128)."
+    )
+    p.add_argument("--seq-length", type=int, default=128, help="Tokens per timed sequence (default: 128).")
+    p.add_argument(
+        "--batch-sizes", default="1,32", help="Comma-separated batch sizes to time (default: 1,32)."
+    )
+    p.add_argument("--repeats", type=int, default=10, help="Timed passes per runtime (default: 10).")
+    p.add_argument("--warmup", type=int, default=3, help="Untimed passes first (default: 3).")
+    p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: torch's setting).")
+    p.add_argument("--no-onnx", action="store_true", help="Skip the ONNX exports found beside the models.")
+    p.add_argument("--json", help="Write the results to this JSON file.")
+
+
+def add_report_options(p: argparse.ArgumentParser) -> None:
+    """Options of ``distil report``."""
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="Run dirs, pipeline dirs or bench JSON files.")
+    p.add_argument("--out", default="report", help="Output folder (default: ./report).")
+    p.add_argument("--bench", action="append", help="A `distil bench --json` result (repeatable).")
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """Run ``distil export``."""
+    from distil.deploy import export_onnx
+
+    result = export_onnx(args.model, int8=args.int8, overwrite=args.overwrite, opset=args.opset)
+    print(f"[distil] {result.fp32_path}: max relative difference from PyTorch {result.fp32.max_rel:.2g}")
+    if result.int8_path is not None and result.int8 is not None:
+        print(
+            f"[distil] {result.int8_path}: max relative difference {result.int8.max_rel:.2g}, "
+            f"argmax agreement {result.int8.agreement:.0%}"
+        )
+    print(f"[distil] how they were made: {result.record_path.with_name('EXPORT.md')}")
+    return 0
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"--batch-sizes must be positive integers separated by commas; got {text!r}.")
+    return sizes
+
+
+def _dev_split(args: argparse.Namespace) -> DevSplit | None:
+    from distil.data.sources import load_custom, load_glue_split, resolve_data_dir, subset
+    from distil.data.tasks import custom_task, get_task
+    from distil.evaluation.bench import DevSplit
+
+    if not args.task:
+        return None
+    if args.task == "custom":
+        if not (args.file and args.text_columns):
+            raise ConfigError("--task custom needs --file and --text-columns.")
+        columns = tuple(args.text_columns.split(","))
+        task = custom_task(columns, args.label_column, is_regression=args.regression, train_file=args.file)
+        raw = load_custom(args.file, task)
+    else:
+        task = get_task(args.task)
+        raw = load_glue_split(task, args.split or task.dev_splits[0], resolve_data_dir(args.data_dir))
+    return DevSplit(task, subset(raw, args.dev_subset, seed=0), max_length=args.max_length)
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """Run ``distil bench``."""
+    from distil.evaluation.bench import format_bench, run_bench
+
+    for name in ("seq_length", "repeats"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1.")
+    result = run_bench(
+        {"teacher": args.teacher, "student": args.student},
+        seq_length=args.seq_length,
+        batch_sizes=_batch_sizes(args.batch_sizes),
+        repeats=args.repeats,
+        warmup=args.warmup,
+        threads=args.threads,
+        onnx=not args.no_onnx,
+        dev=_dev_split(args),
+    )
+    print(format_bench(result))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"[distil] results written to {path}")
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Run ``distil report``."""
+    from distil.reporting import build_report
+
+    report = build_report(list(args.runs), args.out, bench=args.bench)
+    print(f"[distil] report written to {report}")
+    return 0

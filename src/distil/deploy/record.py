@@ -1,0 +1,62 @@
+"""The record of an export: ``export.json`` for tools and ``EXPORT.md`` for people, in ``onnx/``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["versions", "write_record"]
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that made and checked an export."""
+    import onnx
+    import onnxruntime
+    import transformers
+
+    from distil import __version__
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "distil": __version__,
+    }
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` to ``path`` (``export.json``) and its markdown version to ``EXPORT.md`` beside it."""
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    (path.parent / "EXPORT.md").write_text(_markdown(record))
+
+
+def _markdown(record: dict[str, Any]) -> str:
+    lines = [
+        "# ONNX export",
+        "",
+        f"Written by `distil export` on {record['created']} with {record['exporter']}, opset "
+        f"{record['opset']}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items()) + ".",
+        f"Inputs: {', '.join(record['inputs'])} (int64, dynamic batch and sequence axes); output: logits.",
+        f"Checked against PyTorch ({record['attn_implementation']} attention) on a padded probe batch of "
+        f"{record['probe']['rows']} rows x {record['probe']['length']} tokens with a real attention mask.",
+        "",
+        "| file | size (MB) | max abs diff | max rel diff | argmax agreement | tolerance |",
+        "|---|---|---|---|---|---|",
+    ]
+    for info in record["files"].values():
+        check, tol = info["check"], info["tolerance"]
+        limit = f"rel <= {tol['max_rel']:g}" + (
+            f", agreement >= {tol['min_agreement']:.0%}" if "min_agreement" in tol else ""
+        )
+        lines.append(
+            f"| {info['file']} | {info['bytes'] / 1e6:.1f} | {check['max_abs']:.3g} | {check['max_rel']:.3g} "
+            f"| {check['agreement']:.0%} | {limit} |"
+        )
+    if "onnx-int8" in record["files"]:
+        lines += ["", f"int8: {record['files']['onnx-int8']['quantization']}."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,145 @@
+"""Find, load and run deployed models: the Hugging Face checkpoint and its ONNX exports side by side.
+
+A *model directory* is a saved checkpoint (``config.json`` + weights + tokenizer). A *run directory* holds
+one in ``student/``. Exports live in ``<model directory>/onnx/``: ``model.onnx`` (fp32), ``model.int8.onnx``
+(dynamic int8) and ``export.json`` / ``EXPORT.md`` describing how they were made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import AutoConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+from distil.data.batching import collate
+from distil.errors import ModelError
+from distil.models.loading import load_model, resolve_model_path
+
+__all__ = [
+    "EXPORT_FILES",
+    "OnnxModel",
+    "find_exports",
+    "load_classifier",
+    "predict_onnx",
+    "resolve_model_dir",
+]
+
+# Runtime variant -> file name inside <model>/onnx/.
+EXPORT_FILES: dict[str, str] = {"onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx"}
+
+
+def resolve_model_dir(run_or_model: str | Path) -> Path:
+    """The model directory of a run directory (its ``student/``) or of a saved model directory.
+
+    ``"embedded"`` and its aliases resolve to the bundled all-MiniLM-L6-v2 directory.
+
+    Raises:
+        ModelError: Neither ``<path>/config.json`` nor ``<path>/student/config.json`` exists.
+    """
+    path = Path(resolve_model_path(str(run_or_model)))
+    if (path / "student" / "config.json").is_file():
+        return path / "student"
+    if (path / "config.json").is_file():
+        return path
+    raise ModelError(
+        f"{str(run_or_model)!r} is neither a run directory (with student/config.json) nor a saved model "
+        "directory (with config.json). Pass RUN_DIR or RUN_DIR/student of a finished run."
+    )
+
+
+def _attention_for(model_dir: Path) -> str:
+    # Some families (DeBERTa-v2) refuse sdpa outright; pick what the class supports instead of failing.
+    config = AutoConfig.from_pretrained(model_dir)
+    cls = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING.get(type(config), None)
+    return "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
+
+
+def load_classifier(model_dir: str | Path) -> PreTrainedModel:
+    """Load a saved sequence classifier for inference: fp32, eval mode, no gradients, sdpa when supported.
+
+    Raises:
+        ModelError: The directory cannot be loaded.
+    """
+    path = resolve_model_dir(model_dir)
+    model = load_model(str(path), head="seq", attn_implementation=_attention_for(path))
+    return model.float().eval().requires_grad_(False)
+
+
+def find_exports(model_dir: str | Path) -> dict[str, Path]:
+    """The ONNX files exported beside a model: variant name (``onnx-fp32``, ``onnx-int8``) -> path."""
+    onnx_dir = Path(model_dir) / "onnx"
+    return {name: onnx_dir / f for name, f in EXPORT_FILES.items() if (onnx_dir / f).is_file()}
+
+
+class OnnxModel:
+    """An onnxruntime session over an exported classifier, fed with the same batches as the PyTorch model.
+
+    Args:
+        path: An ``.onnx`` file written by `distil.deploy.export_onnx`.
+        threads: Intra-op threads (``None``: as many as torch uses, so the two runtimes compete fairly).
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        # One op at a time, each on intra_op threads: the same parallelism PyTorch uses on CPU.
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        # Idle onnxruntime threads otherwise spin for a while after each run and starve the PyTorch model
+        # timed next to it (300x slower forward passes on a 2-core machine).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def feeds(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """The session inputs from a collated batch (int64 arrays; extra keys are dropped).
+
+        A missing ``token_type_ids`` is zeros and a missing ``attention_mask`` is ones, the defaults the
+        PyTorch model applies itself (RoBERTa tokenizers emit no token types, yet the graph takes them).
+
+        Raises:
+            ModelError: The batch has no ``input_ids``.
+        """
+        if "input_ids" not in batch:
+            raise ModelError(f"{self.path} needs input_ids, which the batch does not have.")
+        ids = batch["input_ids"]
+        defaults = {"token_type_ids": torch.zeros_like(ids), "attention_mask": torch.ones_like(ids)}
+        return {
+            n: batch.get(n, defaults.get(n, ids)).detach().cpu().numpy().astype(np.int64)
+            for n in self.input_names
+        }
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits ``(B, num_labels)`` for prepared ``feeds`` (see `feeds`)."""
+        return self.session.run(["logits"], feeds)[0]
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """Logits ``(B, num_labels)`` of a collated batch."""
+        return self.run(self.feeds(batch))
+
+
+def predict_onnx(
+    model: OnnxModel, dataset: Dataset, *, batch_size: int, pad_token_id: int, is_regression: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and references of an ONNX classifier over a tokenised split, in row order.
+
+    The ONNX counterpart of `distil.evaluation.classification.predict`: the same length-sorted batches.
+    """
+    order = np.argsort([len(ids) for ids in dataset["input_ids"][:]], kind="stable")
+    preds = np.zeros(len(dataset), dtype=np.float64 if is_regression else np.int64)
+    refs = np.zeros(len(dataset), dtype=np.float64 if is_regression else np.int64)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = collate([dataset[int(i)] for i in rows], pad_token_id)
+        logits = model(batch)
+        preds[rows] = logits[:, 0] if is_regression else logits.argmax(-1)
+        refs[rows] = batch["labels"].numpy()
+    return preds, refs

@@ -1,0 +1,241 @@
+"""Teacher and student side by side: size, FLOPs, latency and throughput per runtime, and task metrics.
+
+Every model is run in PyTorch fp32 and, when exports sit beside it (``<model>/onnx/``), in onnxruntime fp32
+and int8 with as many intra-op threads as torch uses. All runtimes of all models are timed interleaved
+within each repeat (see `distil.evaluation.speed.time_interleaved`), at each batch size in turn.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import PreTrainedModel
+
+from distil.adapters import model_inputs
+from distil.data.batching import tokenize
+from distil.data.tasks import TaskSpec
+from distil.deploy.runtime import (
+    OnnxModel,
+    find_exports,
+    load_classifier,
+    predict_onnx,
+    resolve_model_dir,
+)
+from distil.errors import ConfigError
+from distil.evaluation.classification import evaluate, task_metrics
+from distil.evaluation.flops import FLOPS_METHOD, flops_per_token
+from distil.evaluation.speed import random_batch, time_interleaved
+from distil.models.loading import load_tokenizer
+from distil.models.students import count_parameters
+
+__all__ = ["PYTORCH", "DevSplit", "format_bench", "run_bench"]
+
+PYTORCH = "pytorch-fp32"
+
+
+@dataclass(frozen=True)
+class DevSplit:
+    """Labelled text to score every runtime on.
+
+    Attributes:
+        task: The task (metrics, label count).
+        data: Raw rows with the task's text columns and ``label``.
+        max_length: Truncation length in tokens.
+        batch_size: Evaluation batch size.
+    """
+
+    task: TaskSpec
+    data: Dataset
+    max_length: int = 128
+    batch_size: int = 64
+
+
+@dataclass
+class _Runtime:
+    model: str
+    runtime: str
+    path: Path
+    run: Callable[[dict[str, torch.Tensor]], Any]
+    onnx: OnnxModel | None = None
+
+
+def _disk_mb(model_dir: Path, onnx: OnnxModel | None) -> float:
+    if onnx is not None:
+        files = [onnx.path, *onnx.path.parent.glob(onnx.path.name + ".data")]
+    else:
+        files = [*model_dir.glob("*.safetensors"), *model_dir.glob("pytorch_model*.bin")]
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
+def _runtimes(name: str, model_dir: Path, model: torch.nn.Module, onnx: bool, threads: int) -> list[_Runtime]:
+    @torch.inference_mode()
+    def forward(batch: dict[str, torch.Tensor]) -> Any:
+        return model(**model_inputs(model, batch)).logits
+
+    out = [_Runtime(name, PYTORCH, model_dir, forward)]
+    if onnx:
+        for runtime, path in find_exports(model_dir).items():
+            session = OnnxModel(path, threads=threads)
+            out.append(_Runtime(name, runtime, path, session, session))
+    return out
+
+
+def _metrics(rt: _Runtime, model: Any, dev: DevSplit, data: Dataset, pad_id: int) -> dict[str, float]:
+    if rt.onnx is None:
+        return evaluate(model, data, dev.task, batch_size=dev.batch_size, pad_token_id=pad_id)
+    preds, refs = predict_onnx(
+        rt.onnx, data, batch_size=dev.batch_size, pad_token_id=pad_id, is_regression=dev.task.is_regression
+    )
+    return task_metrics(dev.task, preds, refs)
+
+
+def _timing(
+    runtimes: list[_Runtime], vocab: dict[str, int], batch_sizes: Sequence[int], seq_length: int, **kw: int
+) -> dict[int, dict[str, Any]]:
+    out = {}
+    for bs in batch_sizes:
+        fns: dict[str, Callable[[], object]] = {}
+        for rt in runtimes:
+            batch = random_batch(vocab[rt.model], bs, seq_length)
+            if rt.onnx is not None:
+                fns[f"{rt.model}/{rt.runtime}"] = _bind(rt.onnx.run, rt.onnx.feeds(batch))
+            else:
+                fns[f"{rt.model}/{rt.runtime}"] = _bind(rt.run, batch)
+        out[bs] = time_interleaved(fns, **kw)
+    return out
+
+
+def _check_length(name: str, model: PreTrainedModel, seq_length: int) -> None:
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if limit is not None and config.model_type in ("roberta", "xlm-roberta"):
+        limit -= 2  # positions start after the padding index
+    if limit is not None and seq_length > limit:
+        raise ConfigError(f"--seq-length {seq_length} is longer than the {name}'s {limit} positions.")
+
+
+def _finite(values: dict[str, Any]) -> dict[str, Any]:
+    # Quartiles of a single repeat are NaN, which strict JSON readers reject.
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
+
+
+def _bind(fn: Callable[[Any], Any], arg: Any) -> Callable[[], object]:
+    return lambda: fn(arg)
+
+
+def run_bench(
+    models: dict[str, str | Path],
+    *,
+    seq_length: int = 128,
+    batch_sizes: Sequence[int] = (1, 32),
+    repeats: int = 10,
+    warmup: int = 3,
+    threads: int | None = None,
+    onnx: bool = True,
+    dev: DevSplit | None = None,
+) -> dict[str, Any]:
+    """Benchmark models side by side; the first one (the teacher) is the speedup baseline.
+
+    Args:
+        models: Display name -> run directory, model directory or ``"embedded"``.
+        seq_length: Tokens per timed sequence (random ids, no padding).
+        batch_sizes: Batch sizes to time.
+        repeats: Timed passes per runtime and batch size (median, quartiles, min and max reported).
+        warmup: Untimed passes first.
+        threads: torch and onnxruntime intra-op threads (``None``: torch's current setting).
+        onnx: Also run the ONNX exports found beside each model.
+        dev: Labelled data to compute each runtime's task metrics on; ``None`` skips metrics.
+
+    Returns:
+        ``{"settings": {...}, "rows": [...]}``, one row per model and runtime (JSON-serialisable).
+
+    Raises:
+        ConfigError: ``seq_length`` is longer than a model's position table.
+        ModelError: A model cannot be found or loaded.
+    """
+    previous = torch.get_num_threads()
+    threads = threads or previous
+    torch.set_num_threads(threads)
+    try:
+        rows, runtimes, vocab = [], [], {}
+        dirs = {name: resolve_model_dir(where) for name, where in models.items()}  # fail before any work
+        for name, model_dir in dirs.items():
+            model = load_classifier(model_dir)
+            _check_length(name, model, seq_length)
+            vocab[name] = int(model.config.vocab_size)
+            static = {
+                "parameters": count_parameters(model),
+                "flops_per_token": flops_per_token(model, seq_length),
+            }
+            data = pad_id = None
+            if dev is not None:
+                tokenizer = load_tokenizer(str(model_dir))
+                data = tokenize(dev.data, tokenizer, dev.task, dev.max_length)
+                pad_id = int(tokenizer.pad_token_id or 0)
+            for rt in _runtimes(name, model_dir, model, onnx, threads):
+                row = {"model": name, "runtime": rt.runtime, "path": str(rt.path), **static}
+                row["size_mb"] = _disk_mb(model_dir, rt.onnx)
+                if dev is not None and data is not None and pad_id is not None:
+                    row["metrics"] = _metrics(rt, model, dev, data, pad_id)
+                rows.append(row)
+                runtimes.append(rt)
+        timing = _timing(runtimes, vocab, batch_sizes, seq_length, repeats=repeats, warmup=warmup)
+    finally:
+        torch.set_num_threads(previous)
+    base = f"{next(iter(models))}/{PYTORCH}"
+    for row in rows:
+        key = f"{row['model']}/{row['runtime']}"
+        row["latency_ms"] = {str(bs): _finite(vars(t[key])) for bs, t in timing.items()}
+        row["throughput_seq_per_s"] = {str(bs): bs * 1000 / t[key].median_ms for bs, t in timing.items()}
+        row["speedup"] = {str(bs): t[base].median_ms / t[key].median_ms for bs, t in timing.items()}
+    settings = {
+        "seq_length": seq_length,
+        "batch_sizes": list(batch_sizes),
+        "repeats": repeats,
+        "warmup": warmup,
+        "threads": threads,
+        "flops_method": FLOPS_METHOD,
+        "timing": "interleaved: every runtime of every model in turn within each repeat",
+        "speedup_baseline": base,
+        "task": dev.task.name if dev else None,
+        "main_metric": dev.task.main_metric if dev else None,
+        "dev_examples": len(dev.data) if dev else 0,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "torch": torch.__version__,
+        },
+    }
+    return {"settings": settings, "rows": rows}
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    """A markdown table of a `run_bench` result."""
+    settings, rows = result["settings"], result["rows"]
+    sizes = [str(bs) for bs in settings["batch_sizes"]]
+    metric = settings.get("main_metric")
+    head = ["model", "runtime", "params (M)", "size (MB)", "MFLOPs/token"]
+    head += [metric] if metric else []
+    head += [f"b={b} ms median [min-max]" for b in sizes] + [f"b={b} seq/s" for b in sizes]
+    head += [f"speedup b={b}" for b in sizes]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["model"], r["runtime"], f"{r['parameters'] / 1e6:.3g}", f"{r['size_mb']:.3g}"]
+        cells.append(f"{r['flops_per_token'] / 1e6:.3g}")
+        if metric:
+            cells.append(f"{r.get('metrics', {}).get(metric, np.nan):.4f}")
+        for b in sizes:
+            t = r["latency_ms"][b]
+            cells.append(f"{t['median_ms']:.1f} [{t['min_ms']:.1f}-{t['max_ms']:.1f}]")
+        cells += [f"{r['throughput_seq_per_s'][b]:.1f}" for b in sizes]
+        cells += [f"{r['speedup'][b]:.2f}x" for b in sizes]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""ONNX export: logits equal PyTorch's, dynamic axes, int8 within tolerance, refusals leave no file."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import distil.deploy.onnx as onnx_export
+from distil.adapters import model_inputs
+from distil.data.batching import collate
+from distil.deploy import (
+    FP32_MAX_REL_DIFF,
+    INT8_MAX_REL_DIFF,
+    ExportError,
+    LogitDiff,
+    OnnxModel,
+    compare_logits,
+    export_onnx,
+    find_exports,
+    load_classifier,
+    resolve_model_dir,
+)
+from distil.errors import ModelError
+from factories import save_tiny_pair
+
+FAMILIES = ("bert", "deberta-v2", "gpt2")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, Path]:
+    """One tiny classifier per family, exported once (fp32 + int8) for the whole module."""
+    out = {}
+    for family in FAMILIES:
+        model_dir = save_tiny_pair(tmp_path_factory.mktemp(family), family, num_labels=3)
+        export_onnx(model_dir, int8=True)
+        out[family] = model_dir
+    return out
+
+
+def _padded_batch(model: torch.nn.Module, rows: int, longest: int) -> dict[str, torch.Tensor]:
+    """Rows of decreasing length, right-padded: every row but the first has a partial attention mask."""
+    generator = torch.Generator().manual_seed(rows * 100 + longest)
+    lengths = [max(1, longest - 3 * i) for i in range(rows)]
+    samples = [{"input_ids": torch.randint(5, 100, (n,), generator=generator).tolist()} for n in lengths]
+    batch = collate(samples, int(model.config.pad_token_id))
+    batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+    assert rows == 1 or (batch["attention_mask"] == 0).any()
+    return model_inputs(model, batch)
+
+
+def _relative(reference: np.ndarray, candidate: np.ndarray) -> float:
+    return float(np.abs(candidate - reference).max() / np.abs(reference).max())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_export_writes_files_and_record(exported, family):
+    model_dir = exported[family]
+    files = find_exports(model_dir)
+    assert set(files) == {"onnx-fp32", "onnx-int8"}
+    record = json.loads((model_dir / "onnx" / "export.json").read_text())
+    assert record["opset"] == 17 and record["outputs"] == ["logits"]
+    assert record["files"]["onnx-fp32"]["check"]["max_rel"] <= FP32_MAX_REL_DIFF
+    assert "torch" in record["versions"] and "onnxruntime" in record["versions"]
+    assert "max rel diff" in (model_dir / "onnx" / "EXPORT.md").read_text()
+    # Inputs as the family takes them: DeBERTa-v3-style (type_vocab_size=0) and GPT-2 take no token types.
+    expected = ["input_ids", "attention_mask"] + (["token_type_ids"] if family == "bert" else [])
+    assert OnnxModel(files["onnx-fp32"]).input_names == expected == record["inputs"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("rows", "longest"), [(3, 11), (5, 20), (1, 7)])
+def test_fp32_logits_match_pytorch_on_new_shapes(exported, family, rows, longest):
+    model = load_classifier(exported[family])
+    batch = _padded_batch(model, rows, longest)
+    with torch.no_grad():
+        reference = model(**batch).logits.numpy()
+    logits = OnnxModel(exported[family] / "onnx" / "model.onnx")(batch)
+    assert logits.shape == reference.shape
+    assert _relative(reference, logits) <= FP32_MAX_REL_DIFF
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_int8_runs_within_the_stated_tolerance(exported, family):
+    model = load_classifier(exported[family])
+    batch = _padded_batch(model, 6, 16)
+    with torch.no_grad():
+        reference = model(**batch).logits.numpy()
+    logits = OnnxModel(exported[family] / "onnx" / "model.int8.onnx")(batch)
+    assert logits.shape == reference.shape
+    assert _relative(reference, logits) <= INT8_MAX_REL_DIFF
+    # Really quantised: the matrix products run on int8 (tiny models are too small to shrink on disk).
+    ops = {node.op_type for node in onnx.load(str(exported[family] / "onnx" / "model.int8.onnx")).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+
+
+def test_existing_export_is_kept_unless_overwrite(exported, tmp_path):
+    model_dir = save_tiny_pair(tmp_path / "m", "bert")
+    export_onnx(model_dir)
+    before = (model_dir / "onnx" / "model.onnx").stat().st_mtime_ns
+    with pytest.raises(ExportError, match="--overwrite"):
+        export_onnx(model_dir)
+    assert (model_dir / "onnx" / "model.onnx").stat().st_mtime_ns == before
+    result = export_onnx(model_dir, overwrite=True)
+    assert result.int8_path is None and not (model_dir / "onnx" / "model.int8.onnx").exists()
+
+
+def test_refuses_and_deletes_when_outputs_differ(tmp_path, monkeypatch):
+    model_dir = save_tiny_pair(tmp_path / "m", "bert")
+    monkeypatch.setattr(
+        onnx_export, "compare_logits", lambda ref, out: LogitDiff(0.75, 0.0123, 0.5, len(ref))
+    )
+    with pytest.raises(ExportError, match=r"0\.0123") as err:
+        export_onnx(model_dir, int8=True)
+    assert "0.75" in str(err.value)
+    assert not [p for p in (model_dir / "onnx").iterdir() if p.suffix == ".onnx" or ".tmp" in p.name]
+
+
+def test_int8_refusal_keeps_no_file(tmp_path, monkeypatch):
+    model_dir = save_tiny_pair(tmp_path / "m", "bert")
+    real = onnx_export.compare_logits
+    calls = []
+
+    def fp32_fine_int8_broken(ref: np.ndarray, out: np.ndarray) -> LogitDiff:
+        calls.append(1)
+        diff = real(ref, out)
+        return diff if len(calls) == 1 else LogitDiff(9.0, 4.0, 0.25, diff.rows)
+
+    monkeypatch.setattr(onnx_export, "compare_logits", fp32_fine_int8_broken)
+    with pytest.raises(ExportError, match="int8"):
+        export_onnx(model_dir, int8=True)
+    assert find_exports(model_dir) == {}
+
+
+def test_causal_model_without_pad_token_is_refused(tmp_path):
+    model_dir = save_tiny_pair(tmp_path / "m", "gpt2", pad_token_id=None)
+    with pytest.raises(ExportError, match="pad_token_id"):
+        export_onnx(model_dir)
+
+
+def test_compare_logits():
+    ref = np.array([[1.0, -2.0], [0.5, 0.25]], dtype=np.float32)
+    diff = compare_logits(ref, ref + np.array([[0.0, 0.2], [0.0, 0.5]], dtype=np.float32))
+    assert diff.max_abs == pytest.approx(0.5) and diff.max_rel == pytest.approx(0.25)
+    assert diff.agreement == 0.5 and diff.rows == 2
+    with pytest.raises(ExportError, match="shape"):
+        compare_logits(ref, ref[:1])
+
+
+def test_resolve_model_dir(tmp_path):
+    save_tiny_pair(tmp_path / "run" / "student", "bert")
+    assert resolve_model_dir(tmp_path / "run") == tmp_path / "run" / "student"
+    assert resolve_model_dir(tmp_path / "run" / "student") == tmp_path / "run" / "student"
+    with pytest.raises(ModelError, match="neither a run directory"):
+        resolve_model_dir(tmp_path / "missing")
