@@ -44,8 +44,14 @@ class Method(Protocol):
         Config: The method's config dataclass; ``Config.tiny()`` gives settings for generic tests.
         uses_teacher: Whether a teacher must be loaded.
 
-    Optional hooks the loop calls when present: ``on_step_end(step: int) -> None`` after every
-    optimiser step.
+    Optional hooks the loop calls when present:
+        ``prepare_batch(batch) -> batch``: transform a training batch before both forward passes (e.g.
+            MLM masking); it may use the global RNG, which checkpoints restore.
+        ``on_step_end(step: int) -> None``: after every optimiser step (e.g. pruning).
+        classmethod ``model_head(task_head: str) -> str``: the head both models carry, when it is not the
+            task's own (e.g. ``mlm`` on a corpus).
+        classmethod ``stage_plan(cfg: RunConfig) -> list[tuple[str, RunConfig]]``: run the method as a
+            sequence of ordinary runs (``distil.training.stages``).
     """
 
     name: ClassVar[str]

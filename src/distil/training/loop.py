@@ -232,10 +232,15 @@ def train(
             bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         run.barrier()
 
+    # Optional hook: methods that corrupt their inputs (MLM masking) do it here, before both forwards;
+    # it may draw from the global RNG, whose state checkpoints restore.
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = getattr(parts.method, "prepare_batch", None)
+
     def step_once(indices: list[int]) -> None:
         sums: dict[str, float] = defaultdict(float)
         for chunk in _micro_batches(indices, tc.batch_size, run.world, run.rank):
             batch = {k: v.to(run.device) for k, v in task.collate([task.train_set[i] for i in chunk]).items()}
+            batch = prepare(batch) if prepare is not None else batch
             share = len(chunk) / len(indices)
             with acc.autocast():
                 student_features = forward_features(student, batch, run.student_request)
