@@ -203,10 +203,13 @@ class EvalConfig:
     Attributes:
         batch_size: Evaluation batch size.
         metric: Metric that selects the best checkpoint (default: the task's main metric).
+        select: Which student is exported: ``best`` (by ``metric`` on the dev set, as the papers report)
+            or ``last`` (the final weights, e.g. for a stage whose task head is not trained yet).
     """
 
     batch_size: int = 64
     metric: str | None = None
+    select: Literal["best", "last"] = "best"
 
 
 @dataclass

@@ -257,7 +257,7 @@ def test_student_from_config_rejects_bad_head_ratio() -> None:
 
 def test_student_from_config_rejects_unknown_head() -> None:
     with pytest.raises(ConfigError, match="head"):
-        student_from_config(tiny_config("bert"), num_layers=1, head="mlm", num_labels=2)
+        student_from_config(tiny_config("bert"), num_layers=1, head="nonsense", num_labels=2)
 
 
 # ---------------------------------------------------------------- loading and tokenizers
@@ -310,7 +310,7 @@ def test_load_errors_name_path_and_fix(tmp_path) -> None:
     with pytest.raises(ModelError, match="Hub id"):
         load_model("no-such-org/no-such-model", head="base")
     with pytest.raises(ConfigError, match="head"):
-        load_model(missing, head="mlm")  # type: ignore[arg-type]
+        load_model(missing, head="nonsense")  # type: ignore[arg-type]
 
 
 def test_real_embedded_teacher_to_three_layer_student() -> None:

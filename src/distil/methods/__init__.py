@@ -6,18 +6,26 @@ from typing import Any
 
 from distil.errors import ConfigError, closest
 from distil.methods.base import Method, MethodContext
+from distil.methods.distilbert import DistilBERTStyle
 from distil.methods.finetune import Finetune
 from distil.methods.kd import KD
+from distil.methods.lwd import LWD
 from distil.methods.minilm import MiniLM
 from distil.methods.minilmv2 import MiniLMv2
+from distil.methods.ted import TED
+from distil.methods.tinybert import TinyBERT
 
 __all__ = ["METHODS", "Method", "MethodContext", "get_method", "method_name"]
 
 METHODS: dict[str, type[Method]] = {
+    "distilbert": DistilBERTStyle,
     "finetune": Finetune,
     "kd": KD,
+    "lwd": LWD,
     "minilm": MiniLM,
     "minilmv2": MiniLMv2,
+    "ted": TED,
+    "tinybert": TinyBERT,
 }
 
 

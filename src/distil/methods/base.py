@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.types import FeatureRequest, Features, LossOutput
 
@@ -26,13 +26,15 @@ class MethodContext:
         student: The model being trained.
         teacher: The frozen teacher, or ``None`` for methods that use none.
         is_regression: The task predicts one real number per example.
-        num_labels: Classes of the task (1 for regression).
+        num_labels: Classes of the task (1 for regression, 0 for unlabelled corpora).
+        tokenizer: The tokenizer both models share (e.g. for MLM masking).
     """
 
     student: PreTrainedModel
     teacher: PreTrainedModel | None
     is_regression: bool
     num_labels: int
+    tokenizer: PreTrainedTokenizerBase | None = None
 
 
 @runtime_checkable

@@ -14,6 +14,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
+    AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
@@ -22,6 +23,7 @@ from transformers import (
 )
 
 from distil.errors import ConfigError, ModelError
+from distil.models.architectures import arch_spec
 
 __all__ = [
     "EMBEDDED",
@@ -37,11 +39,35 @@ __all__ = [
 EMBEDDED = "embedded"
 _EMBEDDED_ALIASES = frozenset({EMBEDDED, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
 
-Head = Literal["seq", "lm", "base"]
+
+class _LanguageModelHead:
+    """Head ``mlm``: the family's own language-model head, masked for encoders and causal for decoders.
+
+    Task-agnostic methods with a token-level objective (DistilBERT-style) ask for it on a corpus without
+    knowing the family; ``AutoModelForMaskedLM`` alone would reject GPT-2 and Llama.
+    """
+
+    @staticmethod
+    def _auto(config: PretrainedConfig) -> type:
+        return AutoModelForCausalLM if arch_spec(config).causal else AutoModelForMaskedLM
+
+    @classmethod
+    def from_pretrained(cls, path: str, **kwargs: Any) -> PreTrainedModel:
+        """Load ``path`` with the masked- or causal-LM auto class of its family."""
+        return cls._auto(AutoConfig.from_pretrained(path)).from_pretrained(path, **kwargs)
+
+    @classmethod
+    def from_config(cls, config: PretrainedConfig, **kwargs: Any) -> PreTrainedModel:
+        """Build a randomly initialised model of ``config`` with the family's language-model head."""
+        return cls._auto(config).from_config(config, **kwargs)
+
+
+Head = Literal["seq", "lm", "base", "mlm"]
 HEADS: dict[str, type] = {
     "seq": AutoModelForSequenceClassification,
     "lm": AutoModelForCausalLM,
     "base": AutoModel,
+    "mlm": _LanguageModelHead,
 }
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -163,7 +189,8 @@ def load_model(
 
     Args:
         name: ``"embedded"``, a local directory or a Hub id (see `resolve_model_path`).
-        head: ``"seq"`` (sequence classification/regression), ``"lm"`` (causal LM) or ``"base"`` (no head).
+        head: ``"seq"`` (sequence classification/regression), ``"lm"`` (causal LM), ``"base"`` (no head) or
+            ``"mlm"`` (masked LM for encoders, causal LM for decoders).
         num_labels: Classes of the ``"seq"`` head; ignored for the other heads.
         is_regression: Build a one-output regression head (``problem_type="regression"``).
         attn_implementation: ``"sdpa"``, ``"eager"`` (needed for ``output_attentions``), ...

@@ -124,7 +124,12 @@ def _setup(cfg: RunConfig, resume: bool, overwrite: bool) -> tuple[RunParts, Acc
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     seed_everything(cfg.train.seed)
     parts = build_run(cfg)
-    if cfg.train.cache_teacher and parts.method.teacher_request() != FeatureRequest(logits=True):
+    corrupts_inputs = hasattr(
+        parts.method, "prepare_batch"
+    )  # cached teacher outputs would be of clean inputs
+    if cfg.train.cache_teacher and (
+        parts.method.teacher_request() != FeatureRequest(logits=True) or corrupts_inputs
+    ):
         raise ConfigError(
             "train.cache_teacher needs a method that uses only teacher logits; "
             f"{cfg.method_name!r} needs more (set train.cache_teacher=false)."
@@ -226,8 +231,10 @@ def train(
             key = run.selection_metric()
             if key not in metrics:
                 raise ConfigError(f"eval.metric {key!r} is not among the task's metrics {sorted(metrics)}.")
-            if state.best_metric is None or metrics[key] > state.best_metric:
+            improved = state.best_metric is None or metrics[key] > state.best_metric
+            if cfg.eval.select == "last" or improved:
                 state.best_metric, state.best_step, state.best_eval = metrics[key], state.step, metrics
+            if cfg.eval.select == "best" and improved:
                 save_best(student, parts.tokenizer, run.run_dir, extras)
             bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         run.barrier()

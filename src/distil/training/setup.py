@@ -127,7 +127,11 @@ def build_run(cfg: RunConfig) -> RunParts:
     if teacher is not None and spec.init == "pretrained":
         check_same_vocabulary(load_tokenizer(str(cfg.models.teacher)), tokenizer)
     ctx = MethodContext(
-        student=student, teacher=teacher, is_regression=task.is_regression, num_labels=task.num_labels
+        student=student,
+        teacher=teacher,
+        is_regression=task.is_regression,
+        num_labels=task.num_labels,
+        tokenizer=tokenizer,
     )
     method = method_cls(cfg.method, ctx)
     task.prepare(tokenizer, cfg.data.max_length)

@@ -1,0 +1,321 @@
+"""TED and LWD: layer maps, Stage I freezing, Stage II freezing and loss, LWD == TED with identity filters,
+end-to-end plans on tiny BERT / DeBERTa-v2 / GPT-2, and bad input rejected before training."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_model
+from torch import nn
+
+import distil.training.loop as loop
+from distil.adapters import forward_features
+from distil.adapters.projections import LayerProjections
+from distil.errors import ConfigError
+from distil.methods import MethodContext
+from distil.methods.lwd import LWD, LWDConfig
+from distil.methods.ted import TED, layer_map
+from distil.training.loop import train
+from distil.training.optim import trainable_parameters
+from distil.training.setup import build_run
+from distil.training.stages import stage_dir
+from factories import save_tiny_pair
+from helpers import tiny_run, write_tiny_task
+
+# Tiny Stage-II runs without filter files use random teacher filters on purpose (and say so).
+pytestmark = pytest.mark.filterwarnings("ignore:TED Stage II without method.teacher_filters")
+
+# A 2-layer, 16-wide student of the 32-wide tiny teacher's family: filters and projections map 16 -> 32.
+NARROW = {
+    "models.student.init": "config",
+    "models.student.num_layers": 2,
+    "models.student.hidden_size": 16,
+    "models.student.num_heads": 2,
+    "models.student.intermediate_size": 32,
+}
+
+
+def _ted(tmp_path, **overrides):
+    return tiny_run(tmp_path, "ted", **{"train.epochs": 1, **overrides})
+
+
+def _capture(monkeypatch):
+    """Keep the parts the loop builds, with the weights they started from."""
+    seen = {}
+    real = loop.build_run
+
+    def wrapped(cfg):
+        parts = real(cfg)
+        seen["parts"] = parts
+        seen["student"] = {k: v.clone() for k, v in parts.student.state_dict().items()}
+        seen["extras"] = {k: v.clone() for k, v in parts.method.trainable_modules().state_dict().items()}
+        seen["trainable"] = trainable_parameters([parts.student, parts.method.trainable_modules()])
+        return parts
+
+    monkeypatch.setattr(loop, "build_run", wrapped)
+    return seen
+
+
+def _same(a, b):
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("teacher", "student", "scheme", "expected"),
+    [
+        (12, 6, "paper", [1, 3, 5, 8, 10, 12]),
+        (6, 3, "paper", [1, 4, 6]),
+        (24, 12, "paper", [1, 3, 5, 7, 9, 11, 14, 16, 18, 20, 22, 24]),
+        (12, 6, "uniform", [2, 4, 6, 8, 10, 12]),
+        (6, 3, "uniform", [2, 4, 6]),
+        (6, 3, [2, 3, 6], [2, 3, 6]),
+    ],
+)
+def test_layer_map(teacher, student, scheme, expected):
+    assert layer_map(teacher, student, scheme) == expected
+
+
+@pytest.mark.parametrize("side", ["student", "teacher"])
+def test_stage1_trains_only_filters_and_heads(tmp_path, monkeypatch, side):
+    # Two epochs: the final filters (not the first evaluation's) must be exported.
+    overrides = {"method.stage": "filters", "method.side": side, "eval.select": "last", "train.epochs": 2}
+    if side == "teacher":  # the run's student is the teacher checkpoint; filters on M(k) = [2]
+        overrides |= {"models.student.init": "pretrained", "models.student.path": str(tmp_path / "teacher")}
+        overrides |= {"method.layer_map": "paper", "method.student_depth": 1}
+    save_tiny_pair(tmp_path / "teacher", "bert", num_labels=2)
+    seen = _capture(monkeypatch)
+    cfg = _ted(tmp_path, **overrides)
+    train(cfg, progress=False)
+    parts = seen["parts"]
+    extras = parts.method.trainable_modules()
+    assert {id(p) for _, p in seen["trainable"]} == {id(p) for p in extras.parameters()}
+    assert not any(p.requires_grad for p in parts.student.parameters())
+    # The backbone (and its own head) is unchanged, in memory and in the exported checkpoint.
+    assert _same(seen["student"], parts.student.state_dict())
+    out = Path(cfg.run_dir) / "student"
+    exported = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(exported[k], seen["student"][k]) for k in exported)
+    # Filters and their heads did train, and are what the stage exports for later stages.
+    saved = load_file(str(out / "method.safetensors"))
+    layer = "layer_2" if side == "teacher" else "layer_1"
+    assert set(saved) == set(seen["extras"]) and f"filters.maps.{layer}.weight" in saved
+    assert any(k.startswith(f"heads.{layer}.") for k in saved)
+    assert all(not torch.equal(saved[k], seen["extras"][k]) for k in saved if k.endswith("weight"))
+    assert _same(saved, {k: v for k, v in extras.state_dict().items()})
+    log = [json.loads(x) for x in (Path(cfg.run_dir) / "log.jsonl").read_text().splitlines()]
+    assert any(f"loss/filter_{layer[6:]}" in x for x in log)
+
+
+def _write_filters(path, layers, in_dim, out_dim, seed=0):
+    torch.manual_seed(seed)
+    save_model(nn.ModuleDict({"filters": LayerProjections(layers, in_dim, out_dim)}), str(path))
+    return str(path)
+
+
+def test_stage2_leaves_teacher_and_its_filters_unchanged(tmp_path, monkeypatch):
+    save_tiny_pair(tmp_path / "teacher", "bert", num_labels=2)
+    filters = _write_filters(tmp_path / "t.safetensors", [1, 2], 32, 32)
+    seen = _capture(monkeypatch)
+    stage2 = {"method.stage": "distill", "method.teacher_filters": filters, "method.layer_map": [1, 2]}
+    cfg = _ted(tmp_path, **NARROW, **stage2)
+    teacher_before = {k: v.clone() for k, v in build_run(cfg).teacher.state_dict().items()}
+    train(cfg, progress=False)
+    parts, method = seen["parts"], seen["parts"].method
+    assert _same(teacher_before, parts.teacher.state_dict())
+    assert _same(
+        load_file(filters), {f"filters.{k}": v for k, v in method.teacher_filters.state_dict().items()}
+    )
+    assert not any(p.requires_grad for p in method.teacher_filters.parameters())
+    declared = {id(p) for _, p in seen["trainable"]}
+    assert not declared & {id(p) for p in method.teacher_filters.parameters()}
+    # The student and its filters trained; only the student's filters are exported beside it.
+    assert not _same(seen["student"], parts.student.state_dict())
+    saved = load_file(str(Path(cfg.run_dir) / "student" / "method.safetensors"))
+    assert set(saved) == {f"filters.maps.layer_{k}.{p}" for k in (1, 2) for p in ("weight", "bias")}
+    assert not torch.equal(
+        saved["filters.maps.layer_1.weight"], seen["extras"]["filters.maps.layer_1.weight"]
+    )
+
+
+def _features(parts, n=6):
+    batch = parts.task.collate([parts.task.train_set[i] for i in range(n)])
+    student = forward_features(parts.student, batch, parts.method.student_request())
+    with torch.no_grad():
+        teacher = forward_features(parts.teacher, batch, parts.method.teacher_request())
+    return batch, student, teacher
+
+
+def _apply(linear, x):
+    return x @ linear.weight.T + linear.bias
+
+
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_stage2_loss_equals_hand_computation(tmp_path, mask_padding):
+    method_cfg = {"method.stage": "distill", "method.layer_map": [1, 2], "method.mask_padding": mask_padding}
+    method_cfg |= {"method.kl_alpha": 2.0, "method.mse_alpha": 3.0, "method.temperature": 1.5}
+    parts = build_run(_ted(tmp_path, **NARROW, **method_cfg))
+    batch, s, t = _features(parts)
+    m = parts.method
+    assert batch["attention_mask"].min() == 0  # padding is present, so masking matters
+    out = m.loss(batch, s, t)
+    task = F.cross_entropy(s.logits, batch["labels"])
+    p_t, log_p_s = F.softmax(t.logits / 1.5, -1), F.log_softmax(s.logits / 1.5, -1)
+    kl = 1.5**2 * (p_t * (p_t.log() - log_p_s)).sum() / len(p_t)
+    mask = batch["attention_mask"].bool()
+    errors = []
+    for k, mk in [(1, 1), (2, 2)]:
+        g_s = _apply(m.filters.maps[f"layer_{k}"], s.hidden_states[k])
+        g_t = _apply(m.teacher_filters.maps[f"layer_{mk}"], t.hidden_states[mk])
+        sq = (g_s - g_t) ** 2
+        errors.append(sq[mask].mean() if mask_padding else sq.mean())
+    mse = sum(errors) / 2
+    assert torch.allclose(out.parts["task"], task, atol=1e-6)
+    assert torch.allclose(out.parts["kl"], kl, atol=1e-6)
+    assert torch.allclose(out.parts["filter_mse"], mse, atol=1e-6)
+    assert torch.allclose(out.total, task + 2.0 * kl + 3.0 * mse, atol=1e-5)
+
+
+def test_regression_kl_is_identically_zero(tmp_path):
+    save_tiny_pair(tmp_path / "teacher", "bert", num_labels=1)
+    write_tiny_task(tmp_path / "train.jsonl", 32, seed=0, regression=True)
+    write_tiny_task(tmp_path / "dev.jsonl", 16, seed=1, regression=True)
+    regression = {"data.is_regression": True, "data.label_names": None, "method.stage": "distill"}
+    parts = build_run(_ted(tmp_path, **regression))
+    batch, s, t = _features(parts)
+    out = parts.method.loss(batch, s, t)
+    assert out.parts["kl"].item() == 0.0
+    assert torch.allclose(out.parts["task"], F.mse_loss(s.logits.squeeze(-1), batch["labels"]))
+    assert torch.allclose(out.total, out.parts["task"] + 20.0 * out.parts["filter_mse"])
+
+
+def test_lwd_equals_ted_stage2_with_identity_teacher_filters(tmp_path):
+    ted_cfg = {"method.stage": "distill", "method.layer_map": [1, 2], "method.mse_alpha": 7.0}
+    parts = build_run(_ted(tmp_path, **NARROW, **ted_cfg))
+    ctx = MethodContext(student=parts.student, teacher=parts.teacher, is_regression=False, num_labels=2)
+    lwd = LWD(LWDConfig(layer_map=[1, 2], mse_alpha=7.0), ctx)
+    ted = parts.method
+    with torch.no_grad():
+        for n in (1, 2):
+            ted.teacher_filters.maps[f"layer_{n}"].weight.copy_(torch.eye(32))
+            ted.teacher_filters.maps[f"layer_{n}"].bias.zero_()
+            ted.filters.maps[f"layer_{n}"].load_state_dict(lwd.projections.maps[f"layer_{n}"].state_dict())
+    batch, s, t = _features(parts)
+    a, b = ted.loss(batch, s, t), lwd.loss(batch, s, t)
+    assert torch.allclose(a.total, b.total, atol=1e-6)
+    assert torch.allclose(a.parts["filter_mse"], b.parts["hidden_mse"], atol=1e-6)
+    assert lwd.projections.maps["layer_1"].weight.shape == (32, 16)
+
+
+def _recipe(run_dir):
+    return json.loads((Path(run_dir) / "student" / "recipe.json").read_text())
+
+
+def test_full_plan_runs_end_to_end_and_reuses_stage_outputs(tmp_path, capsys):
+    # Student-side stages run 2 epochs (8 steps), the teacher's 1 epoch (method.teacher_epochs).
+    cfg = _ted(tmp_path, **{"train.epochs": 2, "method.layer_map": "paper", "method.teacher_epochs": 1})
+    result = train(cfg, progress=False)
+    root = Path(cfg.run_dir)
+    names = ["teacher-finetune", "student-finetune", "teacher-filters", "student-filters", "distill"]
+    recipe = _recipe(root)
+    assert result.student_dir == root / "student" and list(recipe["stages"]) == names
+    assert recipe["method"] == "ted" and (root / "student" / "method.safetensors").is_file()
+    distill = _recipe(stage_dir(root, "distill"))["config"]
+    assert distill["models"]["teacher"] == str(stage_dir(root, "teacher-finetune") / "student")
+    assert distill["models"]["student"]["path"] == str(stage_dir(root, "student-filters") / "student")
+    assert distill["method"]["teacher_filters"].endswith("teacher-filters/student/method.safetensors")
+    assert distill["method"]["layer_map"] == [2] and distill["method"]["stage"] == "distill"
+    teacher_filters = _recipe(stage_dir(root, "teacher-filters"))["config"]
+    assert teacher_filters["method"]["side"] == "teacher"
+    assert _recipe(stage_dir(root, "student-finetune"))["method"] == "finetune"
+    assert recipe["stages"]["teacher-filters"]["steps"] == 4 and recipe["stages"]["distill"]["steps"] == 8
+    # Stage I exports its final filters (eval.select=last), not the first evaluation's "best".
+    assert teacher_filters["eval"]["select"] == "last"
+    assert not (stage_dir(root, "student-filters") / "best").exists()
+    assert (stage_dir(root, "distill") / "best").exists()
+    ckpt = load_file(str(stage_dir(root, "student-filters") / "student" / "method.safetensors"))
+    assert set(ckpt) >= {"filters.maps.layer_1.weight", "heads.layer_1.out.weight"}
+    # A finished stage is reused by an interrupted plan.
+    import shutil
+
+    shutil.rmtree(root / "student")
+    shutil.rmtree(stage_dir(root, "distill"))
+    capsys.readouterr()
+    train(cfg, resume=True, progress=False)
+    assert "stage student-filters: reusing" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("family", ["deberta-v2", "gpt2"])
+def test_ted_and_lwd_end_to_end_on_other_families(tmp_path, family):
+    save_tiny_pair(tmp_path / "teacher", family, num_labels=2)
+    quick = {"train.max_steps": 2, "method.finetune_teacher": False, "method.finetune_student": False}
+    quick["models.attn_implementation"] = "eager"  # DeBERTa-v2 has no sdpa kernel
+    ted = _ted(tmp_path, **quick, **{"method.filter_type": "mlp", "method.mask_padding": True})
+    train(ted, progress=False)
+    assert list(_recipe(ted.run_dir)["stages"]) == ["teacher-filters", "student-filters", "distill"]
+    lwd = tiny_run(tmp_path, "lwd", **{"train.max_steps": 2, "models.attn_implementation": "eager"})
+    train(lwd, progress=False)
+    saved = load_file(str(Path(lwd.run_dir) / "student" / "method.safetensors"))
+    assert set(saved) == {"projections.maps.layer_1.weight", "projections.maps.layer_1.bias"}
+
+
+def test_bad_layer_map_is_rejected_before_training(tmp_path):
+    cfg = _ted(tmp_path, **{"method.layer_map": [5]})
+    with pytest.raises(ConfigError, match=r"method.layer_map=\[5\]: 5 is not a layer of the 2-layer teacher"):
+        train(cfg, progress=False)
+    assert not Path(cfg.run_dir).exists()
+    cfg = _ted(tmp_path, **{"models.student.layers": [1, 2], "method.layer_map": "paper"})
+    with pytest.raises(ConfigError, match="method.layer_map=paper"):
+        train(cfg, progress=False)
+    with pytest.raises(ConfigError, match="method.layer_map=paper"):
+        build_run(_ted(tmp_path, **{"models.student.layers": [1, 2], "method.stage": "distill"}))
+    with pytest.raises(ConfigError, match="has 2 entries"):
+        build_run(tiny_run(tmp_path, "lwd", **{"method.layer_map": [1, 2]}))
+    with pytest.raises(ConfigError, match="method.student_depth"):
+        build_run(_ted(tmp_path, **{"method.stage": "filters", "method.side": "teacher"}))
+
+
+def test_mismatched_filter_dims_are_rejected(tmp_path):
+    save_tiny_pair(tmp_path / "teacher", "bert", num_labels=2)
+    wide = _write_filters(tmp_path / "wide.safetensors", [1, 2], 32, 32)
+    narrow_t = _write_filters(tmp_path / "narrow_t.safetensors", [1, 2], 32, 24)
+    other_layers = _write_filters(tmp_path / "l1.safetensors", [1], 32, 32)
+    base = {**NARROW, "method.stage": "distill", "method.layer_map": [1, 2]}
+    with pytest.raises(ConfigError, match=r"method.teacher_filters=.*shape \(24, 32\).*needs \(32, 32\)"):
+        build_run(_ted(tmp_path, **base, **{"method.teacher_filters": narrow_t}))
+    # Student filters of 32 -> 32 do not fit a 16-wide student.
+    with pytest.raises(ConfigError, match=r"method.student_filters=.*needs \(32, 16\)"):
+        build_run(_ted(tmp_path, **base, **{"method.teacher_filters": wide, "method.student_filters": wide}))
+    # A d_f of 24 on the student side does not match the teacher filters' 32.
+    with pytest.raises(ConfigError, match=r"method.teacher_filters=.*filter_dim"):
+        build_run(_ted(tmp_path, **base, **{"method.teacher_filters": wide, "method.filter_dim": 24}))
+    with pytest.raises(ConfigError, match=r"holds maps for \['layer_1'\], but this run needs"):
+        build_run(_ted(tmp_path, **base, **{"method.teacher_filters": other_layers}))
+    with pytest.raises(ConfigError, match="no such file"):
+        build_run(_ted(tmp_path, **base, **{"method.teacher_filters": str(tmp_path / "missing")}))
+
+
+def test_other_bad_input(tmp_path):
+    with pytest.raises(ConfigError, match="classification and regression"):
+        TED.model_head("base")
+    with pytest.raises(ConfigError, match="classification and regression"):
+        LWD.model_head("lm")
+    with pytest.raises(ConfigError, match="eval.select=last"):
+        train(_ted(tmp_path, **{"method.stage": "filters"}), progress=False)
+    assert not (tmp_path / "run-ted").exists()
+    with pytest.raises(ConfigError, match="single run needs"):
+        build_run(_ted(tmp_path, **{"method.stage": "all"}))
+    with pytest.raises(ConfigError, match="method.mse_alpha"):
+        _ted(tmp_path, **{"method.mse_alpha": -1.0})
+
+
+def test_finetune_only_plan(tmp_path):
+    plan = TED.stage_plan(_ted(tmp_path, **{"method.stage": "finetune"}))
+    assert [name for name, _ in plan] == ["teacher-finetune", "student-finetune"]
+    assert plan[0][1].models.student.path == str(tmp_path / "teacher") and plan[0][1].models.teacher is None
+    # The student's layers come from the fine-tuned teacher.
+    assert plan[1][1].models.teacher == str(stage_dir(tmp_path / "run-ted", "teacher-finetune") / "student")
+    off = {"method.stage": "finetune", "method.finetune_teacher": False, "method.finetune_student": False}
+    with pytest.raises(ConfigError, match="nothing to run"):
+        TED.stage_plan(_ted(tmp_path, **off))
