@@ -20,7 +20,9 @@ distill() {  # name, extra overrides...
 distill qq-kk-vv-48
 distill qk-vv-48 "method.relations=[QK,VV]"
 distill qq-kk-vv-12 method.relation_heads=12
-[ -f "$out/minilm-v1/student/recipe.json" ] || $d distill --config pretrain/minilm --run-dir "$out/minilm-v1" "${common[@]}"
+if [ "${WITH_MINILM_V1:-0}" = 1 ]; then
+  [ -f "$out/minilm-v1/student/recipe.json" ] || $d distill --config pretrain/minilm --run-dir "$out/minilm-v1" "${common[@]}"
+fi
 
 finetune() {  # student name, student overrides...
   local name=$1; shift
@@ -30,6 +32,7 @@ finetune() {  # student name, student overrides...
     data.task=rte data.max_length=128 train.lr=1e-4 train.epochs=3 train.batch_size=16 "$@"
 }
 for name in qq-kk-vv-48 qk-vv-48 qq-kk-vv-12 minilm-v1; do
+  [ -d "$out/$name/student" ] || continue
   finetune "$name" models.teacher=null models.student.init=pretrained "models.student.path=$out/$name/student"
 done
 finetune random-init models.teacher=embedded models.student.init=config models.student.num_layers=6 \
