@@ -86,11 +86,16 @@ class DataConfig:
     """Task data.
 
     Attributes:
-        task: A GLUE task (``sst2``, ``mrpc``, ...), ``custom`` with ``train_file``/``dev_file``, or
-            ``corpus`` (task-agnostic distillation on unlabelled text, see ``corpus``).
+        task: A GLUE task (``sst2``, ``mrpc``, ...), ``custom`` with ``train_file``/``dev_file``,
+            ``corpus`` (task-agnostic distillation on unlabelled text, see ``corpus``), ``squad`` /
+            ``squad_v2`` (extractive QA on official SQuAD v1.1 / v2.0 JSON files) or ``lm`` (causal
+            language modelling on ``corpus``, perplexity on ``dev_file``).
         data_dir: Folder holding ``glue/<TASK>/*.tsv``; else ``$DISTIL_DATA``, else ``../shared/data``.
-        train_file: Custom task training file (.csv, .tsv or .jsonl).
-        dev_file: Custom task evaluation file.
+        train_file: Custom task training file (.csv, .tsv or .jsonl), or SQuAD training JSON.
+        dev_file: Custom task evaluation file, SQuAD evaluation JSON, or the text whose perplexity
+            ``task: lm`` reports. SQuAD paths not found from the working directory are looked up under
+            the data folder (``data_dir``); unset SQuAD files default to ``squad/v1.1/{train,dev}-v1.1.json``
+            (``squad/v2.0/{train,dev}-v2.0.json`` for v2) there.
         text_columns: Custom task text column(s): one, or two for sentence pairs.
         label_column: Custom task label column.
         is_regression: Custom task labels are real numbers.
@@ -99,11 +104,23 @@ class DataConfig:
         train_subset: Use a seeded random subset of this many training rows (``None``: all).
         dev_subset: Evaluate on a seeded random subset of this many dev rows (``None``: all).
         group_by_length: Batch examples of similar length together (less padding, same randomness).
-        corpus: For ``task: corpus``: text files or folders (plain text, or WikiExtractor ``<doc>`` files),
-            packed into blocks of ``max_length`` tokens.
-        max_blocks: For ``task: corpus``: use at most this many blocks (a fixed data budget).
+        corpus: For ``task: corpus`` and ``task: lm``: text files or folders (plain text, or WikiExtractor
+            ``<doc>`` files), packed into blocks of ``max_length`` tokens.
+        max_blocks: For ``task: corpus`` and ``task: lm``: use at most this many blocks (a fixed data budget).
         cache_dir: Where tokenised corpus blocks are cached (default ``$DISTIL_CACHE`` or
             ``~/.cache/distil``); reused when files, tokenizer and block size are unchanged.
+        doc_stride: For ``task: squad``/``squad_v2``: tokens shared by consecutive windows of a context
+            longer than ``max_length`` (HF's ``--doc_stride``; must be below ``max_length / 2``).
+        max_answer_length: For SQuAD: longest predicted answer, in tokens.
+        n_best: For SQuAD: start and end candidates (each) considered per window when predicting.
+        null_score_threshold: For ``task: squad_v2``: predict "no answer" when the no-answer score
+            beats the best span's score by more than this (HF's ``null_score_diff_threshold``).
+        split_dev: For SQuAD without a training file: hold out this fraction of ``dev_file``'s articles
+            (by title, so no article is on both sides) for evaluation and train on the rest.
+        split_seed: Seed of the ``split_dev`` article split (fixed apart from ``train.seed``, so runs
+            with different training seeds are scored on the same held-out articles).
+        eval_stride: For ``task: lm``: tokens the perplexity window advances by (only they are scored,
+            with up to ``max_length`` tokens of context); default ``max_length // 2``.
     """
 
     task: str = "sst2"
@@ -121,6 +138,13 @@ class DataConfig:
     corpus: list[str] | None = None
     max_blocks: int | None = None
     cache_dir: str | None = None
+    doc_stride: int = 128
+    max_answer_length: int = 30
+    n_best: int = 20
+    null_score_threshold: float = 0.0
+    split_dev: float | None = None
+    split_seed: int = 0
+    eval_stride: int | None = None
 
     def __post_init__(self) -> None:
         if self.task == "custom" and not (self.train_file and self.text_columns):
@@ -131,6 +155,36 @@ class DataConfig:
             raise ConfigError(f"data.max_length must be >= 8, got {self.max_length}.")
         if self.text_columns is not None and not 1 <= len(self.text_columns) <= 2:
             raise ConfigError("data.text_columns must name one column or a pair of columns.")
+        self._check_qa_and_lm()
+
+    def _check_qa_and_lm(self) -> None:
+        if self.task == "lm" and not self.corpus:
+            raise ConfigError("data.task=lm needs data.corpus: text files or folders to train on.")
+        for name in ("doc_stride", "max_answer_length", "n_best"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.task in ("squad", "squad_v2") and 2 * self.doc_stride >= self.max_length:
+            raise ConfigError(
+                f"data.doc_stride={self.doc_stride} must be below data.max_length / 2 "
+                f"({self.max_length} / 2): it is the overlap of two windows of one context. SQuAD runs "
+                "usually set data.max_length=384 (with the default data.doc_stride=128)."
+            )
+        if not math.isfinite(self.null_score_threshold):
+            raise ConfigError(f"data.null_score_threshold must be finite, got {self.null_score_threshold}.")
+        if self.split_dev is not None:
+            if self.task not in ("squad", "squad_v2"):
+                raise ConfigError("data.split_dev applies to data.task=squad or squad_v2 only.")
+            if not 0 < self.split_dev < 1:
+                raise ConfigError(f"data.split_dev must be in (0, 1), got {self.split_dev}.")
+            if self.train_file:
+                raise ConfigError(
+                    "data.split_dev splits data.dev_file into training and held-out articles; it cannot be "
+                    "combined with data.train_file (unset one of them)."
+                )
+        if self.eval_stride is not None and not 1 <= self.eval_stride <= self.max_length:
+            raise ConfigError(
+                f"data.eval_stride must be in [1, data.max_length={self.max_length}], got {self.eval_stride}."
+            )
 
 
 @dataclass

@@ -63,7 +63,11 @@ class Features:
 
     Attributes:
         attention_mask: ``[batch, seq]``, 1 for real tokens.
-        logits: ``[batch, num_labels]`` for classification, ``[batch, seq, vocab]`` for LM heads.
+        logits: ``[batch, num_labels]`` for classification, ``[batch, seq, vocab]`` for LM heads, and
+            ``[batch, 2, seq]`` for extractive QA heads: the start scores and the end scores over the
+            positions (HF's ``start_logits``/``end_logits`` stacked on axis 1), so that the class axis is
+            last and the logit losses apply unchanged (``task_loss`` with ``[batch, 2]`` start/end labels
+            is ``(CE_start + CE_end) / 2``; ``kd_kl`` is ``(KL_start + KL_end) / 2``).
         hidden_states: ``num_layers + 1`` tensors ``[batch, seq, hidden]``; index 0 is the embedding output.
         attentions: ``num_layers`` tensors ``[batch, heads, seq, seq]`` of attention probabilities.
         qkv: Captured projections keyed by 0-indexed layer.

@@ -138,4 +138,4 @@ def test_teacher_without_task_head_is_rejected(tmp_path, capsys):
     tiny_tokenizer().save_pretrained(base)
     kd = _write_config(tmp_path, "kd")
     assert main(["distill", "--config", str(kd), f"models.teacher={base}"]) == 2
-    assert "no trained sequence-classification head" in capsys.readouterr().err
+    assert "no trained 'seq' head" in capsys.readouterr().err

@@ -179,6 +179,17 @@ def _ensure_eager(model: PreTrainedModel) -> None:
         model.set_attn_implementation("eager")
 
 
+def _head_logits(outputs: object) -> torch.Tensor | None:
+    """The head's scores: ``logits``, or a QA head's start and end scores stacked as ``[B, 2, S]``."""
+    logits = getattr(outputs, "logits", None)
+    start, end = getattr(outputs, "start_logits", None), getattr(outputs, "end_logits", None)
+    if logits is None and start is not None and end is not None:
+        # Positions on the last axis: the shared losses then treat start and end as two examples whose
+        # classes are the positions, so task_loss is (CE_start + CE_end) / 2 and kd_kl (KL_s + KL_e) / 2.
+        return torch.stack((start, end), dim=1)
+    return logits
+
+
 def forward_features(
     model: PreTrainedModel, batch: Mapping[str, torch.Tensor], request: FeatureRequest
 ) -> Features:
@@ -194,7 +205,7 @@ def forward_features(
 
     Returns:
         The features; fields not requested are ``None`` (``qkv`` empty). ``logits`` is also ``None`` for
-        a model without a head.
+        a model without a head; for a question-answering head it is ``[batch, 2, seq]`` (start, end).
 
     Raises:
         ModelError: The architecture is unsupported, a layer index is out of range, or the model did not
@@ -228,7 +239,7 @@ def forward_features(
         mask = torch.ones_like(inputs["input_ids"])
     return Features(
         attention_mask=mask,
-        logits=getattr(outputs, "logits", None) if request.logits else None,
+        logits=_head_logits(outputs) if request.logits else None,
         hidden_states=tuple(hidden) if hidden is not None else None,
         attentions=tuple(attentions) if attentions is not None else None,
         qkv=qkv,

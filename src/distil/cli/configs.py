@@ -78,6 +78,9 @@ def describe_registry() -> str:
         kind = "regression" if task.is_regression else f"{task.num_labels} classes"
         lines.append(f"  {name:<12} {kind}; metrics: {', '.join(task.metrics)}")
     lines.append("  custom       any .csv/.tsv/.jsonl: data.train_file, data.text_columns, data.label_column")
+    lines.append("  squad        SQuAD v1.1 extractive QA (squad_v2: with unanswerable questions); EM, F1")
+    lines.append("  lm           causal language modelling on data.corpus; perplexity on data.dev_file")
+    lines.append("  corpus       task-agnostic distillation on unlabelled text (data.corpus)")
     lines.append("Bundled configs:")
     lines += [f"  {name}" for name in bundled_configs()]
     return "\n".join(lines)

@@ -89,12 +89,15 @@ def plan_stages(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
     """The runs of ``method.stage`` ``all`` (every stage) or ``finetune`` (Stage 0 only).
 
     Raises:
-        ConfigError: Nothing to run, a non-classification task, or a layer map that fits neither model.
+        ConfigError: Nothing to run, a task without labels (a corpus), or a layer map that fits neither model.
         ModelError: A model config cannot be read.
     """
     m: TEDConfig = cfg.method
     if cfg.data.task == "corpus":
-        raise ConfigError("Method 'ted' needs a labelled task (classification or regression), not a corpus.")
+        raise ConfigError(
+            "Method 'ted' needs a task with a loss (classification, regression, data.task=squad/squad_v2 "
+            "or data.task=lm), not a corpus."
+        )
     if not cfg.models.teacher:
         raise ConfigError("Method 'ted' needs models.teacher.")
     depth_t = _depth(cfg.models.teacher, "teacher")

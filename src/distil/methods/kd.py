@@ -2,6 +2,12 @@
 
 loss = alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * task loss.
 For regression tasks the soft term is the MSE between student and teacher outputs.
+
+The same code covers the token-level tasks, through the shapes of ``Features.logits`` and ``labels``:
+extractive QA (``[B, 2, S]`` start/end scores, ``[B, 2]`` labels) gives ``(KL_start + KL_end) / 2`` and
+``(CE_start + CE_end) / 2``, each a batch mean (TED's released QA loss); causal LM (``[B, S, V]`` logits,
+``[B, S]`` shifted next-token labels) gives a KL averaged over the positions that have a next token
+(`soft_target_mask`) and the next-token cross-entropy.
 """
 
 from __future__ import annotations
@@ -9,14 +15,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from torch import nn
+from torch import Tensor, nn
 
 from distil.errors import ConfigError
 from distil.losses import kd_kl, logit_mse, task_loss
+from distil.losses.baselines import IGNORE_INDEX
 from distil.methods.base import MethodContext
 from distil.types import FeatureRequest, Features, LossOutput
 
-__all__ = ["KD", "KDConfig"]
+__all__ = ["KD", "KDConfig", "soft_target_mask"]
+
+
+def soft_target_mask(batch: dict[str, Any], logits: Tensor) -> Tensor | None:
+    """Positions whose soft targets count in ``kd_kl``: those with a label, for per-position logits.
+
+    Causal-LM labels are already shifted (``labels[:, t]`` is token ``t + 1``), so the KL at position
+    ``t`` (both models' distributions over token ``t + 1``) counts exactly where the next-token loss does:
+    not at the last position and not on padding. QA labels are never ignored, so every start/end row
+    counts, as in the released TED code.
+
+    Args:
+        batch: The collated batch (its ``labels``, if any).
+        logits: The student's logits.
+
+    Returns:
+        ``labels != -100`` when ``logits`` is ``[..., C]`` with per-position ``labels`` of shape
+        ``logits.shape[:-1]`` and more than one leading axis; ``None`` otherwise (class logits).
+    """
+    labels = batch.get("labels")
+    if logits.ndim < 3 or labels is None or tuple(labels.shape) != tuple(logits.shape[:-1]):
+        return None
+    return labels != IGNORE_INDEX
 
 
 @dataclass
@@ -73,7 +102,8 @@ class KD:
         if self.is_regression:
             soft = logit_mse(student.logits, teacher.logits)
         else:
-            soft = kd_kl(student.logits, teacher.logits, self.cfg.temperature)
+            mask = soft_target_mask(batch, student.logits)
+            soft = kd_kl(student.logits, teacher.logits, self.cfg.temperature, mask)
         task = task_loss(student.logits, batch["labels"], self.is_regression)
         total = self.cfg.alpha * soft + (1 - self.cfg.alpha) * task
         return LossOutput(total=total, parts={"kd": soft, "task": task})

@@ -5,7 +5,9 @@ they keep only task-relevant information (Stage I); then the student and its fil
 that ``g_s^k(H_s^k)`` matches the frozen teacher's ``g_t^{M(k)}(H_t^{M(k)})``, beside the task loss and
 logit KD (Stage II). Stage 0 fine-tunes both models on the task first. ``method.stage=all`` runs the
 whole plan as ordinary runs of the shared loop (`distil.methods._ted_plan`); each stage also runs alone.
-Classification and regression only for now (QA and causal LM are later parts).
+Tasks: classification and regression, extractive QA (SQuAD; per-filter start/end heads, KL on start and
+end scores) and causal LM (per-filter LM heads, token-level KL over positions with a next token); the
+Stage-I heads are in `distil.methods._ted_heads`.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
-from transformers.activations import ACT2FN
 
 from distil.adapters.projections import LayerProjections, activation_of, load_projections
 from distil.errors import ConfigError
 from distil.losses import kd_kl, task_loss
 from distil.losses.hidden import mapped_hidden_mse, resolve_layer_map
+from distil.methods._ted_heads import filter_heads
 from distil.methods.base import MethodContext
+from distil.methods.kd import soft_target_mask
 from distil.models.architectures import num_layers
 from distil.types import FeatureRequest, Features, LossOutput
 
@@ -56,9 +59,11 @@ class TEDConfig:
         student_depth: Student depth K, needed only by ``side: teacher`` with a named ``layer_map``.
         filter_type: ``linear`` (released default) or ``mlp`` (Linear-act-Linear, ``filter_nonlinear``).
         filter_dim: Filter output size d_f on both sides (default: the teacher's hidden size).
-        head_dropout: Dropout of the Stage-I filter heads (default: the model's classifier dropout).
+        head_dropout: Dropout of the Stage-I classification heads (default: the model's classifier
+            dropout); QA and LM heads are single linear maps without dropout.
         kl_alpha: Weight of ``T^2 * KL(teacher || student)`` on the logits in Stage II. Identically zero
-            for regression (one logit), as in the released code.
+            for regression (one logit), as in the released code. QA: mean of the start and end KLs;
+            causal LM: mean over the positions that have a next token.
         mse_alpha: Weight of the filter MSE (mean over the K layer pairs) in Stage II.
         temperature: KD temperature T (hard-coded 2 in the released code).
         mask_padding: Average the filter MSE over real tokens only. Off by default: the released code
@@ -124,27 +129,6 @@ def _hidden(config: PretrainedConfig) -> int:
     return int(config.hidden_size)
 
 
-class FilterHead(nn.Module):
-    """Stage-I head of one filter: pool token 0 (last real token for decoders), dense + act, classifier."""
-
-    def __init__(self, dim: int, num_labels: int, act: str, dropout: float) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.dense = nn.Linear(dim, dim)
-        self.act = ACT2FN[act]
-        self.out = nn.Linear(dim, num_labels)
-
-    def forward(self, states: Tensor, mask: Tensor, causal: bool) -> Tensor:
-        """``[B, S, dim]`` filtered states -> ``[B, num_labels]`` logits."""
-        if causal:
-            # Right padding: the last real token is the only one that has seen the whole input.
-            last = mask.long().sum(-1).clamp(min=1) - 1
-            pooled = states[torch.arange(states.shape[0], device=states.device), last]
-        else:
-            pooled = states[:, 0]
-        return self.out(self.dropout(self.act(self.dense(self.dropout(pooled)))))
-
-
 class TED:
     """Task-aware filters learned on frozen models, then filtered hidden-state MSE + logit KD."""
 
@@ -174,10 +158,7 @@ class TED:
             self.filters = LayerProjections(
                 layers, _hidden(model.config), dim, kind, activation_of(model.config)
             )
-            pooler_act = getattr(model.config, "pooler_hidden_act", None) or "tanh"
-            dropout = cfg.head_dropout if cfg.head_dropout is not None else _classifier_dropout(model.config)
-            for n in layers:
-                self.heads[f"layer_{n}"] = FilterHead(dim, ctx.num_labels, pooler_act, dropout)
+            self.heads = filter_heads(model, layers, dim, ctx.num_labels, cfg.head_dropout)
             return
         depth_t, depth_s = num_layers(ctx.teacher.config), num_layers(ctx.student.config)
         self.map = resolve_layer_map(cfg.layer_map, depth_t, depth_s)
@@ -213,11 +194,11 @@ class TED:
 
     @classmethod
     def model_head(cls, task_head: str) -> str:
-        """TED runs on sequence classification/regression for now; reject other tasks before training."""
-        if task_head != "seq":
+        """The task's own head (``seq``, ``qa`` or ``lm``); other tasks are rejected before training."""
+        if task_head not in ("seq", "qa", "lm"):
             raise ConfigError(
-                f"Method 'ted' supports classification and regression tasks for now (task head 'seq'), "
-                f"not {task_head!r}; the QA and causal-LM variants are not implemented yet."
+                f"Method 'ted' supports classification and regression (task head 'seq'), extractive QA "
+                f"('qa', data.task=squad/squad_v2) and causal LM ('lm', data.task=lm), not {task_head!r}."
             )
         return task_head
 
@@ -255,7 +236,10 @@ class TED:
         assert student.logits is not None and teacher.logits is not None
         task = task_loss(student.logits, batch["labels"], self.is_regression)
         # One logit (regression) gives softmax == 1 on both sides, so this KL is exactly 0 (gotcha 6).
-        kl = kd_kl(student.logits, teacher.logits, self.cfg.temperature)
+        # QA: start and end rows, no padding mask (released); LM: positions that have a next token.
+        kl = kd_kl(
+            student.logits, teacher.logits, self.cfg.temperature, soft_target_mask(batch, student.logits)
+        )
         with torch.no_grad():
             self.teacher_filters.to(teacher.hidden_states[0].device)
             targets = self.teacher_filters(teacher.hidden_states)
@@ -272,11 +256,3 @@ class TED:
             parts[f"filter_{n}"] = task_loss(logits, batch["labels"], self.is_regression)
         total = torch.stack(list(parts.values())).mean()
         return LossOutput(total=total, parts=parts)
-
-
-def _classifier_dropout(config: PretrainedConfig) -> float:
-    for name in ("cls_dropout", "classifier_dropout", "hidden_dropout_prob", "summary_first_dropout"):
-        value = getattr(config, name, None)
-        if isinstance(value, int | float):
-            return float(value)
-    return 0.1

@@ -15,6 +15,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
@@ -62,12 +63,13 @@ class _LanguageModelHead:
         return cls._auto(config).from_config(config, **kwargs)
 
 
-Head = Literal["seq", "lm", "base", "mlm"]
+Head = Literal["seq", "lm", "base", "mlm", "qa"]
 HEADS: dict[str, type] = {
     "seq": AutoModelForSequenceClassification,
     "lm": AutoModelForCausalLM,
     "base": AutoModel,
     "mlm": _LanguageModelHead,
+    "qa": AutoModelForQuestionAnswering,  # extractive QA: start/end scores per token
 }
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -190,7 +192,7 @@ def load_model(
     Args:
         name: ``"embedded"``, a local directory or a Hub id (see `resolve_model_path`).
         head: ``"seq"`` (sequence classification/regression), ``"lm"`` (causal LM), ``"base"`` (no head) or
-            ``"mlm"`` (masked LM for encoders, causal LM for decoders).
+            ``"mlm"`` (masked LM for encoders, causal LM for decoders) or ``"qa"`` (extractive QA).
         num_labels: Classes of the ``"seq"`` head; ignored for the other heads.
         is_regression: Build a one-output regression head (``problem_type="regression"``).
         attn_implementation: ``"sdpa"``, ``"eager"`` (needed for ``output_attentions``), ...

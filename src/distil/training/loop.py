@@ -124,14 +124,16 @@ def _setup(cfg: RunConfig, resume: bool, overwrite: bool) -> tuple[RunParts, Acc
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     seed_everything(cfg.train.seed)
     parts = build_run(cfg)
-    corrupts_inputs = hasattr(
-        parts.method, "prepare_batch"
-    )  # cached teacher outputs would be of clean inputs
-    if cfg.train.cache_teacher and (
-        parts.method.teacher_request() != FeatureRequest(logits=True) or corrupts_inputs
-    ):
+    # Cached outputs would be of clean inputs, and token-level logits ([N, S, V]) are too large to keep.
+    cacheable = (
+        parts.method.teacher_request() == FeatureRequest(logits=True)
+        and not hasattr(parts.method, "prepare_batch")
+        and parts.task.head == "seq"
+    )
+    if cfg.train.cache_teacher and not cacheable:
         raise ConfigError(
-            "train.cache_teacher needs a method that uses only teacher logits; "
+            "train.cache_teacher needs a method that uses only the teacher's per-example logits of clean "
+            "inputs (classification/regression); "
             f"{cfg.method_name!r} needs more (set train.cache_teacher=false)."
         )
     accelerator.wait_for_everyone()

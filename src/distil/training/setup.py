@@ -86,15 +86,25 @@ def build_student(
     return student, None
 
 
-def _check_teacher_head(path: str, teacher: PreTrainedModel) -> None:
+# A teacher must carry a trained head of the task's kind; a checkpoint saved without one would get a
+# random head that the student would then imitate.
+_TRAINED_HEADS = {
+    "seq": ("ForSequenceClassification",),
+    "qa": ("ForQuestionAnswering",),
+    "lm": ("ForCausalLM", "LMHeadModel"),
+}
+
+
+def _check_teacher_head(path: str, teacher: PreTrainedModel, head: str) -> None:
+    suffixes = _TRAINED_HEADS.get(head)
     architectures: list[str] = list(getattr(teacher.config, "architectures", None) or [])
-    if not any(a.endswith("ForSequenceClassification") for a in architectures):
-        raise ModelError(
-            f"Teacher {path!r} has no trained sequence-classification head "
-            f"(architectures: {architectures}). Fine-tune it on the task first, e.g. `distil finetune "
-            f"data.task=... models.student.init=pretrained models.student.path={path}`, and pass the "
-            "exported run_dir/student as models.teacher."
-        )
+    if suffixes is None or any(a.endswith(suffixes) for a in architectures):
+        return
+    raise ModelError(
+        f"Teacher {path!r} has no trained {head!r} head (architectures: {architectures}). Fine-tune it on "
+        f"the task first, e.g. `distil finetune data.task=... models.student.init=pretrained "
+        f"models.student.path={path}`, and pass the exported run_dir/student as models.teacher."
+    )
 
 
 def build_run(cfg: RunConfig) -> RunParts:
@@ -120,8 +130,7 @@ def build_run(cfg: RunConfig) -> RunParts:
     teacher = None
     if method_cls.uses_teacher:
         assert source is not None and cfg.models.teacher
-        if head == "seq":
-            _check_teacher_head(cfg.models.teacher, source)
+        _check_teacher_head(cfg.models.teacher, source, head)
         teacher = freeze(source)
     tokenizer = load_tokenizer(spec.path if spec.init == "pretrained" else str(cfg.models.teacher))
     if teacher is not None and spec.init == "pretrained":

@@ -1,0 +1,130 @@
+"""TED's Stage-I heads: one per filter, reading the filter's output and giving the task's logits.
+
+Each head returns logits in the layout of the model's own head (see ``Features.logits``), so the
+Stage-I loss is the shared ``task_loss`` for every task:
+
+- sequence classification / regression (``seq``): `FilterHead`, a fresh pooler and classifier
+  (released ``TEDContextPooler`` + classifier), ``[B, num_labels]``;
+- extractive QA (``qa``): `SpanHead`, ``Linear(d_f -> 2)`` per token, returned as ``[B, 2, S]`` (start
+  and end scores), so the loss is ``(CE_start + CE_end) / 2`` (released ``learn_filters_qa``);
+- causal LM (``lm``): `TokenHead`, ``Linear(d_f -> vocab)`` per token, ``[B, S, vocab]``, trained with the
+  next-token loss. No code was released for this variant (methods.md §2.9); the head is initialised
+  from the model's own LM head when ``d_f`` equals its input width, else randomly. It has
+  ``vocab x d_f`` weights per filter (38.6M for GPT-2 at d_f = 768), trained and saved with the filters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.activations import ACT2FN
+
+__all__ = ["FilterHead", "SpanHead", "TokenHead", "filter_heads", "head_kind"]
+
+HeadKind = Literal["seq", "qa", "lm"]
+
+
+def head_kind(model: PreTrainedModel) -> HeadKind:
+    """Which task head ``model`` carries, from its class (``...ForQuestionAnswering``, ``...ForCausalLM``)."""
+    name = type(model).__name__
+    if name.endswith("ForQuestionAnswering"):
+        return "qa"
+    if name.endswith(("ForCausalLM", "LMHeadModel")):
+        return "lm"
+    return "seq"
+
+
+class FilterHead(nn.Module):
+    """Stage-I head of one filter: pool token 0 (last real token for decoders), dense + act, classifier."""
+
+    def __init__(self, dim: int, num_labels: int, act: str, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(dim, dim)
+        self.act = ACT2FN[act]
+        self.out = nn.Linear(dim, num_labels)
+
+    def forward(self, states: Tensor, mask: Tensor, causal: bool) -> Tensor:
+        """``[B, S, dim]`` filtered states -> ``[B, num_labels]`` logits."""
+        if causal:
+            # Right padding: the last real token is the only one that has seen the whole input.
+            last = mask.long().sum(-1).clamp(min=1) - 1
+            pooled = states[torch.arange(states.shape[0], device=states.device), last]
+        else:
+            pooled = states[:, 0]
+        return self.out(self.dropout(self.act(self.dense(self.dropout(pooled)))))
+
+
+class SpanHead(nn.Module):
+    """Stage-I QA head of one filter: start and end scores per token."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.out = nn.Linear(dim, 2)
+
+    def forward(self, states: Tensor, mask: Tensor, causal: bool) -> Tensor:
+        """``[B, S, dim]`` filtered states -> ``[B, 2, S]`` start/end scores (mask and causal unused)."""
+        return self.out(states).transpose(1, 2)
+
+
+class TokenHead(nn.Module):
+    """Stage-I LM head of one filter: next-token logits per position."""
+
+    def __init__(self, dim: int, vocab: int, init: nn.Module | None = None) -> None:
+        super().__init__()
+        bias = getattr(init, "bias", None) is not None
+        self.out = nn.Linear(dim, vocab, bias=bias)
+        weight = getattr(init, "weight", None)
+        if isinstance(weight, Tensor) and tuple(weight.shape) == (vocab, dim):
+            with torch.no_grad():  # a copy: the head trains without touching the (frozen) model's head
+                self.out.weight.copy_(weight)
+                if bias:
+                    self.out.bias.copy_(init.bias)  # type: ignore[union-attr]
+
+    def forward(self, states: Tensor, mask: Tensor, causal: bool) -> Tensor:
+        """``[B, S, dim]`` filtered states -> ``[B, S, vocab]`` logits (mask and causal unused)."""
+        return self.out(states)
+
+
+def classifier_dropout(config: PretrainedConfig) -> float:
+    """The model's classifier dropout (``cls_dropout``, ``classifier_dropout``, ...), default 0.1."""
+    for name in ("cls_dropout", "classifier_dropout", "hidden_dropout_prob", "summary_first_dropout"):
+        value = getattr(config, name, None)
+        if isinstance(value, int | float):
+            return float(value)
+    return 0.1
+
+
+def filter_heads(
+    model: PreTrainedModel, layers: Sequence[int], dim: int, num_labels: int, dropout: float | None
+) -> nn.ModuleDict:
+    """One Stage-I head per filtered layer, keyed ``layer_<n>``, for the task of ``model``'s head.
+
+    Args:
+        model: The frozen model whose filters are learned.
+        layers: 1-indexed filtered layers.
+        dim: Filter output width d_f.
+        num_labels: Classes of a ``seq`` task.
+        dropout: Dropout of ``seq`` heads (default: the model's classifier dropout).
+
+    Returns:
+        The heads.
+    """
+    kind = head_kind(model)
+    heads = nn.ModuleDict()
+    for n in layers:  # a layer listed twice gets one head (the later one)
+        if kind == "qa":
+            heads[f"layer_{n}"] = SpanHead(dim)
+        elif kind == "lm":
+            lm_head = model.get_output_embeddings()
+            vocab = int(getattr(lm_head, "out_features", None) or model.config.vocab_size)
+            heads[f"layer_{n}"] = TokenHead(dim, vocab, lm_head)
+        else:
+            act = getattr(model.config, "pooler_hidden_act", None) or "tanh"
+            rate = dropout if dropout is not None else classifier_dropout(model.config)
+            heads[f"layer_{n}"] = FilterHead(dim, num_labels, act, rate)
+    return heads

@@ -1,0 +1,133 @@
+"""Causal language modelling (``data.task=lm``): train on corpus blocks, report sliding-window perplexity.
+
+Training text (``data.corpus``) is packed into blocks of ``data.max_length`` tokens with the tokenizer's
+own template (`distil.data.corpus.build_blocks`: nothing around GPT-2 blocks, ``<s>`` before Llama
+blocks; documents separated by the end-of-text token). ``collate`` adds **already shifted** labels:
+``labels[:, t]`` is the token at ``t + 1`` when both are real tokens, else -100. So the shared
+``task_loss(logits, labels)`` is the next-token cross-entropy, and ``labels != -100`` marks the positions
+whose prediction is scored (the token-level KD mask). Do not pass these labels to a Hugging Face model's
+own ``labels=`` argument, which shifts again.
+
+Evaluation: perplexity of ``data.dev_file`` (e.g. WikiText-2's test text) with a window of
+``data.max_length`` tokens advancing by ``data.eval_stride`` (`distil.evaluation.perplexity`). Checkpoint
+selection needs a higher-is-better key, so ``main_metric`` is ``neg_perplexity``; ``perplexity`` is
+reported beside it. ``data.dev_subset`` scores a seeded subset of the windows (each keeps its context);
+``data.train_subset`` (or ``data.max_blocks``) limits the training blocks. Only decoder families can
+run this task: an encoder checkpoint is rejected in ``prepare`` (before training), because its "causal
+LM" head would see the tokens it predicts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from distil.config import DataConfig
+from distil.data.corpus import build_blocks, collate_blocks, corpus_files
+from distil.data.sources import subset
+from distil.errors import ConfigError, DataError
+from distil.evaluation.perplexity import perplexity_windows, windowed_perplexity
+from distil.losses import next_token_labels
+from distil.models.architectures import arch_spec
+from distil.tasks.corpus import default_cache_dir
+
+__all__ = ["LMTask", "check_causal"]
+
+
+def check_causal(config: Any, what: str) -> None:
+    """Reject an encoder-only family for causal language modelling.
+
+    Raises:
+        ConfigError: ``config`` is of a bidirectional family (BERT, RoBERTa, DeBERTa, ...).
+        ModelError: The family is not supported at all.
+    """
+    if not arch_spec(config).causal:
+        raise ConfigError(
+            f"data.task=lm trains a causal language model, but {what} is a {config.model_type!r} encoder, "
+            "which attends to the tokens it should predict. Use a decoder (GPT-2, Llama, Mistral, Qwen2)."
+        )
+
+
+class LMTask:
+    """Next-token prediction on corpus blocks; perplexity on a held-out text."""
+
+    head = "lm"
+    name = "lm"
+    num_labels = 0
+    is_regression = False
+
+    def __init__(self, data: DataConfig, seed: int) -> None:
+        assert data.corpus
+        self.files = corpus_files(data.corpus)  # validates paths before any model is loaded
+        self.dev_path = Path(data.dev_file).expanduser() if data.dev_file else None
+        if self.dev_path is not None and not self.dev_path.is_file():
+            raise DataError(f"data.dev_file {str(self.dev_path)!r} does not exist; give the evaluation text.")
+        self.main_metric: str | None = "neg_perplexity" if self.dev_path is not None else None
+        self.settings, self.seed = data, seed
+        self.cache_dir = Path(data.cache_dir) if data.cache_dir else default_cache_dir() / "blocks"
+        self.train_set: Dataset = Dataset.from_dict({"input_ids": [], "idx": []})
+        self.dev_set: Dataset | None = None
+        self.pad_token_id = 0
+        self.stride = 0
+
+    def prepare(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+        """Check the family, pack the corpus into blocks and cut the dev text into scoring windows.
+
+        Raises:
+            ConfigError: The checkpoint the tokenizer was loaded from is an encoder.
+            DataError: The dev text has fewer than two tokens.
+        """
+        # build_run loads the tokenizer from the model checkpoint, so its folder names the family.
+        source = str(getattr(tokenizer, "name_or_path", "") or "")
+        if source:
+            try:
+                config = AutoConfig.from_pretrained(source)
+            except (OSError, ValueError):
+                config = None  # a tokenizer without a model beside it: nothing to check here
+            if config is not None:
+                check_causal(config, f"the checkpoint {source!r}")
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_token_id = int(pad if pad is not None else 0)
+        s = self.settings
+        blocks = build_blocks(
+            self.files, tokenizer, max_length, cache_dir=self.cache_dir, max_blocks=s.max_blocks
+        )
+        self.train_set = subset(blocks, s.train_subset, self.seed)
+        if self.dev_path is None:
+            return
+        ids = tokenizer(self.dev_path.read_text(encoding="utf-8"), verbose=False)["input_ids"]
+        self.stride = s.eval_stride or max(1, max_length // 2)
+        try:
+            windows = Dataset.from_dict(perplexity_windows(ids, max_length, self.stride))
+        except ValueError as err:
+            raise DataError(f"data.dev_file {str(self.dev_path)!r}: {err}") from None
+        self.dev_set = subset(windows, s.dev_subset, self.seed)
+
+    def collate(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Stack blocks and add the shifted next-token ``labels`` (-100 where nothing is predicted)."""
+        batch = collate_blocks(rows, self.pad_token_id)
+        batch["labels"] = next_token_labels(batch["input_ids"], batch["attention_mask"])
+        return batch
+
+    def evaluate(self, model: PreTrainedModel, batch_size: int) -> dict[str, float]:
+        """Sliding-window perplexity on ``data.dev_file`` (empty without one)."""
+        if self.dev_set is None:
+            return {}
+        check_causal(model.config, f"the model {type(model).__name__}")
+        return windowed_perplexity(model, self.dev_set, batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        """Corpus, block count and the perplexity set-up."""
+        out: dict[str, Any] = {
+            "task": self.name,
+            "corpus_files": len(self.files),
+            "train_blocks": len(self.train_set),
+        }
+        if self.dev_path is not None:
+            out |= {"dev_file": str(self.dev_path), "eval_stride": self.stride}
+            out["eval_windows"] = len(self.dev_set) if self.dev_set is not None else 0
+        return out

@@ -1,0 +1,116 @@
+"""End to end on tiny models: fine-tuning, KD and TED on the tiny SQuAD files, KD and TED as causal LM."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoModelForQuestionAnswering
+
+from distil.cli.main import main
+from distil.training.loop import train
+from distil.training.stages import stage_dir
+from qa_lm_helpers import SQUAD_V2, lm_run, qa_run
+
+
+def _recipe(run_dir):
+    return json.loads((Path(run_dir) / "student" / "recipe.json").read_text())
+
+
+def _log_keys(run_dir):
+    lines = (Path(run_dir) / "log.jsonl").read_text().splitlines()
+    return {k for line in lines for k in json.loads(line)}
+
+
+def test_squad_finetune_then_kd_on_squad_v2(tmp_path):
+    ft = qa_run(
+        tmp_path, "finetune", **{"models.student": {"init": "pretrained", "path": str(tmp_path / "qa-bert")}}
+    )
+    ft.models.teacher = None
+    result = train(ft, progress=False)
+    recipe = _recipe(ft.run_dir)
+    assert set(result.metrics) == {"exact_match", "f1"} and recipe["results"]["selection_metric"] == "f1"
+    assert recipe["built"]["held_out_titles"] == ["Films"] and recipe["built"]["dev_features"] > 4
+    teacher = AutoModelForQuestionAnswering.from_pretrained(result.student_dir)
+    assert type(teacher).__name__ == "BertForQuestionAnswering"
+    v2 = {"data.task": "squad_v2", "data.dev_file": str(SQUAD_V2), "models.teacher": str(result.student_dir)}
+    kd = qa_run(tmp_path, "kd", **v2, **{"train.max_steps": 3})
+    result = train(kd, progress=False)
+    assert {"has_answer_f1", "no_answer_exact_match", "exact_match", "f1"} <= set(result.metrics)
+    assert {"loss/kd", "loss/task", "eval/f1"} <= _log_keys(kd.run_dir) and result.steps == 3
+
+
+def test_squad_ted_full_plan(tmp_path):
+    cfg = qa_run(tmp_path, "ted", **{"train.max_steps": 2, "method.layer_map": "uniform"})
+    train(cfg, progress=False)
+    root = Path(cfg.run_dir)
+    recipe = _recipe(root)
+    names = ["teacher-finetune", "student-finetune", "teacher-filters", "student-filters", "distill"]
+    assert list(recipe["stages"]) == names and set(recipe["results"]["dev"]) == {"exact_match", "f1"}
+    heads = load_file(str(stage_dir(root, "student-filters") / "student" / "method.safetensors"))
+    assert heads["heads.layer_1.out.weight"].shape == (2, 32)  # Linear(d_f -> 2): start/end per token
+    assert {"loss/filter_1"} <= _log_keys(stage_dir(root, "student-filters"))
+    assert {"loss/kl", "loss/filter_mse", "loss/task"} <= _log_keys(stage_dir(root, "distill"))
+    AutoModelForQuestionAnswering.from_pretrained(root / "student")
+
+
+def test_squad_ted_on_deberta_v2(tmp_path):
+    quick = {"train.max_steps": 2, "method.finetune_teacher": False, "method.finetune_student": False}
+    quick |= {"models.attn_implementation": "eager", "method.layer_map": "uniform"}
+    cfg = qa_run(tmp_path, "ted", family="deberta-v2", **quick)
+    train(cfg, progress=False)
+    assert list(_recipe(cfg.run_dir)["stages"]) == ["teacher-filters", "student-filters", "distill"]
+
+
+def test_squad_through_the_cli(tmp_path, capsys):
+    cfg = qa_run(tmp_path, "kd", **{"train.max_steps": 2})
+    path = tmp_path / "squad-kd.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert main(["distill", "--config", str(path), "--no-progress", "--run-dir", str(tmp_path / "cli")]) == 0
+    assert _recipe(tmp_path / "cli")["config"]["data"]["split_dev"] == 0.25
+    assert main(["validate", str(path), "--check-data"]) == 0
+    assert "held_out_titles" in capsys.readouterr().out
+
+
+def test_lm_kd_and_ted(tmp_path):
+    kd = lm_run(tmp_path, "kd", **{"train.max_steps": 3, "train.eval_every": 1})
+    result = train(kd, progress=False)
+    recipe = _recipe(kd.run_dir)
+    assert recipe["results"]["selection_metric"] == "neg_perplexity"
+    assert recipe["results"]["best_metric"] == max(
+        json.loads(x)["eval/neg_perplexity"]
+        for x in (Path(kd.run_dir) / "log.jsonl").read_text().splitlines()
+        if "eval/neg_perplexity" in x
+    )
+    assert result.metrics["perplexity"] == -result.metrics["neg_perplexity"] > 1
+    assert {"loss/kd", "loss/task"} <= _log_keys(kd.run_dir)
+    AutoModelForCausalLM.from_pretrained(result.student_dir)
+    ted = lm_run(
+        tmp_path, "ted", **{"train.max_steps": 2, "method.layer_map": [2], "method.finetune_teacher": False}
+    )
+    train(ted, progress=False)
+    root = Path(ted.run_dir)
+    assert list(_recipe(root)["stages"]) == [
+        "student-finetune",
+        "teacher-filters",
+        "student-filters",
+        "distill",
+    ]
+    for side, layer in (("teacher-filters", 2), ("student-filters", 1)):
+        saved = load_file(str(stage_dir(root, side) / "student" / "method.safetensors"))
+        assert saved[f"heads.layer_{layer}.out.weight"].shape == (128, 32)  # an LM head per filter
+    assert {"loss/kl", "loss/filter_mse", "loss/task"} <= _log_keys(stage_dir(root, "distill"))
+
+
+def test_lm_ted_on_a_llama_style_decoder(tmp_path):
+    quick = {"train.max_steps": 2, "method.layer_map": [2], "method.finetune_teacher": False}
+    cfg = lm_run(tmp_path, "ted", family="llama", **quick, **{"method.finetune_student": False})
+    result = train(cfg, progress=False)
+    assert list(_recipe(cfg.run_dir)["stages"]) == ["teacher-filters", "student-filters", "distill"]
+    assert result.metrics["eval_tokens"] > 0
+
+
+@pytest.mark.parametrize("name", ["squad/finetune", "squad/kd", "squad/ted", "lm/kd", "lm/ted"])
+def test_bundled_qa_and_lm_configs_validate(name):
+    assert main(["validate", name]) == 0
