@@ -8,6 +8,7 @@ from distil.errors import ConfigError, closest
 from distil.methods.base import Method, MethodContext
 from distil.methods.distilbert import DistilBERTStyle
 from distil.methods.finetune import Finetune
+from distil.methods.homodistil import HomoDistil
 from distil.methods.kd import KD
 from distil.methods.lwd import LWD
 from distil.methods.minilm import MiniLM
@@ -20,6 +21,7 @@ __all__ = ["METHODS", "Method", "MethodContext", "get_method", "method_name"]
 METHODS: dict[str, type[Method]] = {
     "distilbert": DistilBERTStyle,
     "finetune": Finetune,
+    "homodistil": HomoDistil,
     "kd": KD,
     "lwd": LWD,
     "minilm": MiniLM,

@@ -50,6 +50,8 @@ class Method(Protocol):
         ``prepare_batch(batch) -> batch``: transform a training batch before both forward passes (e.g.
             MLM masking); it may use the global RNG, which checkpoints restore.
         ``on_step_end(step: int) -> None``: after every optimiser step (e.g. pruning).
+        ``export_model(student) -> PreTrainedModel``: the model written to ``best/`` and ``student/`` in
+            place of the training-time student (e.g. a pruned student sliced to its kept widths).
         classmethod ``model_head(task_head: str) -> str``: the head both models carry, when it is not the
             task's own (e.g. ``mlm`` on a corpus).
         classmethod ``stage_plan(cfg: RunConfig) -> list[tuple[str, RunConfig]]``: run the method as a

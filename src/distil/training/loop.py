@@ -237,9 +237,16 @@ def train(
             if cfg.eval.select == "last" or improved:
                 state.best_metric, state.best_step, state.best_eval = metrics[key], state.step, metrics
             if cfg.eval.select == "best" and improved:
-                save_best(student, parts.tokenizer, run.run_dir, extras)
+                save_best(exportable(student), parts.tokenizer, run.run_dir, extras)
             bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         run.barrier()
+
+    # Optional hook: the model to write for a student (e.g. HomoDistil slices its masked student into a
+    # standard checkpoint); resumable checkpoints always hold the training-time student.
+    export_hook: Callable[[nn.Module], nn.Module] | None = getattr(parts.method, "export_model", None)
+
+    def exportable(model: nn.Module) -> Any:
+        return export_hook(model) if export_hook is not None else model
 
     # Optional hook: methods that corrupt their inputs (MLM masking) do it here, before both forwards;
     # it may draw from the global RNG, whose state checkpoints restore.
@@ -338,7 +345,7 @@ def train(
                 "teacher_layer_probe": probe,
             },
         }
-        export_student(student, parts.tokenizer, run.run_dir, recipe, extras=extras)
+        export_student(exportable(student), parts.tokenizer, run.run_dir, recipe, extras=extras)
     logger.close()
     acc.wait_for_everyone()
     return result

@@ -1,0 +1,266 @@
+"""Masks, PLATON importance and the masked forward of a model being pruned (HomoDistil).
+
+PLATON (Zhang et al., ICML 2022, https://arxiv.org/abs/2206.12562), per parameter: sensitivity
+``I = |theta * dL/dtheta|``, its EMA ``I_bar <- b1 I_bar + (1 - b1) I`` and the uncertainty
+``U_bar <- b2 U_bar + (1 - b2) |I - I_bar|``; the score is ``I_bar * U_bar`` (``I_bar`` alone when
+``b2 = 1``), summed over every slot of a unit (`distil.adapters.pruning`).
+
+Where the gradient is read: the loop offers no hook between backward and the optimiser step, so a
+``register_post_accumulate_grad_hook`` on every scored parameter stores ``|theta * grad|`` after each
+backward; with gradient accumulation the last call sees the summed gradient, so the stored value is the
+one of the full step. ``on_step_end`` then updates the EMAs, prunes on schedule and re-applies the masks
+(Adam's moments would otherwise regrow pruned weights). With several processes the per-process
+sensitivities are averaged, so every process holds the same scores and masks.
+
+The model keeps its shapes while it is pruned: pruned rows and columns are zero, and forward hooks on
+its LayerNorms compute mean and variance over the kept hidden dims only, so the masked model computes
+exactly what the physically sliced one does (`distil.adapters.slicing`). Masks and EMAs are frozen
+``nn.Parameter`` s of `PruneState`, which the method returns among its trainable modules, so
+checkpoints save them and a resumed run continues the same schedule. The EMAs are emptied once the
+widths are final (``t_f``); loading a checkpoint resizes them to what it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+from transformers import PreTrainedModel
+
+from distil.adapters.pruning import Group, PruningPlan
+
+__all__ = ["PruneState", "Pruner", "cubic_keep"]
+
+
+def cubic_keep(step: int, full: int, target: int, t_i: int, t_f: int) -> int:
+    """Width kept after ``step``: ``full`` until ``t_i``, cubic down to ``target`` at ``t_f``, then held.
+
+    ``keep(t) = target + (full - target) * (1 - (t - t_i) / (t_f - t_i))^3``, rounded to the nearest
+    integer; non-increasing in ``t`` and exactly ``target`` from ``t_f`` on (PLATON's schedule,
+    methods.md §3.4, written as a width rather than a ratio). ``t_i == t_f`` prunes in one shot.
+    """
+    if step >= t_f:
+        return target
+    if step <= t_i:
+        return full
+    frac = (step - t_i) / (t_f - t_i)
+    return target + round((full - target) * (1.0 - frac) ** 3)
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "-")  # ParameterDict keys may not contain dots
+
+
+def _frozen(t: Tensor) -> nn.Parameter:
+    return nn.Parameter(t, requires_grad=False)
+
+
+class PruneState(nn.Module):
+    """Checkpointed pruning state: one 0/1 mask per group and the two PLATON EMAs per scored parameter."""
+
+    def __init__(self, model: PreTrainedModel, plan: PruningPlan) -> None:
+        super().__init__()
+        params = dict(model.named_parameters())
+        scored = sorted({s.param for g in plan.groups.values() for s in g.slots})
+        self.masks = nn.ParameterDict({k: _frozen(torch.ones(g.size)) for k, g in plan.groups.items()})
+        # float32 whatever the model's dtype: the EMAs average many small terms.
+        self.ipt = nn.ParameterDict({_key(n): _frozen(torch.zeros(params[n].shape)) for n in scored})
+        self.unc = nn.ParameterDict({_key(n): _frozen(torch.zeros(params[n].shape)) for n in scored})
+        self.register_load_state_dict_pre_hook(_take_saved_shapes)
+
+    def release_scores(self) -> None:
+        """Drop the EMAs once the widths are final.
+
+        They are twice the model's size and would otherwise be written to every later checkpoint and
+        beside the exported student (``method.safetensors``).
+        """
+        for table in (self.ipt, self.unc):
+            for param in table.values():
+                param.data = param.data.new_zeros(0)
+
+
+def _take_saved_shapes(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *_: Any) -> None:
+    """Resize released (empty) EMAs to what a checkpoint holds, before it is loaded into them."""
+    for name, param in module.named_parameters():
+        saved = state_dict.get(prefix + name)
+        if saved is not None and saved.shape != param.shape:
+            param.data = param.data.new_zeros(saved.shape)
+
+
+class Pruner:
+    """Drives the pruning of one model: records sensitivities, updates scores, prunes, masks.
+
+    Args:
+        model: The model being pruned; it keeps its shapes.
+        plan: Its units (`distil.adapters.pruning.build_plan`).
+        state: The checkpointed masks and EMAs (moved with the method's modules).
+        target: ``(head_dim, ffn)`` reached at ``t_f``.
+        t_i: Last step at full width.
+        t_f: Step at which the target widths are reached; widths are held afterwards.
+        delta_t: Steps between mask updates in ``(t_i, t_f]`` (``t_f`` itself always updates).
+        beta1: EMA constant of the sensitivity.
+        beta2: EMA constant of the uncertainty; 1 scores by the smoothed sensitivity alone.
+        scale_attention: Rescale attention scores to ``1/sqrt(kept head dim)`` as heads shrink, instead
+            of keeping the teacher's ``1/sqrt(full head dim)``.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        plan: PruningPlan,
+        state: PruneState,
+        target: tuple[int, int],
+        *,
+        t_i: int,
+        t_f: int,
+        delta_t: int,
+        beta1: float,
+        beta2: float,
+        scale_attention: bool,
+    ) -> None:
+        self.model, self.plan, self.state, self.target = model, plan, state, target
+        self.t_i, self.t_f, self.delta_t, self.beta1, self.beta2 = t_i, t_f, delta_t, beta1, beta2
+        self.scale_attention = scale_attention
+        self.params = {n: p for n, p in model.named_parameters() if _key(n) in state.ipt}
+        self.recording = True
+        self._sens: dict[str, Tensor] = {}
+        self._seen: tuple[int, ...] = ()
+        self.kept: dict[str, int] = {}
+        modules = dict(model.named_modules())
+        self._attention = [modules[n] for n in plan.attention]
+        self._scaling = [float(m.scaling) for m in self._attention]
+        self._handles: list[RemovableHandle] = [
+            p.register_post_accumulate_grad_hook(self._recorder(n)) for n, p in self.params.items()
+        ]
+        self._handles.append(model.register_forward_pre_hook(lambda _m, _a: self.sync()))
+        for name in plan.layer_norms:
+            self._handles.append(modules[name].register_forward_hook(self._masked_norm))
+
+    # --- sensitivities and scores ---------------------------------------------------------------
+
+    def _recorder(self, name: str) -> Callable[[Tensor], None]:
+        def record(param: Tensor) -> None:
+            if self.recording and param.grad is not None:
+                # Overwritten at each accumulation step: the last one holds the full step's gradient.
+                self._sens[name] = (param.detach() * param.grad.detach()).abs().float()
+
+        return record
+
+    def update_scores(self) -> None:
+        """Fold the latest sensitivities into the EMAs (parameters without a gradient count as 0)."""
+        names = list(self.params)
+        sens = [
+            self._sens[n] if n in self._sens else torch.zeros_like(self.state.ipt[_key(n)]) for n in names
+        ]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flat = torch.cat([s.reshape(-1) for s in sens])
+            dist.all_reduce(flat)
+            flat /= dist.get_world_size()
+            sens = list(flat.split([s.numel() for s in sens]))
+        for name, value in zip(names, sens, strict=True):
+            ipt, unc = self.state.ipt[_key(name)], self.state.unc[_key(name)]
+            value = value.view_as(ipt).to(ipt.device)
+            ipt.mul_(self.beta1).add_(value, alpha=1 - self.beta1)
+            unc.mul_(self.beta2).add_((value - ipt).abs(), alpha=1 - self.beta2)
+        self._sens = {}
+
+    def unit_scores(self, group: Group) -> Tensor:
+        """PLATON score of each unit of ``group``: ``I_bar * U_bar`` summed over all its slots."""
+        total = torch.zeros(group.size, device=self.state.masks[group.key].device)
+        for slot in group.slots:
+            ipt = self.state.ipt[_key(slot.param)]
+            score = ipt * self.state.unc[_key(slot.param)] if self.beta2 < 1 else ipt
+            other = [a for a in range(score.ndim) if a != slot.axis]
+            per_index = score.sum(dim=other) if other else score
+            total += per_index.narrow(0, slot.segment * group.size, group.size)
+        return total
+
+    # --- schedule and masks ---------------------------------------------------------------------
+
+    def widths(self, step: int) -> tuple[int, int]:
+        """``(head_dim, ffn)`` the schedule prescribes after ``step``."""
+        k = cubic_keep(step, self.plan.head_dim, self.target[0], self.t_i, self.t_f)
+        return k, cubic_keep(step, self.plan.ffn, self.target[1], self.t_i, self.t_f)
+
+    def is_prune_step(self, step: int) -> bool:
+        """Masks change every ``delta_t`` steps after ``t_i``, and at ``t_f``."""
+        return step == self.t_f or (self.t_i < step < self.t_f and (step - self.t_i) % self.delta_t == 0)
+
+    def prune(self, step: int) -> None:
+        """Shrink every group to the scheduled width, keeping the best-scored units that are still kept."""
+        kept = self.plan.kept_sizes(*self.widths(step))
+        for key, group in self.plan.groups.items():
+            mask = self.state.masks[key]
+            rows = mask.view(group.heads, -1)
+            keep = kept[key] // group.heads
+            if int(rows.sum(-1).min()) == keep:
+                continue
+            scores = self.unit_scores(group).view(group.heads, -1).masked_fill(rows == 0, -torch.inf)
+            new = torch.zeros_like(rows).scatter_(1, scores.topk(keep, dim=1).indices, 1.0)
+            assert bool((new <= rows).all()), "pruning must be monotone"
+            mask.copy_(new.view(-1))
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Zero every pruned row, column and bias entry (after each optimiser step: Adam regrows them)."""
+        for key, group in self.plan.groups.items():
+            mask = self.state.masks[key]
+            for slot in group.slots:
+                param = self.params[slot.param]
+                shape = [1] * param.ndim
+                shape[slot.axis] = group.size
+                block = param.narrow(slot.axis, slot.segment * group.size, group.size)
+                block.mul_(mask.view(shape).to(param.dtype))
+
+    @torch.no_grad()
+    def on_step_end(self, step: int) -> None:
+        """EMA update (until ``t_f``, then the EMAs are released), pruning on schedule, masks re-applied."""
+        if step <= self.t_f:
+            self.update_scores()
+        self._sens = {}
+        self.recording = step < self.t_f
+        if self.is_prune_step(step):
+            self.prune(step)
+        if step >= self.t_f:
+            self.state.release_scores()
+        self.apply_masks()
+        self.sync()
+
+    # --- masked forward ---------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Refresh what is derived from the masks (kept counts, attention scaling) when they changed.
+
+        Runs before every forward; masks change at prune events and when a checkpoint is loaded.
+        """
+        seen = tuple(x for m in self.state.masks.values() for x in (m._version, m.data_ptr()))
+        if seen == self._seen:
+            return
+        self._seen = seen
+        self.kept = {k: int(m.sum().item()) for k, m in self.state.masks.items()}
+        for i, module in enumerate(self._attention):
+            factor = 1.0
+            if self.scale_attention:
+                factor = (self.plan.head_dim * self.plan.num_heads / self.kept[f"l{i}_qk"]) ** 0.5
+            module.scaling = self._scaling[i] * factor
+
+    def _masked_norm(self, module: nn.LayerNorm, args: tuple[Any, ...], output: Tensor) -> Tensor | None:
+        kept = self.kept.get("hidden", self.plan.num_heads * self.plan.head_dim)
+        if kept == self.plan.num_heads * self.plan.head_dim:
+            return None  # nothing pruned yet: keep the module's own output (bitwise the teacher's)
+        x = args[0]
+        mask = self.state.masks["hidden"].to(x.dtype)
+        mean = (x * mask).sum(-1, keepdim=True) / kept
+        var = ((x - mean) * mask).pow(2).sum(-1, keepdim=True) / kept
+        y = (x - mean) * torch.rsqrt(var + module.eps)
+        return (y * module.weight + module.bias) * mask
+
+    def remove(self) -> None:
+        """Remove every hook from the model."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []

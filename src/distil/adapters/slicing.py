@@ -1,0 +1,104 @@
+"""Physical slicing of a masked model into a standard Hugging Face checkpoint of the kept widths.
+
+The sliced model is a new instance of the model's own class with the hidden and FFN widths of its
+config set to the kept counts, so it loads with ``AutoModel*.from_pretrained`` and no custom code. Its
+outputs equal the masked model's (`distil.adapters.platon`: pruned entries are zero and LayerNorm
+statistics run over the kept dims, which is what a narrower LayerNorm computes).
+
+Attention scale: a stock attention module scales scores by ``1/sqrt(head_dim)`` of its own config, while
+the masked model keeps whatever its modules' ``scaling`` says (the teacher's ``1/sqrt(full head dim)``
+by default). The ratio is folded into the query weights and bias, which is exact:
+``(c W_q x + c b_q) . k * s_new = (W_q x + b_q) . k * s_live`` with ``c = s_live / s_new``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel
+
+from distil.adapters.pruning import Group, PruningPlan, Slot
+
+__all__ = ["kept_widths", "sliced_model"]
+
+
+def kept_widths(plan: PruningPlan, masks: Mapping[str, Tensor]) -> tuple[int, int]:
+    """``(hidden, ffn)`` kept by ``masks``.
+
+    Raises:
+        ValueError: The masks do not describe a standard model (uneven heads, FFN widths differing
+            between layers, or attention widths other than the hidden width).
+    """
+    counts = {k: int(m.sum().item()) for k, m in masks.items()}
+    hidden = counts["hidden"]
+    ffn = {counts[k] for k, g in plan.groups.items() if g.kind == "ffn"}
+    attn = {counts[k] for k, g in plan.groups.items() if g.kind in ("qk", "vo")}
+    per_head = {
+        tuple(masks[k].view(g.heads, -1).sum(-1).tolist())
+        for k, g in plan.groups.items()
+        if g.kind in ("qk", "vo")
+    }
+    if len(ffn) != 1 or attn != {hidden} or len({v for t in per_head for v in t}) != 1:
+        raise ValueError(f"Masks do not describe a standard model: {counts}.")
+    return hidden, ffn.pop()
+
+
+def _index(plan: PruningPlan) -> dict[str, dict[int, list[tuple[Group, Slot]]]]:
+    by_param: dict[str, dict[int, list[tuple[Group, Slot]]]] = defaultdict(lambda: defaultdict(list))
+    for group in plan.groups.values():
+        for slot in group.slots:
+            by_param[slot.param][slot.axis].append((group, slot))
+    return by_param
+
+
+def _slice(t: Tensor, axes: Mapping[int, list[tuple[Group, Slot]]], kept: Mapping[str, Tensor]) -> Tensor:
+    for axis, entries in axes.items():
+        entries = sorted(entries, key=lambda e: e[1].segment)
+        if sum(g.size for g, _ in entries) != t.shape[axis]:
+            raise ValueError(f"Slots do not cover axis {axis} of a {tuple(t.shape)} tensor.")
+        index = torch.cat([s.segment * g.size + kept[g.key].to(t.device) for g, s in entries])
+        t = t.index_select(axis, index)
+    return t
+
+
+@torch.no_grad()
+def sliced_model(model: PreTrainedModel, plan: PruningPlan, masks: Mapping[str, Tensor]) -> PreTrainedModel:
+    """A new model of ``model``'s class holding only the kept units, with the attention scale folded in.
+
+    Args:
+        model: The masked model (unchanged).
+        plan: Its pruning plan.
+        masks: One 0/1 mask per group of ``plan``.
+
+    Returns:
+        The sliced model, on ``model``'s device and dtype, in eval mode.
+    """
+    hidden, ffn = kept_widths(plan, masks)
+    kept = {k: m.nonzero().flatten() for k, m in masks.items()}
+    config = copy.deepcopy(model.config)
+    setattr(config, plan.hidden_key, hidden)
+    setattr(config, plan.ffn_key, ffn)
+    new = type(model)(config).to(device=model.device, dtype=model.dtype).eval()
+    by_param = _index(plan)
+    tensors = {n: _slice(p.detach(), by_param.get(n, {}), kept) for n, p in model.named_parameters()}
+    live, fresh = dict(model.named_modules()), dict(new.named_modules())
+    for i, name in enumerate(plan.attention):
+        factor = float(live[name].scaling) / float(fresh[name].scaling)
+        for slot in plan.groups[f"l{i}_qk"].slots:
+            if slot.query and factor != 1.0:
+                width = len(kept[f"l{i}_qk"])
+                tensors[slot.param].narrow(slot.axis, slot.segment * width, width).mul_(factor)
+    params = dict(new.named_parameters())
+    if set(params) != set(tensors):
+        raise ValueError(f"Sliced model parameters differ: {sorted(set(params) ^ set(tensors))[:4]}.")
+    for name, value in tensors.items():
+        params[name].copy_(value)
+    buffers = dict(new.named_buffers())
+    for name, value in model.named_buffers():
+        if name in buffers and buffers[name].shape == value.shape:
+            buffers[name].copy_(value)
+    return new

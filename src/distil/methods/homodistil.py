@@ -1,0 +1,306 @@
+"""HomoDistil: homotopic task-agnostic distillation (Liang et al., ICLR 2023, arXiv:2302.09632).
+
+The student starts as an exact copy of the teacher (``models.student.init=copy``, prediction head
+included) and is pruned while it is distilled, from full width to the target widths at step ``t_f``
+along a cubic schedule, then trained on at the target widths. Loss:
+``alpha_mlm L_MLM + alpha_kl T^2 KL(p_t || p_s) + alpha_hidden sum_k MSE(H_s^k, H_t^k W_hid^k)
++ alpha_attn sum_k MSE(A_s^k, A_t^k) + alpha_emb MSE(E_s, E_t W_emb)``, with identity-initialised
+projections on the teacher side (teacher width -> pruned student width), so every distillation term is 0
+at step 0. Units are scored by PLATON and pruned coupled (`distil.adapters.pruning`,
+`distil.adapters.platon`); the exported student is physically sliced into a standard checkpoint
+(`distil.adapters.slicing`). No official code exists; every open choice is a config field
+(`HomoDistilConfig`), explained in ``docs/methods/homodistil.md``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel
+
+from distil.adapters.platon import Pruner, PruneState
+from distil.adapters.pruning import build_plan, resolve_targets
+from distil.adapters.slicing import kept_widths, sliced_model
+from distil.config import RunConfig
+from distil.data.masking import mask_tokens
+from distil.errors import ConfigError
+from distil.losses import (
+    attention_score_mse,
+    attention_scores,
+    kd_kl,
+    logit_mse,
+    next_token_labels,
+    task_loss,
+    token_cross_entropy,
+)
+from distil.losses.hidden import resolve_layer_map
+from distil.methods._homodistil_config import HomoDistilConfig, plan_stages
+from distil.methods.base import MethodContext
+from distil.methods.distilbert import MLM_LABELS
+from distil.models.architectures import arch_spec, get_layers, num_layers
+from distil.types import FeatureRequest, Features, LossOutput
+
+__all__ = ["HomoDistil", "HomoDistilConfig"]
+
+_LM_CLASSES = ("ForMaskedLM", "LMHeadModel", "ForCausalLM")
+
+
+def _check_lm_head(teacher: PreTrainedModel) -> None:
+    architectures = list(getattr(teacher.config, "architectures", None) or [])
+    tied = arch_spec(teacher).causal and bool(getattr(teacher.config, "tie_word_embeddings", False))
+    if not (tied or any(a.endswith(_LM_CLASSES) for a in architectures)):
+        raise ConfigError(
+            f"method.alpha_kl > 0 on a corpus needs the teacher's trained MLM / LM head, but "
+            f"{teacher.name_or_path!r} has none (architectures: {architectures}). Set method.head_steps "
+            "(fit a head on the frozen teacher first) or method.alpha_kl=0."
+        )
+
+
+def _identity(width: int, trainable: bool) -> nn.Linear:
+    layer = nn.Linear(width, width, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(width))
+    return layer.requires_grad_(trainable)
+
+
+def _kept_mse(student: Tensor, target: Tensor, mask: Tensor, kept: int) -> Tensor:
+    """Squared error per real token and kept dim (pruned dims are 0 on both sides)."""
+    keep = mask.bool()
+    diff = student[keep].float() - target[keep].float()
+    return diff.pow(2).sum() / max(1, int(keep.sum()) * kept)
+
+
+class HomoDistil:
+    """Distil a teacher into its own copy while pruning the copy's widths to the target."""
+
+    name: ClassVar[str] = "homodistil"
+    Config: ClassVar[type[HomoDistilConfig]] = HomoDistilConfig
+    uses_teacher: ClassVar[bool] = True
+
+    def __init__(self, cfg: HomoDistilConfig, ctx: MethodContext) -> None:
+        assert ctx.teacher is not None
+        self.cfg, self.student, self.teacher = cfg, ctx.student, ctx.teacher
+        self.token_level, self.is_regression = ctx.num_labels == 0, ctx.is_regression
+        self.causal = arch_spec(ctx.student).causal
+        self.tokenizer = ctx.tokenizer if self.token_level and not self.causal else None
+        if self.token_level and not self.causal and ctx.tokenizer is None:
+            raise ConfigError("HomoDistil's MLM masking needs the run's tokenizer in the method context.")
+        self.modules = nn.ModuleDict()
+        self.pruner: Pruner | None = None
+        if cfg.stage == "head":
+            self._freeze_body()
+            return
+        if self.token_level and cfg.alpha_kl > 0:
+            _check_lm_head(ctx.teacher)
+        d_s, d_t = (int(m.config.hidden_size) for m in (ctx.student, ctx.teacher))
+        if d_s != d_t or ctx.student.config.num_attention_heads != ctx.teacher.config.num_attention_heads:
+            raise ConfigError(
+                "HomoDistil starts the student as a copy of the teacher (models.student.init=copy): their "
+                f"widths and heads must be equal, got hidden {d_s} vs {d_t}."
+            )
+        self.layer_map = resolve_layer_map(
+            cfg.layer_map, num_layers(ctx.teacher.config), num_layers(self.student.config)
+        )
+        self.plan = build_plan(ctx.student)
+        self.target = resolve_targets(
+            ctx.student, self.plan, hidden=cfg.target_hidden_size, ffn=cfg.target_intermediate_size,
+            ratio=cfg.target_width_ratio, params=cfg.target_params,
+        )  # fmt: skip
+        self.modules["pruning"] = PruneState(ctx.student, self.plan)
+        if cfg.alpha_hidden > 0:
+            self.modules["hidden_proj"] = nn.ModuleList(
+                _identity(d_t, cfg.train_projections) for _ in self.layer_map
+            )
+        if cfg.alpha_emb > 0:
+            self.modules["emb_proj"] = _identity(d_t, cfg.train_projections)
+        self.pruner = Pruner(
+            ctx.student, self.plan, self.modules["pruning"], self.target, t_i=cfg.t_i, t_f=cfg.t_f,
+            delta_t=cfg.delta_t, beta1=cfg.beta1, beta2=cfg.beta2,
+            scale_attention=cfg.attention_scaling == "pruned",
+        )  # fmt: skip
+
+    def _freeze_body(self) -> None:
+        """Stage ``head``: only the prediction head outside the (tied) base model trains."""
+        body = {id(p) for p in self.student.base_model.parameters()}
+        for p in self.student.parameters():
+            p.requires_grad_(id(p) not in body)
+        if not any(p.requires_grad for p in self.student.parameters()):
+            raise ConfigError(
+                "This model's LM head is tied to its embeddings: no head to fit (head_steps=0)."
+            )
+
+    @classmethod
+    def model_head(cls, task_head: str) -> str:
+        """``mlm`` (the family's language-model head) on a corpus, else the task's own head."""
+        return "mlm" if task_head == "base" else task_head
+
+    @classmethod
+    def stage_plan(cls, cfg: RunConfig) -> list[tuple[str, RunConfig]]:
+        """``head`` then ``prune`` when ``method.head_steps > 0`` (`plan_stages`), else none."""
+        return plan_stages(cfg)
+
+    # --- features -----------------------------------------------------------------------------------
+
+    def student_request(self) -> FeatureRequest:
+        """Logits, hidden states, attention probabilities or every layer's Q/K, as the weights need."""
+        c = self.cfg
+        if c.stage == "head":
+            return FeatureRequest(logits=True)
+        return FeatureRequest(
+            logits=c.alpha_kl > 0 or c.alpha_task > 0 or (self.token_level and c.alpha_mlm > 0),
+            hidden_states=c.alpha_hidden > 0 or c.alpha_emb > 0,
+            attentions=c.alpha_attn > 0 and c.attention_target == "probs",
+            qkv_layers=tuple(range(num_layers(self.student.config))) if self._scores() else (),
+        )
+
+    def teacher_request(self) -> FeatureRequest | None:
+        """The teacher's side of every term with a non-zero weight (``None`` in the head stage)."""
+        c = self.cfg
+        if c.stage == "head":
+            return None
+        return FeatureRequest(
+            logits=c.alpha_kl > 0,
+            hidden_states=c.alpha_hidden > 0 or c.alpha_emb > 0,
+            attentions=c.alpha_attn > 0 and c.attention_target == "probs",
+            qkv_layers=tuple(g - 1 for g in self.layer_map) if self._scores() else (),
+        )
+
+    def _scores(self) -> bool:
+        return self.cfg.alpha_attn > 0 and self.cfg.attention_target == "scores"
+
+    def trainable_modules(self) -> nn.ModuleDict:
+        """Projections W_hid^k / W_emb and the frozen pruning state (masks, PLATON EMAs)."""
+        return self.modules
+
+    # --- hooks ---------------------------------------------------------------------------------------
+
+    def prepare_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Mask encoder inputs on a corpus (80/10/10, global RNG); other batches pass unchanged."""
+        if self.tokenizer is None:
+            return batch
+        ids, labels = mask_tokens(
+            batch["input_ids"], batch["attention_mask"], self.tokenizer,
+            mlm_probability=self.cfg.mlm_probability,
+        )  # fmt: skip
+        return {**batch, "input_ids": ids, MLM_LABELS: labels}
+
+    def on_step_end(self, step: int) -> None:
+        """PLATON update, pruning on schedule, masks re-applied to the student and the projections."""
+        if self.pruner is None:
+            return
+        self.pruner.on_step_end(step)
+        mask = self.modules["pruning"].masks["hidden"]
+        projections = [m for m in self.modules.modules() if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            for layer in projections:
+                layer.weight.mul_(mask[:, None])  # their output dims are the student's hidden dims
+
+    def export_model(self, student: nn.Module) -> PreTrainedModel:
+        """Loop hook: what ``best/`` and ``student/`` hold (the student sliced to its kept widths).
+
+        The ``head`` stage prunes nothing, so its student is written as it is.
+        """
+        return self.export() if self.pruner is not None else student  # type: ignore[return-value]
+
+    def export(self) -> PreTrainedModel:
+        """The student physically sliced to its kept widths (what ``student/`` holds)."""
+        assert self.pruner is not None
+        self.pruner.sync()  # the live attention scale, if masks changed since the last forward
+        masks = dict(self.modules["pruning"].masks.items())
+        hidden, ffn = kept_widths(self.plan, masks)
+        if (hidden, ffn) != (self.plan.num_heads * self.target[0], self.target[1]):
+            warnings.warn(
+                f"HomoDistil export at widths hidden {hidden} / FFN {ffn}, not the target "
+                f"{self.plan.num_heads * self.target[0]} / {self.target[1]}: the run ended before "
+                f"method.t_f={self.cfg.t_f}.",
+                stacklevel=2,
+            )
+        return sliced_model(self.student, self.plan, masks)
+
+    # --- loss ----------------------------------------------------------------------------------------
+
+    def _prediction_terms(self, batch: dict[str, Any], s: Features, t: Features | None) -> dict[str, Tensor]:
+        c, parts = self.cfg, {}
+        head_stage = c.stage == "head"
+        if self.token_level and (c.alpha_mlm > 0 or head_stage):
+            assert s.logits is not None
+            if self.causal:
+                labels = next_token_labels(batch["input_ids"], s.attention_mask)
+                parts["next_token"] = token_cross_entropy(s.logits, labels)
+            else:
+                if MLM_LABELS not in batch:
+                    raise ConfigError("HomoDistil on a corpus needs masked inputs: call prepare_batch first.")
+                parts["mlm"] = token_cross_entropy(s.logits, batch[MLM_LABELS])
+        if head_stage:
+            return parts
+        if c.alpha_kl > 0:
+            assert t is not None and t.logits is not None and s.logits is not None
+            where = s.attention_mask
+            if self.token_level and self.tokenizer is not None and c.kl_positions == "masked":
+                where = batch[MLM_LABELS] != -100
+            if self.is_regression:
+                parts["kl"] = logit_mse(s.logits, t.logits)
+            else:
+                parts["kl"] = kd_kl(
+                    s.logits, t.logits, c.temperature, mask=where if self.token_level else None
+                )
+        if c.alpha_task > 0 and not self.token_level:
+            assert s.logits is not None
+            parts["task"] = task_loss(s.logits, batch["labels"], self.is_regression)
+        return parts
+
+    def _layer_terms(self, s: Features, t: Features) -> dict[str, Tensor]:
+        c, parts, mask = self.cfg, {}, s.attention_mask
+        assert self.pruner is not None
+        kept = self.pruner.kept.get("hidden", self.plan.num_heads * self.plan.head_dim)
+        pairs = list(enumerate(self.layer_map, 1))  # (student layer k, teacher layer M(k)), 1-indexed
+        if c.alpha_hidden > 0:
+            assert s.hidden_states is not None and t.hidden_states is not None
+            proj = self.modules["hidden_proj"]
+            terms = [
+                _kept_mse(s.hidden_states[k], proj[k - 1](t.hidden_states[g]), mask, kept) for k, g in pairs
+            ]
+            parts["hidden"] = torch.stack(terms).sum()
+        if c.alpha_emb > 0:
+            assert s.hidden_states is not None and t.hidden_states is not None
+            target = self.modules["emb_proj"](t.hidden_states[0])
+            parts["emb"] = _kept_mse(s.hidden_states[0], target, mask, kept)
+        if c.alpha_attn > 0:
+            terms = [
+                attention_score_mse(
+                    self._attention(s, k - 1, self.student),
+                    self._attention(t, g - 1, self.teacher),
+                    mask,
+                    causal=self.causal,
+                )
+                for k, g in pairs
+            ]
+            parts["attn"] = torch.stack(terms).sum()
+        return parts
+
+    def _attention(self, f: Features, layer: int, model: PreTrainedModel) -> Tensor:
+        """Attention probabilities, or pre-softmax scores at the scale the model itself applies."""
+        if self.cfg.attention_target == "probs":
+            assert f.attentions is not None
+            return f.attentions[layer]
+        qkv = f.qkv[layer]
+        module = get_layers(model)[layer].get_submodule(self.plan.attention_path)
+        # attention_scores divides by sqrt(full head dim); rescale to the module's own (live) scale.
+        factor = float(module.scaling) * qkv.head_dim**0.5
+        return attention_scores(qkv.query, qkv.key, qkv.num_heads, qkv.num_kv_heads) * factor
+
+    def loss(self, batch: dict[str, Any], student: Features, teacher: Features | None) -> LossOutput:
+        """Weighted sum of the terms with a non-zero weight; each is logged unweighted."""
+        c = self.cfg
+        parts = self._prediction_terms(batch, student, teacher)
+        if c.stage != "head":
+            assert teacher is not None
+            parts |= self._layer_terms(student, teacher)
+        lm = 1.0 if c.stage == "head" else c.alpha_mlm
+        weight = {"mlm": lm, "next_token": lm, "kl": c.alpha_kl, "task": c.alpha_task}
+        weight |= {"hidden": c.alpha_hidden, "emb": c.alpha_emb, "attn": c.alpha_attn}
+        total = sum(weight[name] * value for name, value in parts.items())
+        return LossOutput(total=total, parts=parts)  # type: ignore[arg-type]

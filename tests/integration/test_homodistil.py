@@ -1,0 +1,159 @@
+"""HomoDistil on the shared loop: corpus runs (BERT, GPT-2), export, resume, head stage, labelled task."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, load_model
+from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+from distil.config import build_run_config
+from distil.errors import ConfigError
+from distil.methods.homodistil import HomoDistil
+from distil.training.checkpoint import latest_checkpoint
+from distil.training.loop import train
+from distil.training.setup import build_run
+from factories import tiny_config, tiny_model, tiny_tokenizer
+from helpers import tiny_run
+
+CORPUS = Path(__file__).resolve().parents[1] / "assets" / "corpus"
+IDS = torch.tensor([[2, 9, 17, 30, 44, 61, 70, 88, 97, 3], [2, 8, 25, 33, 41, 3, 0, 0, 0, 0]])
+MASK = (IDS != 0).long()
+
+
+def _lm_teacher(folder: Path, family: str, head: bool = True) -> Path:
+    if family == "gpt2":
+        model = tiny_model("gpt2", "lm")
+    else:
+        model = (AutoModelForMaskedLM if head else AutoModel).from_config(tiny_config(family))
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)  # has [PAD], also for GPT-2
+    return folder
+
+
+def _corpus_cfg(tmp_path: Path, teacher: Path, name: str = "run", steps: int = 6, **method):
+    return build_run_config(
+        {
+            "run_dir": str(tmp_path / name),
+            "models": {"teacher": str(teacher), "student": {"init": "copy"}},
+            "data": {
+                "task": "corpus",
+                "corpus": [str(CORPUS)],
+                "max_length": 16,
+                "cache_dir": str(tmp_path / "c"),
+            },
+            "train": {
+                "batch_size": 4,
+                "max_steps": steps,
+                "lr": 1e-3,
+                "warmup_ratio": 0.0,
+                "tensorboard": False,
+                "log_every": 1,
+                "checkpoint_every": 2,
+                "keep_checkpoints": 4,
+            },
+            "method": {"name": "homodistil", "t_i": 1, "t_f": 4, "delta_t": 1, **method},
+        }
+    )
+
+
+def _masked_student(cfg, checkpoint: Path):
+    """Rebuild the run's masked student (and method) from a checkpoint, as a resume would."""
+    parts = build_run(cfg)
+    load_model(parts.student, str(checkpoint / "student.safetensors"))
+    load_model(parts.method.trainable_modules(), str(checkpoint / "method.safetensors"))
+    return parts.student.eval(), parts.method
+
+
+def _logits(model):
+    with torch.no_grad():
+        return model(input_ids=IDS, attention_mask=MASK).logits
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_corpus_run_exports_a_standard_checkpoint_equal_to_the_masked_model(tmp_path, family):
+    cfg = _corpus_cfg(tmp_path, _lm_teacher(tmp_path / "teacher", family))
+    result = train(cfg, progress=False)
+    assert result.steps == 6
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    lm_term = "loss/mlm" if family == "bert" else "loss/next_token"
+    assert {lm_term, "loss/kl", "loss/hidden", "loss/emb", "loss/attn"} <= set(records[0])
+    assert records[0]["loss/hidden"] == 0.0 and records[0]["loss/kl"] < 1e-6  # student == teacher at step 0
+    assert records[-1]["loss/hidden"] > 0
+    config = json.loads((result.student_dir / "config.json").read_text())
+    width, ffn = ("hidden_size", "intermediate_size") if family == "bert" else ("n_embd", "n_inner")
+    assert (config[width], config[ffn]) == ((16, 32) if family == "bert" else (16, 64))
+    base = AutoModel.from_pretrained(result.student_dir)  # no custom code
+    assert base.config.num_attention_heads == 4
+    beside = load_file(result.student_dir / "method.safetensors")  # masks, projections; EMAs released
+    emb = "transformer-wte-weight" if family == "gpt2" else "bert-embeddings-word_embeddings-weight"
+    assert beside["pruning.masks.hidden"].sum() == 16 and beside[f"pruning.ipt.{emb}"].numel() == 0
+    masked, _ = _masked_student(cfg, latest_checkpoint(Path(cfg.run_dir)))  # resizes the empty EMAs
+    exported = type(masked).from_pretrained(result.student_dir).eval()
+    torch.testing.assert_close(_logits(exported), _logits(masked), atol=1e-5, rtol=1e-5)
+
+
+def test_resume_mid_pruning_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    teacher = _lm_teacher(tmp_path / "teacher", "bert")
+    settings = {"steps": 8, "t_f": 6}
+    full = _corpus_cfg(tmp_path, teacher, "full", **settings)
+    train(full, progress=False)
+
+    broken = _corpus_cfg(tmp_path, teacher, "resumed", **settings)
+    calls = {"n": 0}
+    original = HomoDistil.loss
+
+    def crash_at_step_3(self, batch, student, teacher):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, batch, student, teacher)
+
+    monkeypatch.setattr(HomoDistil, "loss", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(broken, progress=False)
+    monkeypatch.setattr(HomoDistil, "loss", original)
+    state = load_file(Path(broken.run_dir) / "checkpoints" / "step-00000002" / "method.safetensors")
+    assert state["pruning.masks.hidden"].sum() == 24  # interrupted mid-pruning (32 -> 16 at t_f = 6)
+    train(broken, resume=True, progress=False)
+    names = ["student/model.safetensors"]
+    names += [f"checkpoints/step-0000000{s}/{f}.safetensors" for s in (4, 8) for f in ("student", "method")]
+    for name in names:  # step 4: mid-pruning, with the PLATON EMAs; step 8: EMAs released after t_f
+        a, b = load_file(Path(full.run_dir) / name), load_file(Path(broken.run_dir) / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_teacher_without_mlm_head_fits_one_first(tmp_path):
+    teacher = _lm_teacher(tmp_path / "teacher", "bert", head=False)
+    with pytest.raises(ConfigError, match="head_steps"):
+        build_run(_corpus_cfg(tmp_path, teacher))
+    cfg = _corpus_cfg(tmp_path, teacher, head_steps=2, head_lr=1e-2)
+    result = train(cfg, progress=False)
+    head = Path(cfg.run_dir) / "stages" / "head" / "student"
+    fitted = AutoModelForMaskedLM.from_pretrained(head)
+    assert json.loads((head / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+    original = AutoModel.from_pretrained(teacher)
+    body = fitted.bert.state_dict()
+    for key, value in original.state_dict().items():  # the body stayed frozen (no pooler in MaskedLM)
+        if key in body:
+            torch.testing.assert_close(body[key], value)
+    assert json.loads((result.student_dir / "config.json").read_text())["hidden_size"] == 16
+    recipe = json.loads((result.student_dir / "recipe.json").read_text())
+    assert set(recipe["stages"]) == {"head", "prune"}
+    with pytest.raises(ConfigError, match="never reach"):
+        train(_corpus_cfg(tmp_path, teacher, "short", steps=3), progress=False)
+
+
+def test_labelled_task_prunes_the_classifier_head_too(tmp_path):
+    cfg = tiny_run(tmp_path, "homodistil", **{"models.student.init": "copy", "models.student.layers": None})
+    cfg.method = HomoDistil.Config(target_hidden_size=16, t_i=0, t_f=6, delta_t=2, alpha_task=1.0)
+    with pytest.raises(ConfigError, match="eval.select=last"):
+        train(cfg, progress=False)
+    cfg.eval.select = "last"
+    result = train(cfg, progress=False)
+    assert result.steps == 8 and "accuracy" in result.metrics
+    model = AutoModelForSequenceClassification.from_pretrained(result.student_dir)
+    assert (model.config.hidden_size, model.config.intermediate_size) == (16, 32)
