@@ -74,6 +74,10 @@ class LMTask:
         self.pad_token_id = 0
         self.stride = 0
 
+    def check_model(self, config: Any, what: str) -> None:
+        """Setup hook: reject an encoder before any training (and before its head is checked)."""
+        check_causal(config, what)
+
     def prepare(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
         """Check the family, pack the corpus into blocks and cut the dev text into scoring windows.
 

@@ -112,6 +112,8 @@ def build_run(cfg: RunConfig) -> RunParts:
     method_cls = get_method(cfg.method_name)
     task = load_task(cfg.data, cfg.train.seed)
     head = model_head(method_cls, task)
+    # Optional TaskData hook: reject models the task cannot train (e.g. an encoder for causal LM).
+    check_model = getattr(task, "check_model", None)
     attn = cfg.models.attn_implementation
     spec = cfg.models.student
     source = None
@@ -126,7 +128,11 @@ def build_run(cfg: RunConfig) -> RunParts:
             attn_implementation=attn,
         )
         arch_spec(source)
+        if check_model is not None:
+            check_model(source.config, f"models.teacher {cfg.models.teacher!r}")
     student, layers = build_student(spec, source, task, head, attn)
+    if check_model is not None:
+        check_model(student.config, "the student")
     teacher = None
     if method_cls.uses_teacher:
         assert source is not None and cfg.models.teacher
