@@ -15,7 +15,7 @@ from torch import nn
 from distil.errors import ConfigError
 from distil.losses import attention_kl, value_relation_kl
 from distil.methods.base import MethodContext
-from distil.models.architectures import num_layers
+from distil.models.architectures import layer_index
 from distil.types import FeatureRequest, Features, LossOutput
 
 __all__ = ["MiniLM", "MiniLMConfig"]
@@ -51,11 +51,7 @@ class MiniLM:
     def __init__(self, cfg: MiniLMConfig, ctx: MethodContext) -> None:
         assert ctx.teacher is not None
         self.cfg = cfg
-        depth = num_layers(ctx.teacher.config)
-        layer = cfg.teacher_layer if cfg.teacher_layer is not None else depth
-        if not 1 <= layer <= depth:
-            raise ConfigError(f"method.teacher_layer must be in 1..{depth} for this teacher, got {layer}.")
-        self.teacher_layer = layer - 1
+        self.teacher_layer = layer_index(ctx.teacher.config, cfg.teacher_layer, "method.teacher_layer")
         heads_s = int(ctx.student.config.num_attention_heads)
         heads_t = int(ctx.teacher.config.num_attention_heads)
         if heads_s != heads_t:

@@ -16,7 +16,7 @@ from torch import nn
 from distil.errors import ConfigError
 from distil.losses import relation_kl
 from distil.methods.base import MethodContext
-from distil.models.architectures import num_layers
+from distil.models.architectures import layer_index
 from distil.types import QKV, FeatureRequest, Features, LossOutput
 
 __all__ = ["RELATIONS", "MiniLMv2", "MiniLMv2Config"]
@@ -91,15 +91,12 @@ class MiniLMv2:
     def __init__(self, cfg: MiniLMv2Config, ctx: MethodContext) -> None:
         assert ctx.teacher is not None
         self.cfg = cfg
-        depth = num_layers(ctx.teacher.config)
         if cfg.teacher_layer == "auto":
             raise ConfigError(
                 "method.teacher_layer=auto is resolved by the training loop's probe, before the method."
             )
-        layer = int(cfg.teacher_layer) if cfg.teacher_layer is not None else depth
-        if not 1 <= layer <= depth:
-            raise ConfigError(f"method.teacher_layer must be in 1..{depth} for this teacher, got {layer}.")
-        self.teacher_layer = layer - 1
+        layer = int(cfg.teacher_layer) if cfg.teacher_layer is not None else None
+        self.teacher_layer = layer_index(ctx.teacher.config, layer, "method.teacher_layer")
         self.weights = cfg.weights or [1.0] * len(cfg.relations)
         self._check_widths(ctx)
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from distil.errors import ModelError
+from distil.errors import ConfigError, ModelError
 
-__all__ = ["SUPPORTED", "ArchSpec", "arch_spec", "get_layers", "num_layers", "submodule"]
+__all__ = ["SUPPORTED", "ArchSpec", "arch_spec", "get_layers", "layer_index", "num_layers", "submodule"]
 
 
 @dataclass(frozen=True)
@@ -117,3 +117,12 @@ def get_layers(model: PreTrainedModel) -> nn.ModuleList:
 def num_layers(config: PretrainedConfig) -> int:
     """The depth recorded in a config of a supported family."""
     return int(getattr(config, arch_spec(config).num_layers_key))
+
+
+def layer_index(config: PretrainedConfig, layer: int | None, field: str) -> int:
+    """0-indexed position of 1-indexed ``layer`` (``None``: the last); a ``ConfigError`` names ``field``."""
+    depth = num_layers(config)
+    chosen = depth if layer is None else layer
+    if not 1 <= chosen <= depth:
+        raise ConfigError(f"{field} must be in 1..{depth} for this model, got {chosen}.")
+    return chosen - 1
