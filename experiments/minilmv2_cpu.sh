@@ -3,7 +3,7 @@
 # Students 6 x 192 (12 heads, FFN 768), distilled on the Wikipedia train shards for the same budget
 # (STEPS steps x 32 blocks x 128 tokens), then each fine-tuned on SST-2 (SST2_SUBSET examples, 1 epoch)
 # and RTE (full, 3 epochs); beside them the same student from random init and a truncated teacher.
-# Usage: bash experiments/minilmv2_cpu.sh OUT_DIR [STEPS]
+# Usage: [VARIANTS='qq-kk-vv-48 ...'] [SST2_SUBSET=N] bash experiments/minilmv2_cpu.sh OUT_DIR [STEPS]
 set -euo pipefail
 out=${1:?usage: minilmv2_cpu.sh OUT_DIR [STEPS]}
 steps=${2:-600}
@@ -17,9 +17,15 @@ distill() {  # name, extra overrides...
   local name=$1; shift
   [ -f "$out/$name/student/recipe.json" ] || $d distill --config pretrain/minilmv2_cpu --run-dir "$out/$name" "${common[@]}" "$@"
 }
-distill qq-kk-vv-48
-distill qk-vv-48 "method.relations=[QK,VV]"
-distill qq-kk-vv-12 method.relation_heads=12
+# VARIANTS picks the distillation runs (default: all three).
+for variant in ${VARIANTS:-qq-kk-vv-48 qk-vv-48 qq-kk-vv-12}; do
+  case $variant in
+    qq-kk-vv-48) distill qq-kk-vv-48 ;;
+    qk-vv-48) distill qk-vv-48 "method.relations=[QK,VV]" ;;
+    qq-kk-vv-12) distill qq-kk-vv-12 method.relation_heads=12 ;;
+    *) echo "unknown variant $variant" >&2; exit 2 ;;
+  esac
+done
 if [ "${WITH_MINILM_V1:-0}" = 1 ]; then
   [ -f "$out/minilm-v1/student/recipe.json" ] || $d distill --config pretrain/minilm --run-dir "$out/minilm-v1" "${common[@]}"
 fi
