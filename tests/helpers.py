@@ -85,3 +85,29 @@ def tiny_run(tmp: Path, method: str = "kd", **overrides: Any) -> RunConfig:
             node = node.setdefault(p, {})
         node[last] = value
     return build_run_config(data)
+
+
+CORPUS = Path(__file__).parent / "assets" / "corpus"
+
+
+def corpus_run(
+    tmp_path: Path,
+    teacher: Path,
+    student: dict[str, Any],
+    method: dict[str, Any],
+    name: str = "run",
+    **train: Any,
+) -> dict[str, Any]:
+    """A raw run config of a tiny task-agnostic run on ``tests/assets/corpus`` (blocks of 16 tokens)."""
+    return {
+        "run_dir": str(tmp_path / name),
+        "models": {"teacher": str(teacher), "student": student},
+        "data": {
+            "task": "corpus",
+            "corpus": [str(CORPUS)],
+            "max_length": 16,
+            "cache_dir": str(tmp_path / "c"),
+        },
+        "train": {"batch_size": 4, "lr": 1e-3, "tensorboard": False, "log_every": 1, **train},
+        "method": method,
+    }

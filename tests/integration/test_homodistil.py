@@ -15,9 +15,8 @@ from distil.training.checkpoint import latest_checkpoint
 from distil.training.loop import train
 from distil.training.setup import build_run
 from factories import tiny_config, tiny_model, tiny_tokenizer
-from helpers import tiny_run
+from helpers import corpus_run, tiny_run
 
-CORPUS = Path(__file__).resolve().parents[1] / "assets" / "corpus"
 IDS = torch.tensor([[2, 9, 17, 30, 44, 61, 70, 88, 97, 3], [2, 8, 25, 33, 41, 3, 0, 0, 0, 0]])
 MASK = (IDS != 0).long()
 
@@ -33,29 +32,9 @@ def _lm_teacher(folder: Path, family: str, head: bool = True) -> Path:
 
 
 def _corpus_cfg(tmp_path: Path, teacher: Path, name: str = "run", steps: int = 6, **method):
-    return build_run_config(
-        {
-            "run_dir": str(tmp_path / name),
-            "models": {"teacher": str(teacher), "student": {"init": "copy"}},
-            "data": {
-                "task": "corpus",
-                "corpus": [str(CORPUS)],
-                "max_length": 16,
-                "cache_dir": str(tmp_path / "c"),
-            },
-            "train": {
-                "batch_size": 4,
-                "max_steps": steps,
-                "lr": 1e-3,
-                "warmup_ratio": 0.0,
-                "tensorboard": False,
-                "log_every": 1,
-                "checkpoint_every": 2,
-                "keep_checkpoints": 4,
-            },
-            "method": {"name": "homodistil", "t_i": 1, "t_f": 4, "delta_t": 1, **method},
-        }
-    )
+    method = {"name": "homodistil", "t_i": 1, "t_f": 4, "delta_t": 1, **method}
+    train = {"max_steps": steps, "warmup_ratio": 0.0, "checkpoint_every": 2, "keep_checkpoints": 4}
+    return build_run_config(corpus_run(tmp_path, teacher, {"init": "copy"}, method, name=name, **train))
 
 
 def _masked_student(cfg, checkpoint: Path):

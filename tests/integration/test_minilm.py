@@ -15,9 +15,7 @@ from distil.methods.minilm import MiniLM, MiniLMConfig
 from distil.methods.minilmv2 import MiniLMv2, MiniLMv2Config
 from distil.training.loop import train
 from factories import FAMILIES, save_tiny_pair, tiny_model
-from helpers import write_tiny_task
-
-CORPUS = Path(__file__).resolve().parents[1] / "assets" / "corpus"
+from helpers import corpus_run, write_tiny_task
 
 
 def _batch(vocab: int = 100) -> dict[str, torch.Tensor]:
@@ -93,21 +91,8 @@ def test_minilm_v1_needs_equal_heads_and_names_minilmv2():
 
 def _corpus_run(tmp_path: Path, method: str, **extra) -> dict:
     teacher = save_tiny_pair(tmp_path / "teacher", "bert", num_labels=2)
-    return {
-        "run_dir": str(tmp_path / method),
-        "models": {
-            "teacher": str(teacher),
-            "student": {"init": "config", "num_layers": 1, "hidden_size": 16, "num_heads": 4},
-        },
-        "data": {
-            "task": "corpus",
-            "corpus": [str(CORPUS)],
-            "max_length": 16,
-            "cache_dir": str(tmp_path / "cache"),
-        },
-        "train": {"batch_size": 4, "max_steps": 4, "lr": 1e-3, "tensorboard": False, "log_every": 1},
-        "method": {"name": method, **extra},
-    }
+    student = {"init": "config", "num_layers": 1, "hidden_size": 16, "num_heads": 4}
+    return corpus_run(tmp_path, teacher, student, {"name": method, **extra}, name=method, max_steps=4)
 
 
 def test_corpus_distillation_then_finetune(tmp_path):

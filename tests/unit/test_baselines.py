@@ -21,9 +21,8 @@ from distil.methods.tinybert import TinyBERT, TinyBERTConfig
 from distil.models.students import student_from_layers
 from distil.training.loop import train
 from factories import tiny_config, tiny_model, tiny_tokenizer
-from helpers import tiny_run
+from helpers import corpus_run, tiny_run
 
-CORPUS = Path(__file__).resolve().parents[1] / "assets" / "corpus"
 TEXTS = ["the cat is a good film .", "he said that the dog runs", "a very bad movie"]
 
 
@@ -274,25 +273,9 @@ def test_tinybert_stage_plan(tmp_path):
 
 
 def _corpus_run(tmp_path: Path, teacher: Path, student: dict, **method) -> dict:
-    return {
-        "run_dir": str(tmp_path / "run"),
-        "models": {"teacher": str(teacher), "student": student},
-        "data": {
-            "task": "corpus",
-            "corpus": [str(CORPUS)],
-            "max_length": 16,
-            "cache_dir": str(tmp_path / "c"),
-        },
-        "train": {
-            "batch_size": 4,
-            "max_steps": 2,
-            "lr": 1e-3,
-            "tensorboard": False,
-            "log_every": 1,
-            "checkpoint_every": 2,
-        },
-        "method": {"name": "distilbert", **method},
-    }
+    return corpus_run(
+        tmp_path, teacher, student, {"name": "distilbert", **method}, max_steps=2, checkpoint_every=2
+    )
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
