@@ -12,6 +12,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
+    AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     BertTokenizerFast,
     PretrainedConfig,
@@ -97,12 +98,17 @@ def tiny_config(family: str, **overrides: Any) -> PretrainedConfig:
 def _built(family: str, head: str, frozen_overrides: tuple[tuple[str, Any], ...]) -> PreTrainedModel:
     torch.manual_seed(1234)
     cfg = tiny_config(family, **dict(frozen_overrides))
-    cls = {"seq": AutoModelForSequenceClassification, "lm": AutoModelForCausalLM, "base": AutoModel}[head]
+    cls = {
+        "seq": AutoModelForSequenceClassification,
+        "lm": AutoModelForCausalLM,
+        "mlm": AutoModelForMaskedLM,
+        "base": AutoModel,
+    }[head]
     return cls.from_config(cfg, attn_implementation="eager").eval()
 
 
 def tiny_model(family: str, head: str = "seq", **overrides: Any) -> PreTrainedModel:
-    """A fresh deep copy of a cached tiny model (``head``: 'seq', 'lm' or 'base')."""
+    """A fresh deep copy of a cached tiny model (``head``: 'seq', 'lm', 'mlm' or 'base')."""
     return copy.deepcopy(_built(family, head, tuple(sorted(overrides.items()))))
 
 

@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["QKV", "FeatureRequest", "Features", "LossOutput"]
+__all__ = ["HEAD_POSITIONS", "QKV", "FeatureRequest", "Features", "LossOutput"]
+
+# Batch key (bool [batch, seq]): run the language-model head only at these positions, so that logits are
+# [N, vocab] for the N selected positions. MLM needs scores at the ~15% masked tokens only, and the
+# vocabulary projection over every token dominates a small model's step (methods add it in prepare_batch).
+HEAD_POSITIONS = "head_positions"
 
 
 @dataclass(frozen=True)

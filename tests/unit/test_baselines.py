@@ -20,6 +20,7 @@ from distil.methods.distilbert import MLM_LABELS, DistilBERTConfig, DistilBERTSt
 from distil.methods.tinybert import TinyBERT, TinyBERTConfig
 from distil.models.students import student_from_layers
 from distil.training.loop import train
+from distil.types import HEAD_POSITIONS
 from factories import tiny_config, tiny_model, tiny_tokenizer
 from helpers import corpus_run, tiny_run
 
@@ -95,6 +96,29 @@ def test_distilbert_corpus_loss_equals_hand_computation(tmp_path):
     torch.testing.assert_close(
         only_masked.loss(masked, s, t).parts["ce"], _kl(so.logits[selected], to.logits[selected], 2.0)
     )
+
+
+@pytest.mark.parametrize("alpha_ce", [0.0, 5.0])
+def test_distilbert_head_runs_only_where_a_term_reads(tmp_path, alpha_ce):
+    teacher = _saved(tmp_path, AutoModelForMaskedLM.from_config(tiny_config("bert")), "mlm")
+    student = student_from_layers(teacher, [2]).train()
+    method = DistilBERTStyle(DistilBERTConfig(alpha_ce=alpha_ce), _ctx(student, teacher))
+    torch.manual_seed(3)
+    masked = method.prepare_batch(_batch())
+    expected = masked[MLM_LABELS] != IGNORE_INDEX if alpha_ce == 0 else masked["attention_mask"].bool()
+    assert torch.equal(masked[HEAD_POSITIONS], expected)
+
+    def parts(batch):
+        s = forward_features(student, batch, method.student_request())
+        with torch.no_grad():
+            t = forward_features(teacher, batch, method.teacher_request())
+        assert s.logits.shape[0] == (int(batch[HEAD_POSITIONS].sum()) if HEAD_POSITIONS in batch else 3)
+        return method.loss(batch, s, t).parts
+
+    got, want = parts(masked), parts({k: v for k, v in masked.items() if k != HEAD_POSITIONS})
+    assert set(got) == set(want) == ({"mlm", "cos"} | ({"ce"} if alpha_ce else set()))
+    for name, value in want.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6)
 
 
 def test_distilbert_smoothing_counts_tokens_seen(tmp_path):

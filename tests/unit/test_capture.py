@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from distil.adapters import capture_qkv, forward_features, model_inputs
 from distil.errors import ModelError
 from distil.models.architectures import SUPPORTED, get_layers
-from distil.types import FeatureRequest
+from distil.types import HEAD_POSITIONS, FeatureRequest
 from factories import FAMILIES, VOCAB_SIZE, tiny_config, tiny_model
 
 LENGTHS = (6, 4)  # two sequences of different length: the second is right-padded
@@ -215,3 +215,28 @@ def test_bad_layer_index_raises_with_valid_range(index: object) -> None:
     with pytest.raises(ModelError, match=r"0\.\.1"), capture_qkv(model, [0, index]):
         pass
     assert _hook_count(model) == 0
+
+
+@pytest.mark.parametrize(("family", "head"), [("bert", "mlm"), ("gpt2", "lm")])
+def test_head_positions_give_the_selected_rows_of_the_full_logits(family: str, head: str) -> None:
+    model = tiny_model(family, head)
+    batch = _batch(model)
+    positions = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
+    positions[0, 1], positions[0, 4], positions[1, 2] = True, True, True
+    request = FeatureRequest(hidden_states=True)
+    with torch.no_grad():
+        full = forward_features(model, batch, request)
+        hooks = _hook_count(model)  # transformers may add its own on a first forward
+        part = forward_features(model, {**batch, HEAD_POSITIONS: positions}, request)
+    assert part.logits.shape == (3, full.logits.shape[-1])
+    torch.testing.assert_close(part.logits, full.logits[positions])
+    torch.testing.assert_close(part.hidden_states[-1], full.hidden_states[-1])
+    assert _hook_count(model) == hooks
+
+
+def test_head_positions_need_an_lm_head() -> None:
+    model = tiny_model("bert")  # a sequence classifier: no output-embedding layer
+    batch = _batch(model)
+    positions = batch["attention_mask"].bool()
+    with pytest.raises(ModelError, match="output-embedding"), torch.no_grad():
+        forward_features(model, {**batch, HEAD_POSITIONS: positions}, FeatureRequest())

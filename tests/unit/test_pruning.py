@@ -15,6 +15,7 @@ from distil.errors import ConfigError
 from distil.methods import MethodContext
 from distil.methods.homodistil import HomoDistil, HomoDistilConfig
 from distil.models.students import count_parameters
+from distil.types import HEAD_POSITIONS
 from factories import tiny_config, tiny_model, tiny_tokenizer
 
 IDS = torch.tensor([[5, 9, 17, 30, 44, 61, 70, 88, 97, 12], [6, 8, 25, 33, 41, 55, 0, 0, 0, 0]])
@@ -225,6 +226,28 @@ def test_step_zero_student_equals_teacher_and_distillation_terms_are_zero():
     for name in ("hidden", "emb", "attn"):
         assert parts[name].item() == 0.0
     assert abs(parts["kl"].item()) < 1e-6 and parts["mlm"].item() > 0
+
+
+@pytest.mark.parametrize("kl_positions", ["masked", "all"])
+def test_mlm_heads_run_only_where_a_term_reads(kl_positions):
+    teacher = _teacher("bert")
+    method, student = _method(teacher, kl_positions=kl_positions)
+    _train(method, student, teacher, steps=2)  # the student differs from the teacher
+    torch.manual_seed(1)
+    batch = method.prepare_batch({"input_ids": IDS, "attention_mask": MASK})
+    masked = batch["mlm_labels"] != -100
+    assert torch.equal(batch[HEAD_POSITIONS], masked if kl_positions == "masked" else MASK.bool())
+
+    def parts(b):
+        s = forward_features(student, b, method.student_request())
+        with torch.no_grad():
+            t = forward_features(teacher, b, method.teacher_request())
+        return method.loss(b, s, t).parts
+
+    got, want = parts(batch), parts({k: v for k, v in batch.items() if k != HEAD_POSITIONS})
+    assert set(got) == set(want) and want["kl"].item() > 0
+    for name, value in want.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6)
 
 
 def test_platon_scores_follow_the_definition():

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 
 from distil.errors import ModelError
 from distil.models.architectures import ArchSpec, arch_spec, get_layers
-from distil.types import QKV, FeatureRequest, Features
+from distil.types import HEAD_POSITIONS, QKV, FeatureRequest, Features
 
 __all__ = ["capture_qkv", "forward_features", "model_inputs"]
 
@@ -190,6 +190,29 @@ def _head_logits(outputs: object) -> torch.Tensor | None:
     return logits
 
 
+@contextmanager
+def _head_at(model: PreTrainedModel, positions: torch.Tensor | None) -> Iterator[None]:
+    """Feed the output-embedding layer only the hidden states at ``positions`` (all when ``None``)."""
+    if positions is None:
+        yield
+        return
+    head = model.get_output_embeddings()
+    if not isinstance(head, nn.Module):
+        raise ModelError(
+            f"The batch asks for language-model scores at selected positions ({HEAD_POSITIONS!r}), but "
+            f"{type(model).__name__} has no output-embedding layer; load it with its MLM / LM head."
+        )
+
+    def gather(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (args[0][positions], *args[1:])
+
+    handle = head.register_forward_pre_hook(gather)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def forward_features(
     model: PreTrainedModel, batch: Mapping[str, torch.Tensor], request: FeatureRequest
 ) -> Features:
@@ -205,11 +228,13 @@ def forward_features(
 
     Returns:
         The features; fields not requested are ``None`` (``qkv`` empty). ``logits`` is also ``None`` for
-        a model without a head; for a question-answering head it is ``[batch, 2, seq]`` (start, end).
+        a model without a head; for a question-answering head it is ``[batch, 2, seq]`` (start, end);
+        ``[N, vocab]`` when ``batch`` holds ``HEAD_POSITIONS`` (the N selected positions, row-major).
 
     Raises:
-        ModelError: The architecture is unsupported, a layer index is out of range, or the model did not
-            return the requested hidden states or attentions.
+        ModelError: The architecture is unsupported, a layer index is out of range, the model did not
+            return the requested hidden states or attentions, or ``HEAD_POSITIONS`` is given for a model
+            without an output-embedding layer.
     """
     spec = arch_spec(model)
     inputs = model_inputs(model, batch)
@@ -217,7 +242,8 @@ def forward_features(
         _ensure_eager(model)
     # Decoders would otherwise build a KV cache that distillation never reads.
     extra = {"use_cache": False} if spec.causal else {}
-    with capture_qkv(model, request.qkv_layers) as qkv:
+    positions = batch.get(HEAD_POSITIONS) if request.logits else None
+    with capture_qkv(model, request.qkv_layers) as qkv, _head_at(model, positions):
         outputs = model(
             **inputs,
             output_hidden_states=request.hidden_states,

@@ -35,9 +35,9 @@ from distil.methods.base import MethodContext
 from distil.models.architectures import arch_spec
 from distil.models.loading import load_tokenizer
 from distil.models.students import paper_layer_map
-from distil.types import FeatureRequest, Features, LossOutput
+from distil.types import HEAD_POSITIONS, FeatureRequest, Features, LossOutput
 
-__all__ = ["MLM_LABELS", "DistilBERTConfig", "DistilBERTStyle", "distilbert_layers"]
+__all__ = ["MLM_LABELS", "DistilBERTConfig", "DistilBERTStyle", "distilbert_layers", "head_rows"]
 
 MLM_LABELS = "mlm_labels"  # batch key that prepare_batch adds: original ids at masked positions, else -100
 _LM_CLASSES = ("ForMaskedLM", "LMHeadModel", "ForCausalLM")
@@ -55,6 +55,18 @@ def distilbert_layers(teacher_layers: int, student_layers: int) -> list[int]:
         ConfigError: ``teacher_layers != 2 * student_layers``.
     """
     return [layer - 1 for layer in paper_layer_map(teacher_layers, student_layers)]
+
+
+def head_rows(batch: dict[str, Any], labels: Tensor, where: Tensor) -> tuple[Tensor, Tensor]:
+    """MLM labels and KL positions (both ``[B, S]``) aligned with the logits the head returned.
+
+    When ``prepare_batch`` set ``HEAD_POSITIONS`` the head ran only there and its logits are ``[N, V]``,
+    so both are gathered to ``[N]``; otherwise they are returned unchanged.
+    """
+    positions = batch.get(HEAD_POSITIONS)
+    if positions is None:
+        return labels, where
+    return labels[positions], where[positions]
 
 
 @dataclass
@@ -211,8 +223,10 @@ class DistilBERTStyle:
         """Mask encoder inputs on a corpus (15%, 80/10/10, global RNG); other batches pass unchanged.
 
         Returns:
-            The batch with masked ``input_ids`` and ``mlm_labels`` (original ids at selected positions,
-            -100 elsewhere); the teacher sees the same masked inputs, as in DistilBERT.
+            The batch with masked ``input_ids``, ``mlm_labels`` (original ids at selected positions,
+            -100 elsewhere) and ``HEAD_POSITIONS`` (where the KL or the MLM needs scores: the masked
+            positions, or every real token when the KL covers them); the teacher sees the same masked
+            inputs, as in DistilBERT.
         """
         if not self.masks:
             return batch
@@ -222,7 +236,9 @@ class DistilBERTStyle:
         masked, labels = mask_tokens(
             ids, mask, self.tokenizer, mlm_probability=self.cfg.mlm_probability, token_weights=weights
         )
-        return {**batch, "input_ids": masked, MLM_LABELS: labels}
+        kl_everywhere = self.cfg.alpha_ce > 0 and not self.cfg.restrict_ce_to_mask
+        positions = mask.bool() if kl_everywhere else labels != -100
+        return {**batch, "input_ids": masked, MLM_LABELS: labels, HEAD_POSITIONS: positions}
 
     def _lm_terms(
         self, batch: dict[str, Any], student: Features, teacher: Features | None
@@ -233,19 +249,18 @@ class DistilBERTStyle:
             raise ConfigError(
                 "DistilBERT-style on a corpus needs masked inputs: call prepare_batch(batch) first."
             )
+        if self.causal:
+            labels, where = next_token_labels(batch["input_ids"], student.attention_mask), None
+        else:
+            where = batch[MLM_LABELS] != -100 if c.restrict_ce_to_mask else student.attention_mask.bool()
+            labels, where = head_rows(batch, batch[MLM_LABELS], where)
         if c.alpha_ce > 0:
             assert teacher is not None and teacher.logits is not None and student.logits is not None
-            where = student.attention_mask
-            if c.restrict_ce_to_mask and self.masks:
-                where = batch[MLM_LABELS] != -100
-            parts["ce"] = kd_kl(student.logits, teacher.logits, c.temperature, mask=where)
+            mask = student.attention_mask if where is None else where
+            parts["ce"] = kd_kl(student.logits, teacher.logits, c.temperature, mask=mask)
         if c.alpha_mlm > 0:
             assert student.logits is not None
-            if self.causal:
-                labels = next_token_labels(batch["input_ids"], student.attention_mask)
-                parts["next_token"] = token_cross_entropy(student.logits, labels)
-            else:
-                parts["mlm"] = token_cross_entropy(student.logits, batch[MLM_LABELS])
+            parts["next_token" if self.causal else "mlm"] = token_cross_entropy(student.logits, labels)
         return parts
 
     def _task_terms(

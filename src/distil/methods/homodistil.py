@@ -39,9 +39,9 @@ from distil.losses import (
 from distil.losses.hidden import resolve_layer_map
 from distil.methods._homodistil_config import HomoDistilConfig, plan_stages
 from distil.methods.base import MethodContext
-from distil.methods.distilbert import MLM_LABELS
+from distil.methods.distilbert import MLM_LABELS, head_rows
 from distil.models.architectures import arch_spec, get_layers, num_layers
-from distil.types import FeatureRequest, Features, LossOutput
+from distil.types import HEAD_POSITIONS, FeatureRequest, Features, LossOutput
 
 __all__ = ["HomoDistil", "HomoDistilConfig"]
 
@@ -178,14 +178,21 @@ class HomoDistil:
     # --- hooks ---------------------------------------------------------------------------------------
 
     def prepare_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Mask encoder inputs on a corpus (80/10/10, global RNG); other batches pass unchanged."""
+        """Mask encoder inputs on a corpus (80/10/10, global RNG); other batches pass unchanged.
+
+        ``HEAD_POSITIONS`` limits both models' MLM heads to the positions a term reads: the masked ones,
+        or every real token when the KL covers them (``kl_positions=all``).
+        """
         if self.tokenizer is None:
             return batch
         ids, labels = mask_tokens(
             batch["input_ids"], batch["attention_mask"], self.tokenizer,
             mlm_probability=self.cfg.mlm_probability,
         )  # fmt: skip
-        return {**batch, "input_ids": ids, MLM_LABELS: labels}
+        c = self.cfg
+        kl_everywhere = c.stage != "head" and c.alpha_kl > 0 and c.kl_positions == "all"
+        positions = batch["attention_mask"].bool() if kl_everywhere else labels != -100
+        return {**batch, "input_ids": ids, MLM_LABELS: labels, HEAD_POSITIONS: positions}
 
     def on_step_end(self, step: int) -> None:
         """PLATON update, pruning on schedule, masks re-applied to the student and the projections."""
@@ -225,22 +232,22 @@ class HomoDistil:
     def _prediction_terms(self, batch: dict[str, Any], s: Features, t: Features | None) -> dict[str, Tensor]:
         c, parts = self.cfg, {}
         head_stage = c.stage == "head"
-        if self.token_level and (c.alpha_mlm > 0 or head_stage):
+        labels, where = None, s.attention_mask.bool()
+        if self.token_level and self.causal:
+            labels = next_token_labels(batch["input_ids"], s.attention_mask)
+        elif self.token_level:
+            if MLM_LABELS not in batch:
+                raise ConfigError("HomoDistil on a corpus needs masked inputs: call prepare_batch first.")
+            if c.kl_positions == "masked":
+                where = batch[MLM_LABELS] != -100
+            labels, where = head_rows(batch, batch[MLM_LABELS], where)
+        if labels is not None and (c.alpha_mlm > 0 or head_stage):
             assert s.logits is not None
-            if self.causal:
-                labels = next_token_labels(batch["input_ids"], s.attention_mask)
-                parts["next_token"] = token_cross_entropy(s.logits, labels)
-            else:
-                if MLM_LABELS not in batch:
-                    raise ConfigError("HomoDistil on a corpus needs masked inputs: call prepare_batch first.")
-                parts["mlm"] = token_cross_entropy(s.logits, batch[MLM_LABELS])
+            parts["next_token" if self.causal else "mlm"] = token_cross_entropy(s.logits, labels)
         if head_stage:
             return parts
         if c.alpha_kl > 0:
             assert t is not None and t.logits is not None and s.logits is not None
-            where = s.attention_mask
-            if self.token_level and self.tokenizer is not None and c.kl_positions == "masked":
-                where = batch[MLM_LABELS] != -100
             if self.is_regression:
                 parts["kl"] = logit_mse(s.logits, t.logits)
             else:
