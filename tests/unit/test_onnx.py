@@ -96,6 +96,33 @@ def test_int8_runs_within_the_stated_tolerance(exported, family):
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
 
 
+def test_optimized_export_fuses_attention_and_matches_pytorch(tmp_path):
+    model_dir = save_tiny_pair(tmp_path / "m", "bert", num_labels=3)
+    export_onnx(model_dir, int8=True, optimize=True)
+    onnx_dir = model_dir / "onnx"
+    ops = {
+        f: {n.op_type for n in onnx.load(str(onnx_dir / f)).graph.node}
+        for f in ("model.onnx", "model.int8.onnx")
+    }
+    assert {"Attention", "SkipLayerNormalization"} <= ops["model.onnx"] and "QAttention" in ops[
+        "model.int8.onnx"
+    ]
+    assert "optimize_model" in json.loads((onnx_dir / "export.json").read_text())["optimizer"]
+    model = load_classifier(model_dir)
+    batch = _padded_batch(model, 5, 20)  # padding reaches the fused attention through its mask input
+    with torch.no_grad():
+        reference = model(**batch).logits.numpy()
+    assert _relative(reference, OnnxModel(onnx_dir / "model.onnx")(batch)) <= FP32_MAX_REL_DIFF
+    assert _relative(reference, OnnxModel(onnx_dir / "model.int8.onnx")(batch)) <= INT8_MAX_REL_DIFF
+
+
+def test_optimize_refuses_families_the_optimizer_does_not_fuse(tmp_path):
+    model_dir = save_tiny_pair(tmp_path / "m", "deberta-v2")
+    with pytest.raises(ExportError, match="--optimize supports"):
+        export_onnx(model_dir, optimize=True)
+    assert not (model_dir / "onnx" / "model.onnx").exists()
+
+
 def test_existing_export_is_kept_unless_overwrite(exported, tmp_path):
     model_dir = save_tiny_pair(tmp_path / "m", "bert")
     export_onnx(model_dir)
