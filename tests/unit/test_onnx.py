@@ -108,6 +108,7 @@ def test_optimized_export_fuses_attention_and_matches_pytorch(tmp_path):
         "model.int8.onnx"
     ]
     assert "optimize_model" in json.loads((onnx_dir / "export.json").read_text())["optimizer"]
+    assert "Fused by onnxruntime" in (onnx_dir / "EXPORT.md").read_text()
     model = load_classifier(model_dir)
     batch = _padded_batch(model, 5, 20)  # padding reaches the fused attention through its mask input
     with torch.no_grad():

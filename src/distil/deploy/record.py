@@ -57,6 +57,8 @@ def _markdown(record: dict[str, Any]) -> str:
             f"| {info['file']} | {info['bytes'] / 1e6:.1f} | {check['max_abs']:.3g} | {check['max_rel']:.3g} "
             f"| {check['agreement']:.0%} | {limit} |"
         )
+    if record.get("optimizer"):
+        lines += ["", f"Fused by {record['optimizer']} (onnxruntime-only graphs)."]
     if "onnx-int8" in record["files"]:
         lines += ["", f"int8: {record['files']['onnx-int8']['quantization']}."]
     return "\n".join(lines) + "\n"
