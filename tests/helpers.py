@@ -7,7 +7,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from distil.config import RunConfig, build_run_config
+from distil.training.loop import train
 from factories import save_tiny_pair
 
 WORDS = [
@@ -111,3 +114,20 @@ def corpus_run(
         "train": {"batch_size": 4, "lr": 1e-3, "tensorboard": False, "log_every": 1, **train},
         "method": method,
     }
+
+
+def train_interrupted(cfg: RunConfig, method: type, at_call: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train ``cfg`` until the ``at_call``-th call of ``method.loss``, which raises KeyboardInterrupt."""
+    calls = {"n": 0}
+    original = method.loss
+
+    def crash(self: Any, batch: Any, student: Any, teacher: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise KeyboardInterrupt
+        return original(self, batch, student, teacher)
+
+    monkeypatch.setattr(method, "loss", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(method, "loss", original)

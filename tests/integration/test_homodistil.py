@@ -15,7 +15,7 @@ from distil.training.checkpoint import latest_checkpoint
 from distil.training.loop import train
 from distil.training.setup import build_run
 from factories import tiny_config, tiny_model, tiny_tokenizer
-from helpers import corpus_run, tiny_run
+from helpers import corpus_run, tiny_run, train_interrupted
 
 IDS = torch.tensor([[2, 9, 17, 30, 44, 61, 70, 88, 97, 3], [2, 8, 25, 33, 41, 3, 0, 0, 0, 0]])
 MASK = (IDS != 0).long()
@@ -80,19 +80,7 @@ def test_resume_mid_pruning_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     train(full, progress=False)
 
     broken = _corpus_cfg(tmp_path, teacher, "resumed", **settings)
-    calls = {"n": 0}
-    original = HomoDistil.loss
-
-    def crash_at_step_3(self, batch, student, teacher):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, batch, student, teacher)
-
-    monkeypatch.setattr(HomoDistil, "loss", crash_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
-        train(broken, progress=False)
-    monkeypatch.setattr(HomoDistil, "loss", original)
+    train_interrupted(broken, HomoDistil, 3, monkeypatch)
     state = load_file(Path(broken.run_dir) / "checkpoints" / "step-00000002" / "method.safetensors")
     assert state["pruning.masks.hidden"].sum() == 24  # interrupted mid-pruning (32 -> 16 at t_f = 6)
     train(broken, resume=True, progress=False)

@@ -11,7 +11,7 @@ from distil.errors import ConfigError, DataError, TrainingError
 from distil.methods.kd import KD
 from distil.training.loop import train
 from factories import save_tiny_pair
-from helpers import tiny_run
+from helpers import tiny_run, train_interrupted
 
 
 def _weights(run_dir: str | Path) -> dict[str, torch.Tensor]:
@@ -112,19 +112,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, monkeypatch):
     train(full, progress=False)
 
     broken = tiny_run(tmp_path, run_dir=str(tmp_path / "resumed"), **common)
-    calls = {"n": 0}
-    original = KD.loss
-
-    def crash_at_step_6(self, batch, student, teacher):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise KeyboardInterrupt
-        return original(self, batch, student, teacher)
-
-    monkeypatch.setattr(KD, "loss", crash_at_step_6)
-    with pytest.raises(KeyboardInterrupt):
-        train(broken, progress=False)
-    monkeypatch.setattr(KD, "loss", original)
+    train_interrupted(broken, KD, 6, monkeypatch)
     assert (Path(broken.run_dir) / "checkpoints" / "step-00000004").is_dir()
     with pytest.raises(ConfigError, match="unfinished run"):
         train(broken, progress=False)

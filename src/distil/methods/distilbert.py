@@ -250,14 +250,14 @@ class DistilBERTStyle:
                 "DistilBERT-style on a corpus needs masked inputs: call prepare_batch(batch) first."
             )
         if self.causal:
-            labels, where = next_token_labels(batch["input_ids"], student.attention_mask), None
+            labels = next_token_labels(batch["input_ids"], student.attention_mask)
+            where = student.attention_mask.bool()
         else:
             where = batch[MLM_LABELS] != -100 if c.restrict_ce_to_mask else student.attention_mask.bool()
             labels, where = head_rows(batch, batch[MLM_LABELS], where)
         if c.alpha_ce > 0:
             assert teacher is not None and teacher.logits is not None and student.logits is not None
-            mask = student.attention_mask if where is None else where
-            parts["ce"] = kd_kl(student.logits, teacher.logits, c.temperature, mask=mask)
+            parts["ce"] = kd_kl(student.logits, teacher.logits, c.temperature, mask=where)
         if c.alpha_mlm > 0:
             assert student.logits is not None
             parts["next_token" if self.causal else "mlm"] = token_cross_entropy(student.logits, labels)
