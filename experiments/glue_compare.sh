@@ -1,37 +1,56 @@
 #!/usr/bin/env bash
 # Issue 3 comparison: fine-tune only, KD, LWD and TED for the 3-layer student (teacher layers M(k) =
-# [1, 4, 6]) of all-MiniLM-L6-v2, on GLUE tasks, same budget and seed for every row of a task.
+# [1, 4, 6]) of all-MiniLM-L6-v2, on GLUE tasks and SQuAD v1.1, same budget and seed for every row.
 #   1. teacher: all-MiniLM-L6-v2 fine-tuned on the task (once per task, first seed)
-#   2. per seed: finetune-only, kd, lwd (glue/<task>/lwd), ted (glue/<task>/ted; Stage 0 of the student and
-#      Stage I of both sides, Stage II; the teacher of step 1 is shared: method.finetune_teacher=false)
-# Every run gets the same CPU-scale budget overrides (EPOCHS, MAXLEN, BATCH, LR), which replace the
-# bundled configs' paper values; TED's stages each run that budget.
-# Usage: [TASKS='rte mrpc stsb cola sst2'] [SEEDS='1 2'] [EPOCHS=3] [MAXLEN=128] [BATCH=16] [LR=6e-5]
-#        [SUBSET=N (training examples per task; SST-2 needs one on CPU)] [DEV_SUBSET=N]
+#   2. per seed, as TED's released scripts define the rows (methods.md 2.5, 2.11 item 9):
+#      finetune  the layer-initialised student fine-tuned (also TED's Stage 0 for the student)
+#      kd        task + kl_alpha * T^2 KL (T = 2): the LWD config with mse_alpha = 0; starts from the
+#                layer-initialised student
+#      lwd       glue/<task>/lwd (SQuAD: kl 10, mse 100); starts from the layer-initialised student
+#      ted       glue/<task>/ted or squad/ted: Stage I (teacher filters, learned once with the first seed
+#                and shared; student filters) and Stage II, starting from this seed's finetune student;
+#                the teacher of step 1 is shared (method.finetune_teacher=false)
+# Every run gets the same CPU-scale budget overrides (EPOCHS, MAXLEN, BATCH, LR, no warm-up, no weight
+# decay), which replace the bundled configs' paper values; TED's stages each run that budget.
+# SQuAD (TASKS=squad): the v1.1 dev file split by article (80 % train, 20 % held out, split seed 0).
+# Usage: [TASKS='rte mrpc stsb cola sst2 squad'] [SEEDS='1 2'] [EPOCHS=3] [MAXLEN=128] [STRIDE=64]
+#        [BATCH=16] [LR=6e-5] [SUBSET=N (training rows per task)] [DEV_SUBSET=N]
 #        bash experiments/glue_compare.sh OUT_DIR
 set -euo pipefail
 out=${1:?usage: glue_compare.sh OUT_DIR}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 d=.venv/bin/distil
-student=(models.student.init=layers models.student.num_layers=3 models.student.layer_map=paper)
+layers=(models.student.init=layers models.student.num_layers=3 models.student.layer_map=paper)
 
 done_run() { [ -f "$1/student/recipe.json" ]; }
 for task in ${TASKS:-rte mrpc stsb cola sst2}; do
   budget=(--no-progress data.task="$task" data.max_length="${MAXLEN:-128}" train.epochs="${EPOCHS:-3}"
-    train.batch_size="${BATCH:-16}" train.lr="${LR:-6e-5}")
+    train.batch_size="${BATCH:-16}" train.lr="${LR:-6e-5}" train.warmup_ratio=0.0 train.weight_decay=0.0)
   [ -n "${SUBSET:-}" ] && budget+=(data.train_subset="$SUBSET")
   [ -n "${DEV_SUBSET:-}" ] && budget+=(data.dev_subset="$DEV_SUBSET")
+  if [ "$task" = squad ]; then
+    budget+=(data.dev_file=squad/v1.1/dev-v1.1.json data.split_dev=0.2 data.split_seed=0
+      data.doc_stride="${STRIDE:-64}")
+    kl=10.0 lwd=(--method lwd) lwd_set=(method.kl_alpha=10.0 method.mse_alpha=100.0) ted=(--config squad/ted)
+  else
+    kl=20.0 lwd=(--config "glue/$task/lwd") lwd_set=() ted=(--config "glue/$task/ted")
+  fi
   seeds=(${SEEDS:-1 2})
   teacher=$out/$task/teacher
   done_run "$teacher" || $d finetune --run-dir "$teacher" "${budget[@]}" train.seed="${seeds[0]}" \
     models.teacher=null models.student.init=pretrained models.student.path=embedded
+  filters=$out/$task/seed${seeds[0]}/ted/stages/teacher-filters/student/method.safetensors
   for seed in "${seeds[@]}"; do
-    run=("${budget[@]}" train.seed="$seed" models.teacher="$teacher/student" "${student[@]}")
+    run=("${budget[@]}" train.seed="$seed" models.teacher="$teacher/student")
     dir=$out/$task/seed$seed
-    done_run "$dir/finetune" || $d finetune --run-dir "$dir/finetune" "${run[@]}"
-    done_run "$dir/kd" || $d distill --method kd --run-dir "$dir/kd" "${run[@]}" method.temperature=2.0
-    done_run "$dir/lwd" || $d distill --config "glue/$task/lwd" --run-dir "$dir/lwd" "${run[@]}"
-    done_run "$dir/ted" || $d distill --config "glue/$task/ted" --run-dir "$dir/ted" "${run[@]}" \
-      method.finetune_teacher=false
+    done_run "$dir/finetune" || $d finetune --run-dir "$dir/finetune" "${run[@]}" "${layers[@]}"
+    done_run "$dir/kd" || $d distill "${lwd[@]}" --run-dir "$dir/kd" "${run[@]}" "${layers[@]}" \
+      "${lwd_set[@]}" method.mse_alpha=0.0 method.kl_alpha="$kl"
+    done_run "$dir/lwd" || $d distill "${lwd[@]}" --run-dir "$dir/lwd" "${run[@]}" "${layers[@]}" "${lwd_set[@]}"
+    shared=()
+    [ -f "$filters" ] && shared=(method.teacher_filters="$filters")
+    done_run "$dir/ted" || $d distill "${ted[@]}" --run-dir "$dir/ted" "${run[@]}" "${shared[@]}" \
+      models.student.init=pretrained models.student.path="$dir/finetune/student" \
+      method.finetune_teacher=false method.finetune_student=false
   done
 done

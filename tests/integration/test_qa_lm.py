@@ -1,15 +1,19 @@
-"""End to end on tiny models: fine-tuning, KD and TED on the tiny SQuAD files, KD and TED as causal LM."""
+"""End to end on tiny models: fine-tuning, KD, LWD and TED on the tiny SQuAD files; KD, LWD and TED as causal LM."""
 
 import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForQuestionAnswering
 
+from distil.adapters import forward_features
 from distil.cli.main import main
+from distil.losses import kd_kl
 from distil.training.loop import train
+from distil.training.setup import build_run
 from distil.training.stages import stage_dir
 from qa_lm_helpers import SQUAD_V2, lm_run, qa_run
 
@@ -114,3 +118,24 @@ def test_lm_ted_on_a_llama_style_decoder(tmp_path):
 @pytest.mark.parametrize("name", ["squad/finetune", "squad/kd", "squad/ted", "lm/kd", "lm/ted"])
 def test_bundled_qa_and_lm_configs_validate(name):
     assert main(["validate", name]) == 0
+
+
+@pytest.mark.parametrize("task", ["squad", "lm"])
+def test_lwd_on_qa_and_causal_lm(tmp_path, task):
+    make = qa_run if task == "squad" else lm_run
+    cfg = make(tmp_path, "lwd", **{"train.max_steps": 2, "method.layer_map": [2]})
+    parts = build_run(cfg)
+    batch = parts.task.collate([parts.task.train_set[i] for i in range(4)])
+    student = forward_features(parts.student, batch, parts.method.student_request())
+    with torch.no_grad():
+        teacher = forward_features(parts.teacher, batch, parts.method.teacher_request())
+    out = parts.method.loss(batch, student, teacher)
+    # QA: every start/end row counts; LM: only positions with a next token (TED Stage II's KL).
+    mask = None if task == "squad" else batch["labels"] != -100
+    if mask is not None:
+        assert not mask.all()
+    assert torch.allclose(out.parts["kl"], kd_kl(student.logits, teacher.logits, 2.0, mask))
+    result = train(cfg, progress=False)
+    assert result.steps == 2 and {"loss/kl", "loss/hidden_mse", "loss/task"} <= _log_keys(cfg.run_dir)
+    auto = AutoModelForQuestionAnswering if task == "squad" else AutoModelForCausalLM
+    auto.from_pretrained(result.student_dir)

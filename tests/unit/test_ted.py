@@ -300,7 +300,7 @@ def test_other_bad_input(tmp_path):
     with pytest.raises(ConfigError, match="classification and regression"):
         TED.model_head("base")
     with pytest.raises(ConfigError, match="classification and regression"):
-        LWD.model_head("lm")
+        LWD.model_head("base")
     with pytest.raises(ConfigError, match="eval.select=last"):
         train(_ted(tmp_path, **{"method.stage": "filters"}), progress=False)
     assert not (tmp_path / "run-ted").exists()

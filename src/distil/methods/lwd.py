@@ -23,6 +23,7 @@ from distil.errors import ConfigError
 from distil.losses import kd_kl, task_loss
 from distil.losses.hidden import mapped_hidden_mse, resolve_layer_map
 from distil.methods.base import MethodContext
+from distil.methods.kd import soft_target_mask
 from distil.models.architectures import num_layers
 from distil.types import FeatureRequest, Features, LossOutput
 
@@ -81,11 +82,11 @@ class LWD:
 
     @classmethod
     def model_head(cls, task_head: str) -> str:
-        """Classification and regression only for now; reject other tasks before training."""
-        if task_head != "seq":
+        """The task's own head (``seq``, ``qa`` or ``lm``), as TED's Stage II; others rejected before training."""
+        if task_head not in ("seq", "qa", "lm"):
             raise ConfigError(
-                f"Method 'lwd' supports classification and regression tasks for now (task head 'seq'), "
-                f"not {task_head!r}."
+                f"Method 'lwd' supports classification and regression (task head 'seq'), extractive QA "
+                f"('qa', data.task=squad/squad_v2) and causal LM ('lm', data.task=lm), not {task_head!r}."
             )
         return task_head
 
@@ -106,7 +107,10 @@ class LWD:
         assert teacher is not None and teacher.hidden_states is not None and teacher.logits is not None
         assert student.hidden_states is not None and student.logits is not None
         task = task_loss(student.logits, batch["labels"], self.is_regression)
-        kl = kd_kl(student.logits, teacher.logits, self.cfg.temperature)
+        # QA: start and end rows; causal LM: positions that have a next token (as TED's Stage II).
+        kl = kd_kl(
+            student.logits, teacher.logits, self.cfg.temperature, soft_target_mask(batch, student.logits)
+        )
         targets = [teacher.hidden_states[m] for m in self.map]
         mask = student.attention_mask if self.cfg.mask_padding else None
         mse = mapped_hidden_mse(self.projections(student.hidden_states), targets, mask)
