@@ -1,4 +1,4 @@
-"""End to end on tiny models: fine-tuning, KD, LWD and TED on the tiny SQuAD files; KD, LWD and TED as causal LM."""
+"""End to end on tiny models: finetune, KD, LWD and TED on tiny SQuAD files; KD, LWD and TED as causal LM."""
 
 import json
 from pathlib import Path

@@ -82,7 +82,7 @@ class LWD:
 
     @classmethod
     def model_head(cls, task_head: str) -> str:
-        """The task's own head (``seq``, ``qa`` or ``lm``), as TED's Stage II; others rejected before training."""
+        """The task's own head (``seq``, ``qa`` or ``lm``), as TED's Stage II; others are rejected."""
         if task_head not in ("seq", "qa", "lm"):
             raise ConfigError(
                 f"Method 'lwd' supports classification and regression (task head 'seq'), extractive QA "
