@@ -1,0 +1,64 @@
+"""Markdown table of a glue_compare.sh output folder: each row's dev metrics per seed and their mean.
+
+Usage: .venv/bin/python experiments/glue_compare_table.py OUT_DIR
+Reads OUT_DIR/<task>/teacher and OUT_DIR/<task>/seed<N>/<row> (each run's ``student/recipe.json``, the dev
+metrics of the epoch it kept); a run that has not finished is left out and its cell says so.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from statistics import mean
+
+from distil.metrics import GLUE_METRIC_KEYS
+
+ROWS = ("finetune", "kd", "lwd", "ted")
+TASKS = ("rte", "mrpc", "stsb", "cola", "sst2", "squad")
+METRICS = GLUE_METRIC_KEYS | {"squad": ("exact_match", "f1")}
+
+
+def dev_metrics(run: Path) -> dict[str, float] | None:
+    """The dev metrics a finished run kept, or None while it is unfinished."""
+    recipe = run / "student" / "recipe.json"
+    if not recipe.is_file():
+        return None
+    return json.loads(recipe.read_text())["results"]["dev"]
+
+
+def cell(values: list[dict[str, float]], names: tuple[str, ...]) -> str:
+    """'a / b' of the seed means (percent, one decimal), with the seeds' own values behind."""
+    scale = 1.0 if "f1" in names and "exact_match" in names else 100.0  # SQuAD metrics are in percent
+    means = " / ".join(f"{scale * mean(v[n] for v in values):.1f}" for n in names)
+    if len(values) == 1:
+        return means
+    seeds = "; ".join(" / ".join(f"{scale * v[n]:.1f}" for n in names) for v in values)
+    return f"{means} ({seeds})"
+
+
+def table(out: Path) -> str:
+    """One line per task: teacher, then each row's mean over the finished seeds."""
+    lines = [
+        "| task (metric) | seeds | teacher | fine-tune only | KD | LWD | TED |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task in TASKS:
+        names, root = METRICS[task], out / task
+        if not root.is_dir():
+            continue
+        seeds = sorted(p for p in root.glob("seed*") if p.is_dir())
+        teacher = dev_metrics(root / "teacher")
+        cells = [cell([teacher], names) if teacher else "unfinished"]
+        done = [s.name.removeprefix("seed") for s in seeds if all(dev_metrics(s / r) for r in ROWS)]
+        for row in ROWS:
+            values = [m for s in seeds if s.name.removeprefix("seed") in done and (m := dev_metrics(s / row))]
+            cells.append(cell(values, names) if values else "unfinished")
+        lines.append(f"| {task} ({' / '.join(names)}) | {', '.join(done) or '-'} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+        sys.exit("usage: glue_compare_table.py OUT_DIR (a glue_compare.sh output folder)")
+    print(table(Path(sys.argv[1])))
