@@ -6,7 +6,7 @@
 #      finetune  the layer-initialised student fine-tuned (also TED's Stage 0 for the student)
 #      kd        task + kl_alpha * T^2 KL (T = 2): the LWD config with mse_alpha = 0; starts from the
 #                layer-initialised student
-#      lwd       glue/<task>/lwd (SQuAD: kl 10, mse 100); starts from the layer-initialised student
+#      lwd       glue/<task>/lwd or squad/lwd; starts from the layer-initialised student
 #      ted       glue/<task>/ted or squad/ted: Stage I (teacher filters, learned once with the first seed
 #                and shared; student filters) and Stage II, starting from this seed's finetune student;
 #                the teacher of step 1 is shared (method.finetune_teacher=false)
@@ -31,9 +31,9 @@ for task in ${TASKS:-rte mrpc stsb cola sst2}; do
   if [ "$task" = squad ]; then
     budget+=(data.dev_file=squad/v1.1/dev-v1.1.json data.split_dev=0.2 data.split_seed=0
       data.doc_stride="${STRIDE:-64}")
-    kl=10.0 lwd=(--method lwd) lwd_set=(method.kl_alpha=10.0 method.mse_alpha=100.0) ted=(--config squad/ted)
+    kl=10.0 lwd=(--config squad/lwd) ted=(--config squad/ted)
   else
-    kl=20.0 lwd=(--config "glue/$task/lwd") lwd_set=() ted=(--config "glue/$task/ted")
+    kl=20.0 lwd=(--config "glue/$task/lwd") ted=(--config "glue/$task/ted")
   fi
   seeds=(${SEEDS:-1 2})
   teacher=$out/$task/teacher
@@ -45,8 +45,8 @@ for task in ${TASKS:-rte mrpc stsb cola sst2}; do
     dir=$out/$task/seed$seed
     done_run "$dir/finetune" || $d finetune --run-dir "$dir/finetune" "${run[@]}" "${layers[@]}"
     done_run "$dir/kd" || $d distill "${lwd[@]}" --run-dir "$dir/kd" "${run[@]}" "${layers[@]}" \
-      "${lwd_set[@]}" method.mse_alpha=0.0 method.kl_alpha="$kl"
-    done_run "$dir/lwd" || $d distill "${lwd[@]}" --run-dir "$dir/lwd" "${run[@]}" "${layers[@]}" "${lwd_set[@]}"
+      method.mse_alpha=0.0 method.kl_alpha="$kl"
+    done_run "$dir/lwd" || $d distill "${lwd[@]}" --run-dir "$dir/lwd" "${run[@]}" "${layers[@]}"
     shared=()
     [ -f "$filters" ] && shared=(method.teacher_filters="$filters")
     done_run "$dir/ted" || $d distill "${ted[@]}" --run-dir "$dir/ted" "${run[@]}" "${shared[@]}" \
