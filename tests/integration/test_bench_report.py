@@ -73,6 +73,21 @@ def test_bench_returns_every_field(pair, bench_json):
     assert settings["batch_sizes"] == list(BATCH_SIZES) and settings["threads"] == 1
 
 
+def test_bench_with_spinning_onnx_threads_times_in_blocks(pair):
+    result = run_bench(
+        {"teacher": pair["teacher"], "student": pair["student"]},
+        seq_length=SEQ,
+        batch_sizes=(2,),
+        repeats=2,
+        warmup=1,
+        threads=1,
+        onnx_spin=True,
+    )
+    assert result["settings"]["onnx_spin"] and result["settings"]["timing"].startswith("blocks")
+    assert {r["runtime"] for r in result["rows"]} == {"pytorch-fp32", "onnx-fp32", "onnx-int8"}
+    assert all(r["latency_ms"]["2"]["repeats"] == 2 for r in result["rows"])
+
+
 def test_flops_follow_the_documented_formula(pair):
     """Encoder FLOPs/token: L(8d^2 + 4df + 4nd) plus pooler 2d^2/n and classifier 2dC/n (docs/deploy.md)."""
     task = custom_task(("text",), "label", train_file=pair["dev"])

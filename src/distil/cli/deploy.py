@@ -66,6 +66,12 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=3, help="Untimed passes first (default: 3).")
     p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: torch's setting).")
     p.add_argument("--no-onnx", action="store_true", help="Skip the ONNX exports found beside the models.")
+    p.add_argument(
+        "--onnx-spin",
+        action="store_true",
+        help="onnxruntime threads spin between ops (its default, as in serving); every runtime is then timed "
+        "in blocks rather than interleaved call by call.",
+    )
     p.add_argument("--json", help="Write the results to this JSON file.")
 
 
@@ -137,6 +143,7 @@ def bench_command(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         threads=args.threads,
         onnx=not args.no_onnx,
+        onnx_spin=args.onnx_spin,
         dev=_dev_split(args),
     )
     print(format_bench(result))

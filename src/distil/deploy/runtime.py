@@ -81,9 +81,11 @@ class OnnxModel:
     Args:
         path: An ``.onnx`` file written by `distil.deploy.export_onnx`.
         threads: Intra-op threads (``None``: as many as torch uses, so the two runtimes compete fairly).
+        spin: Let idle intra-op threads spin between ops (onnxruntime's own default, what a serving
+            process runs with). Off by default: spinning threads starve a PyTorch model timed right after.
     """
 
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, threads: int | None = None, spin: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -92,9 +94,9 @@ class OnnxModel:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        # Idle onnxruntime threads otherwise spin for a while after each run and starve the PyTorch model
-        # timed next to it (300x slower forward passes on a 2-core machine).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Spinning idle threads starve a PyTorch model timed right after a run (300x slower forward
+        # passes on a 2-core machine), so it is off unless the caller times in blocks.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]

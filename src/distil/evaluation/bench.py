@@ -1,8 +1,11 @@
 """Teacher and student side by side: size, FLOPs, latency and throughput per runtime, and task metrics.
 
 Every model is run in PyTorch fp32 and, when exports sit beside it (``<model>/onnx/``), in onnxruntime fp32
-and int8 with as many intra-op threads as torch uses. All runtimes of all models are timed interleaved
-within each repeat (see `distil.evaluation.speed.time_interleaved`), at each batch size in turn.
+and int8 with as many intra-op threads as torch uses, at each batch size in turn. By default all runtimes
+of all models are timed interleaved within each repeat, onnxruntime's threads not spinning
+(`distil.evaluation.speed.time_interleaved`). With ``onnx_spin`` onnxruntime keeps its default spinning
+threads and every runtime is timed in blocks (`distil.evaluation.speed.time_blocks`): the latency a
+process serving one model sees.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from distil.deploy.runtime import (
 from distil.errors import ConfigError
 from distil.evaluation.classification import evaluate, task_metrics
 from distil.evaluation.flops import FLOPS_METHOD, flops_per_token
-from distil.evaluation.speed import random_batch, time_interleaved
+from distil.evaluation.speed import random_batch, time_blocks, time_interleaved
 from distil.models.loading import load_tokenizer
 from distil.models.students import count_parameters
 
@@ -75,7 +78,9 @@ def _disk_mb(model_dir: Path, onnx: OnnxModel | None) -> float:
     return sum(f.stat().st_size for f in files) / 1e6
 
 
-def _runtimes(name: str, model_dir: Path, model: torch.nn.Module, onnx: bool, threads: int) -> list[_Runtime]:
+def _runtimes(
+    name: str, model_dir: Path, model: torch.nn.Module, onnx: bool, threads: int, spin: bool
+) -> list[_Runtime]:
     @torch.inference_mode()
     def forward(batch: dict[str, torch.Tensor]) -> Any:
         return model(**model_inputs(model, batch)).logits
@@ -83,7 +88,7 @@ def _runtimes(name: str, model_dir: Path, model: torch.nn.Module, onnx: bool, th
     out = [_Runtime(name, PYTORCH, model_dir, forward)]
     if onnx:
         for runtime, path in find_exports(model_dir).items():
-            session = OnnxModel(path, threads=threads)
+            session = OnnxModel(path, threads=threads, spin=spin)
             out.append(_Runtime(name, runtime, path, session, session))
     return out
 
@@ -98,7 +103,12 @@ def _metrics(rt: _Runtime, model: Any, dev: DevSplit, data: Dataset, pad_id: int
 
 
 def _timing(
-    runtimes: list[_Runtime], vocab: dict[str, int], batch_sizes: Sequence[int], seq_length: int, **kw: int
+    runtimes: list[_Runtime],
+    vocab: dict[str, int],
+    batch_sizes: Sequence[int],
+    seq_length: int,
+    blocks: bool,
+    **kw: int,
 ) -> dict[int, dict[str, Any]]:
     out = {}
     for bs in batch_sizes:
@@ -109,7 +119,7 @@ def _timing(
                 fns[f"{rt.model}/{rt.runtime}"] = _bind(rt.onnx.run, rt.onnx.feeds(batch))
             else:
                 fns[f"{rt.model}/{rt.runtime}"] = _bind(rt.run, batch)
-        out[bs] = time_interleaved(fns, **kw)
+        out[bs] = time_blocks(fns, **kw) if blocks else time_interleaved(fns, **kw)
     return out
 
 
@@ -140,6 +150,7 @@ def run_bench(
     warmup: int = 3,
     threads: int | None = None,
     onnx: bool = True,
+    onnx_spin: bool = False,
     dev: DevSplit | None = None,
 ) -> dict[str, Any]:
     """Benchmark models side by side; the first one (the teacher) is the speedup baseline.
@@ -152,6 +163,8 @@ def run_bench(
         warmup: Untimed passes first.
         threads: torch and onnxruntime intra-op threads (``None``: torch's current setting).
         onnx: Also run the ONNX exports found beside each model.
+        onnx_spin: onnxruntime threads spin between ops (its default) and every runtime is timed in
+            blocks rotated over three rounds instead of interleaved call by call.
         dev: Labelled data to compute each runtime's task metrics on; ``None`` skips metrics.
 
     Returns:
@@ -180,14 +193,14 @@ def run_bench(
                 tokenizer = load_tokenizer(str(model_dir))
                 data = tokenize(dev.data, tokenizer, dev.task, dev.max_length)
                 pad_id = int(tokenizer.pad_token_id or 0)
-            for rt in _runtimes(name, model_dir, model, onnx, threads):
+            for rt in _runtimes(name, model_dir, model, onnx, threads, onnx_spin):
                 row = {"model": name, "runtime": rt.runtime, "path": str(rt.path), **static}
                 row["size_mb"] = _disk_mb(model_dir, rt.onnx)
                 if dev is not None and data is not None and pad_id is not None:
                     row["metrics"] = _metrics(rt, model, dev, data, pad_id)
                 rows.append(row)
                 runtimes.append(rt)
-        timing = _timing(runtimes, vocab, batch_sizes, seq_length, repeats=repeats, warmup=warmup)
+        timing = _timing(runtimes, vocab, batch_sizes, seq_length, onnx_spin, repeats=repeats, warmup=warmup)
     finally:
         torch.set_num_threads(previous)
     base = f"{next(iter(models))}/{PYTORCH}"
@@ -203,7 +216,14 @@ def run_bench(
         "warmup": warmup,
         "threads": threads,
         "flops_method": FLOPS_METHOD,
-        "timing": "interleaved: every runtime of every model in turn within each repeat",
+        "timing": (
+            "blocks: each runtime's warm-up and a third of its repeats back to back, rotated over 3 rounds; "
+            "onnxruntime threads spinning (its default)"
+            if onnx_spin
+            else "interleaved: every runtime of every model in turn within each repeat; onnxruntime threads "
+            "not spinning"
+        ),
+        "onnx_spin": onnx_spin,
         "speedup_baseline": base,
         "task": dev.task.name if dev else None,
         "main_metric": dev.task.main_metric if dev else None,

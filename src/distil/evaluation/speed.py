@@ -1,4 +1,4 @@
-"""CPU/GPU inference latency of several models, measured side by side (interleaved) in one run."""
+"""CPU/GPU inference latency of several models measured side by side in one run, interleaved or in blocks."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from transformers import PreTrainedModel
 
 from distil.adapters import model_inputs
 
-__all__ = ["Latency", "measure_latency", "random_batch", "time_interleaved"]
+__all__ = ["Latency", "measure_latency", "random_batch", "time_blocks", "time_interleaved"]
 
 
 @dataclass(frozen=True)
@@ -73,17 +73,61 @@ def time_interleaved(
         synchronize: Called before and after each timed call (``torch.cuda.synchronize`` on GPU).
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for i in range(warmup + repeats):
-        for name, fn in fns.items():
-            if synchronize is not None:
-                synchronize()
-            start = time.perf_counter()
+    for _ in range(warmup):
+        for fn in fns.values():
             fn()
-            if synchronize is not None:
-                synchronize()
-            if i >= warmup:
-                times[name].append((time.perf_counter() - start) * 1000)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name] += _timed_calls(fn, 1, 0, synchronize)
     return {name: Latency.of(t) for name, t in times.items()}
+
+
+def time_blocks(
+    fns: dict[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int = 3,
+    rounds: int = 3,
+    synchronize: Callable[[], None] | None = None,
+) -> dict[str, Latency]:
+    """Time each callable in blocks: its warm-up and a share of its repeats back to back, in rotation.
+
+    For runtimes whose idle threads keep spinning after a call (onnxruntime's default): interleaved
+    single calls would time each model while the previous one's threads still hold the cores. Each
+    block's own warm-up absorbs that hand-over; rotating the blocks over ``rounds`` still spreads a burst
+    of load on the machine across every candidate.
+
+    Args:
+        fns: Name -> callable running one forward pass.
+        repeats: Timed calls per callable, split as evenly as possible over the rounds.
+        warmup: Untimed calls at the start of every block.
+        rounds: Blocks per callable (at most ``repeats``).
+        synchronize: Called before and after each timed call (``torch.cuda.synchronize`` on GPU).
+    """
+    rounds = max(1, min(rounds, repeats))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(rounds):
+        share = repeats // rounds + (1 if r < repeats % rounds else 0)
+        for name, fn in fns.items():
+            times[name] += _timed_calls(fn, share, warmup, synchronize)
+    return {name: Latency.of(t) for name, t in times.items()}
+
+
+def _timed_calls(
+    fn: Callable[[], object], n: int, warmup: int, synchronize: Callable[[], None] | None
+) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        if synchronize is not None:
+            synchronize()
+        start = time.perf_counter()
+        fn()
+        if synchronize is not None:
+            synchronize()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
 
 
 def measure_latency(
