@@ -48,12 +48,12 @@ def table(out: Path) -> str:
         if not root.is_dir():
             continue
         seeds = sorted(p for p in root.glob("seed*") if p.is_dir())
+        runs = {s.name.removeprefix("seed"): {row: dev_metrics(s / row) for row in ROWS} for s in seeds}
+        done = {seed: rows for seed, rows in runs.items() if all(rows.values())}
         teacher = dev_metrics(root / "teacher")
         cells = [cell([teacher], names) if teacher else "unfinished"]
-        done = [s.name.removeprefix("seed") for s in seeds if all(dev_metrics(s / r) for r in ROWS)]
         for row in ROWS:
-            values = [m for s in seeds if s.name.removeprefix("seed") in done and (m := dev_metrics(s / row))]
-            cells.append(cell(values, names) if values else "unfinished")
+            cells.append(cell([rows[row] for rows in done.values()], names) if done else "unfinished")
         lines.append(f"| {task} ({' / '.join(names)}) | {', '.join(done) or '-'} | {' | '.join(cells)} |")
     return "\n".join(lines)
 

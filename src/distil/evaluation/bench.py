@@ -42,6 +42,7 @@ from distil.models.students import count_parameters
 __all__ = ["PYTORCH", "DevSplit", "format_bench", "run_bench"]
 
 PYTORCH = "pytorch-fp32"
+BLOCK_ROUNDS = 3  # with onnx_spin: blocks per runtime (see `time_blocks`)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def _timing(
                 fns[f"{rt.model}/{rt.runtime}"] = _bind(rt.onnx.run, rt.onnx.feeds(batch))
             else:
                 fns[f"{rt.model}/{rt.runtime}"] = _bind(rt.run, batch)
-        out[bs] = time_blocks(fns, **kw) if blocks else time_interleaved(fns, **kw)
+        out[bs] = time_blocks(fns, rounds=BLOCK_ROUNDS, **kw) if blocks else time_interleaved(fns, **kw)
     return out
 
 
@@ -164,7 +165,7 @@ def run_bench(
         threads: torch and onnxruntime intra-op threads (``None``: torch's current setting).
         onnx: Also run the ONNX exports found beside each model.
         onnx_spin: onnxruntime threads spin between ops (its default) and every runtime is timed in
-            blocks rotated over three rounds instead of interleaved call by call.
+            blocks rotated over ``BLOCK_ROUNDS`` rounds instead of interleaved call by call.
         dev: Labelled data to compute each runtime's task metrics on; ``None`` skips metrics.
 
     Returns:
@@ -217,8 +218,8 @@ def run_bench(
         "threads": threads,
         "flops_method": FLOPS_METHOD,
         "timing": (
-            "blocks: each runtime's warm-up and a third of its repeats back to back, rotated over 3 rounds; "
-            "onnxruntime threads spinning (its default)"
+            f"blocks: each runtime's warm-up and a share of its repeats back to back, rotated over "
+            f"{min(BLOCK_ROUNDS, repeats)} rounds; onnxruntime threads spinning (its default)"
             if onnx_spin
             else "interleaved: every runtime of every model in turn within each repeat; onnxruntime threads "
             "not spinning"
