@@ -91,11 +91,13 @@ class DataConfig:
             ``squad_v2`` (extractive QA on official SQuAD v1.1 / v2.0 JSON files) or ``lm`` (causal
             language modelling on ``corpus``, perplexity on ``dev_file``).
         data_dir: Folder holding ``glue/<TASK>/*.tsv``; else ``$DISTIL_DATA``, else ``../shared/data``.
-        train_file: Custom task training file (.csv, .tsv or .jsonl), or SQuAD training JSON.
-        dev_file: Custom task evaluation file, SQuAD evaluation JSON, or the text whose perplexity
-            ``task: lm`` reports. SQuAD paths not found from the working directory are looked up under
-            the data folder (``data_dir``); unset SQuAD files default to ``squad/v1.1/{train,dev}-v1.1.json``
-            (``squad/v2.0/{train,dev}-v2.0.json`` for v2) there.
+        train_file: Custom task training file (.csv, .tsv or .jsonl), or SQuAD training JSON. For a GLUE
+            task, a file with the task's own columns and a ``label`` column of the official label values
+            (what ``distil augment`` writes) that replaces the training split.
+        dev_file: Custom task evaluation file (for a GLUE task, one like ``train_file``), SQuAD evaluation
+            JSON, or the text whose perplexity ``task: lm`` reports. SQuAD paths not found from the working
+            directory are looked up under the data folder (``data_dir``); unset SQuAD files default to
+            ``squad/v1.1/{train,dev}-v1.1.json`` (``squad/v2.0/{train,dev}-v2.0.json`` for v2) there.
         text_columns: Custom task text column(s): one, or two for sentence pairs.
         label_column: Custom task label column.
         is_regression: Custom task labels are real numbers.

@@ -139,3 +139,35 @@ def test_teacher_without_task_head_is_rejected(tmp_path, capsys):
     kd = _write_config(tmp_path, "kd")
     assert main(["distill", "--config", str(kd), f"models.teacher={base}"]) == 2
     assert "no trained 'seq' head" in capsys.readouterr().err
+
+
+def test_augment_then_distil_on_the_augmented_file(tmp_path, capsys):
+    data_dir = Path(__file__).parents[1] / "assets" / "data"
+    tiny_run(tmp_path)  # saves the tiny teacher
+    out = tmp_path / "sst2_aug.tsv"
+    args = ["augment", "--task", "sst2", "--data-dir", str(data_dir), "--model", str(tmp_path / "teacher")]
+    assert main([*args, "--copies", "3", "--p-mask", "0.3", "--out", str(out)]) == 0
+    assert "Distil on it with data.train_file=" in capsys.readouterr().out
+    lines = out.read_text().splitlines()
+    original = (data_dir / "glue" / "SST-2" / "train.tsv").read_text().splitlines()
+    assert lines[0] == "sentence\tlabel" and len(lines) > len(original)
+    assert main([*args, "--out", str(out)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_text().splitlines() == lines
+
+    kd = _write_config(
+        tmp_path,
+        "kd",
+        **{
+            "data.task": "sst2",
+            "data.data_dir": str(data_dir),
+            "data.train_file": str(out),
+            "data.dev_file": None,
+        },
+    )
+    code = main(
+        ["distill", "--config", str(kd), "--no-progress", "--run-dir", str(tmp_path / "kd"), "method.alpha=1"]
+    )
+    assert code == 0
+    recipe = json.loads((tmp_path / "kd" / "student" / "recipe.json").read_text())
+    assert recipe["results"]["steps"] == 2 * -(-(len(lines) - 1) // 8)  # 2 epochs over every augmented row

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from distil.cli.augment import add_augment_options
 from distil.cli.deploy import add_bench_options, add_export_options, add_report_options
 from distil.errors import DistilError
 
@@ -106,6 +107,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_command(args)
 
 
+def cmd_augment(args: argparse.Namespace) -> int:
+    """Write a task's training set with perturbed copies added: a larger transfer set for KD."""
+    from distil.cli.augment import augment_command
+
+    return augment_command(args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a markdown report with plots from runs, pipeline folders and bench results."""
     from distil.cli.deploy import report_command
@@ -123,6 +131,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": cmd_export,
     "bench": cmd_bench,
     "report": cmd_report,
+    "augment": cmd_augment,
 }
 
 
@@ -161,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
             add_bench_options(p)
         if name == "report":
             add_report_options(p)
+        if name == "augment":
+            add_augment_options(p)
     return parser
 
 

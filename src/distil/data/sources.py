@@ -21,7 +21,14 @@ import numpy as np
 from distil.data.tasks import TaskSpec, get_task
 from distil.errors import ConfigError, DataError, closest
 
-__all__ = ["infer_label_names", "load_custom", "load_glue_split", "resolve_data_dir", "subset"]
+__all__ = [
+    "infer_label_names",
+    "load_custom",
+    "load_glue_split",
+    "load_task_file",
+    "resolve_data_dir",
+    "subset",
+]
 
 _TRUE = {"1", "true", "yes", "on"}
 _CUSTOM_FIX = "Set data.text_columns and data.label_column to the file's column names."
@@ -325,6 +332,27 @@ def load_custom(path: str | Path, task: TaskSpec) -> datasets.Dataset:
     needed[task.label_column] = "label column (data.label_column)"
     ds = _read_user_file(path, needed, _CUSTOM_FIX)
     return _to_task_columns(ds, task, Path(path), task.text_columns, task.label_column, fix)
+
+
+def load_task_file(path: str | Path, task: TaskSpec) -> datasets.Dataset:
+    """Load a file in a GLUE task's own columns instead of an official split (``distil augment`` output).
+
+    Args:
+        path: A ``.csv``, ``.tsv`` or ``.jsonl`` file with ``task.text_columns`` and ``label`` holding the
+            official GLUE label values (``0``/``1`` for SST-2, ``entailment``... for MNLI, scores for STS-B).
+        task: The GLUE task.
+
+    Raises:
+        DataError: The file is missing, empty, of an unknown type, lacks a column, or has a bad label.
+    """
+    columns = [*task.text_columns, "label"]
+    fix = (
+        f"A data.train_file/data.dev_file for GLUE {task.name} needs the columns {columns} with the official "
+        "label values, as `distil augment` writes them."
+    )
+    needed = {c: "text column" for c in task.text_columns} | {"label": "label column"}
+    ds = _read_user_file(path, needed, fix)
+    return _to_task_columns(ds, task, Path(path), task.text_columns, "label", fix)
 
 
 def infer_label_names(path: str | Path, label_column: str) -> tuple[str, ...]:

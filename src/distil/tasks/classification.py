@@ -10,7 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.config import DataConfig
 from distil.data.batching import collate, tokenize
-from distil.data.sources import load_custom, load_glue_split, resolve_data_dir, subset
+from distil.data.sources import load_custom, load_glue_split, load_task_file, resolve_data_dir, subset
 from distil.data.tasks import TaskSpec, custom_task, get_task
 from distil.evaluation.classification import evaluate
 
@@ -37,8 +37,15 @@ class ClassificationTask:
         else:
             spec = get_task(data.task)
             data_dir = resolve_data_dir(data.data_dir)
-            train = load_glue_split(spec, "train", data_dir)
-            dev = load_glue_split(spec, spec.dev_splits[0], data_dir)
+            # A file given for a GLUE task (an augmented transfer set, say) has the task's own columns.
+            if data.train_file:
+                train = load_task_file(data.train_file, spec)
+            else:
+                train = load_glue_split(spec, "train", data_dir)
+            if data.dev_file:
+                dev = load_task_file(data.dev_file, spec)
+            else:
+                dev = load_glue_split(spec, spec.dev_splits[0], data_dir)
         self.spec: TaskSpec = spec
         self.name = spec.name
         self.num_labels = spec.num_labels
