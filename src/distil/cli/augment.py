@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from distil.errors import ConfigError
+from distil.cli.task_args import add_task_options, load_task_split
 
 __all__ = ["add_augment_options", "augment_command"]
 
@@ -19,11 +19,7 @@ def add_augment_options(p: argparse.ArgumentParser) -> None:
         help="Model whose tokenizer and input embeddings pick the replacement words: the teacher "
         "(default: embedded).",
     )
-    p.add_argument("--data-dir", help="Folder with glue/<TASK>/*.tsv.")
-    p.add_argument("--file", help="Custom task: training file (.csv, .tsv, .jsonl).")
-    p.add_argument("--text-columns", help="Custom task: comma-separated text column(s).")
-    p.add_argument("--label-column", default="label", help="Custom task: label column.")
-    p.add_argument("--regression", action="store_true", help="Custom task: real-valued labels.")
+    add_task_options(p, "training")
     p.add_argument("--copies", type=int, default=4, help="Perturbed copies per example (default: 4).")
     p.add_argument("--p-mask", type=float, default=0.1, help="Chance a word is masked (default: 0.1).")
     p.add_argument(
@@ -47,8 +43,6 @@ def augment_command(args: argparse.Namespace) -> int:
         embedding_neighbours,
         write_task_file,
     )
-    from distil.data.sources import load_custom, load_glue_split, resolve_data_dir
-    from distil.data.tasks import custom_task, get_task
     from distil.models.loading import load_model, load_tokenizer
 
     opts = AugmentOptions(
@@ -56,17 +50,7 @@ def augment_command(args: argparse.Namespace) -> int:
         max_ngram=args.max_ngram, neighbours=args.neighbours, seed=args.seed,
     )  # fmt: skip
     out = check_output(args.out, args.overwrite)
-    if args.task == "custom":
-        if not (args.file and args.text_columns):
-            raise ConfigError("--task custom needs --file and --text-columns.")
-        spec = custom_task(
-            tuple(args.text_columns.split(",")), args.label_column, is_regression=args.regression,
-            train_file=args.file,
-        )  # fmt: skip
-        train = load_custom(args.file, spec)
-    else:
-        spec = get_task(args.task)
-        train = load_glue_split(spec, "train", resolve_data_dir(args.data_dir))
+    spec, train = load_task_split(args, "train")
     tokenizer = load_tokenizer(args.model)
     embeddings = load_model(args.model, head="base").get_input_embeddings().weight.detach()
     words = {w.lower() for c in spec.text_columns for text in train[c][:] for w in text.split()}

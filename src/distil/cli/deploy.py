@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from distil.cli.task_args import add_task_options, load_task_split
 from distil.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,11 +49,7 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, help="Teacher: run dir, model dir or 'embedded'.")
     p.add_argument("--student", required=True, help="Student: run dir or model dir.")
     p.add_argument("--task", help="Task to score on: a GLUE name, or 'custom' with --file (default: none).")
-    p.add_argument("--data-dir", help="Folder with glue/<TASK>/*.tsv.")
-    p.add_argument("--file", help="Custom task: evaluation file (.csv, .tsv, .jsonl).")
-    p.add_argument("--text-columns", help="Custom task: comma-separated text column(s).")
-    p.add_argument("--label-column", default="label", help="Custom task: label column.")
-    p.add_argument("--regression", action="store_true", help="Custom task: real-valued labels.")
+    add_task_options(p, "evaluation")
     p.add_argument("--split", help="Split to score (default: the task's dev split).")
     p.add_argument("--dev-subset", type=int, help="Score on a seeded subset of N examples.")
     p.add_argument(
@@ -110,21 +107,12 @@ def _batch_sizes(text: str) -> list[int]:
 
 
 def _dev_split(args: argparse.Namespace) -> DevSplit | None:
-    from distil.data.sources import load_custom, load_glue_split, resolve_data_dir, subset
-    from distil.data.tasks import custom_task, get_task
+    from distil.data.sources import subset
     from distil.evaluation.bench import DevSplit
 
     if not args.task:
         return None
-    if args.task == "custom":
-        if not (args.file and args.text_columns):
-            raise ConfigError("--task custom needs --file and --text-columns.")
-        columns = tuple(args.text_columns.split(","))
-        task = custom_task(columns, args.label_column, is_regression=args.regression, train_file=args.file)
-        raw = load_custom(args.file, task)
-    else:
-        task = get_task(args.task)
-        raw = load_glue_split(task, args.split or task.dev_splits[0], resolve_data_dir(args.data_dir))
+    task, raw = load_task_split(args, args.split)
     return DevSplit(task, subset(raw, args.dev_subset, seed=0), max_length=args.max_length)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from distil.cli.augment import add_augment_options
 from distil.cli.deploy import add_bench_options, add_export_options, add_report_options
+from distil.cli.task_args import add_task_options
 from distil.errors import DistilError
 
 __all__ = ["COMMANDS", "main"]
@@ -152,11 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval":
             p.add_argument("model", help="Saved model folder (e.g. RUN_DIR/student).")
             p.add_argument("--task", required=True, help="GLUE task name, or 'custom' with --file.")
-            p.add_argument("--data-dir", help="Folder with glue/<TASK>/*.tsv.")
-            p.add_argument("--file", help="Custom task: evaluation file (.csv, .tsv, .jsonl).")
-            p.add_argument("--text-columns", help="Custom task: comma-separated text column(s).")
-            p.add_argument("--label-column", default="label", help="Custom task: label column.")
-            p.add_argument("--regression", action="store_true", help="Custom task: real-valued labels.")
+            add_task_options(p, "evaluation")
             p.add_argument("--split", help="Split to evaluate (default: the task's dev split).")
             p.add_argument("--max-length", type=int, default=128, help="Truncation length.")
             p.add_argument("--batch-size", type=int, default=64, help="Evaluation batch size.")
