@@ -78,7 +78,9 @@ def embedding_neighbours(
     """The ``k`` nearest whole words (cosine, input embeddings) of each word that is a single token.
 
     Only alphabetic vocabulary entries that tokenize back to themselves are candidates, so WordPiece
-    continuations (``##s``), BPE pieces and special tokens never enter a sentence.
+    continuations (``##s``), BPE pieces and special tokens never enter a sentence. A query may be any
+    single-token word, punctuation included (as with TinyBERT's masked-LM candidates, a comma may become
+    a word).
 
     Args:
         embeddings: The model's input embedding matrix, ``[vocab, hidden]``.
