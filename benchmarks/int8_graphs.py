@@ -56,7 +56,6 @@ FUSION: dict[str, dict[str, bool] | None] = {
 
 
 def _build(name: str, trace: Path, out: Path, heads: int, hidden: int) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -81,11 +80,7 @@ def _build(name: str, trace: Path, out: Path, heads: int, hidden: int) -> Path:
             for n in model.graph.node
             if n.op_type == "MatMul" and not any(i in weights for i in n.input)
         ]
-        quantize_dynamic(
-            str(graph), str(target), weight_type=QuantType.QInt8, per_channel=True,
-            op_types_to_quantize=["MatMul"], nodes_to_exclude=activations,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )  # fmt: skip
+        _quantize(graph, target, op_types=["MatMul"], exclude=activations)
     else:
         _quantize(graph, target)
     return target

@@ -10,7 +10,6 @@ count.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from distil.data.tasks import TaskSpec
 from distil.errors import ConfigError, DataError
+from distil.training.checkpoint import atomic_write_text
 
 __all__ = [
     "AugmentOptions",
@@ -90,10 +90,12 @@ def embedding_neighbours(
     """
     word_ids = {w: i for w in set(words) if (i := _single_token_id(tokenizer, w)) is not None}
     candidates: list[int] = []
+    names: list[str] = []
     for token_id in range(min(len(tokenizer), embeddings.shape[0])):
         text = tokenizer.decode([token_id]).strip()
         if text.isalpha() and _single_token_id(tokenizer, text) == token_id:
             candidates.append(token_id)
+            names.append(text)
     if not word_ids or len(candidates) < 2:
         return {}
     pool = torch.nn.functional.normalize(embeddings[candidates].float(), dim=-1)
@@ -105,7 +107,6 @@ def embedding_neighbours(
         if token_id in position:
             scores[row, position[token_id]] = -2.0
     top = scores.topk(min(k, len(candidates) - 1), dim=-1).indices
-    names = [tokenizer.decode([c]).strip() for c in candidates]
     return {w: [names[j] for j in row] for w, row in zip(word_ids, top.tolist(), strict=True)}
 
 
@@ -183,12 +184,10 @@ def write_task_file(
     """
     path = check_output(path, overwrite)
     raw = spec.raw_labels
+    lines = ["\t".join([*spec.text_columns, "label"])]
+    for texts, label in rows:
+        value = repr(float(label)) if spec.is_regression or raw is None else raw[int(label)]  # type: ignore[call-overload]
+        lines.append("\t".join([*(_clean(t) for t in texts), value]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as handle:
-        handle.write("\t".join([*spec.text_columns, "label"]) + "\n")
-        for texts, label in rows:
-            value = repr(float(label)) if spec.is_regression or raw is None else raw[int(label)]  # type: ignore[call-overload]
-            handle.write("\t".join([*(_clean(t) for t in texts), value]) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -62,7 +62,7 @@ class TrainerState:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file so that readers see either the old or the new content, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
