@@ -2,16 +2,99 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-__all__ = ["HEAD_POSITIONS", "QKV", "FeatureRequest", "Features", "LossOutput"]
+__all__ = ["QKV", "Batch", "FeatureRequest", "Features", "LossOutput", "RunView"]
 
-# Batch key (bool [batch, seq]): run the language-model head only at these positions, so that logits are
-# [N, vocab] for the N selected positions. MLM needs scores at the ~15% masked tokens only, and the
-# vocabulary projection over every token dominates a small model's step (methods add it in prepare_batch).
-HEAD_POSITIONS = "head_positions"
+
+@dataclass
+class Batch:
+    """One collated batch, as it travels from the task through ``prepare_batch`` to both models and the loss.
+
+    Attributes:
+        input_ids: ``[batch, seq]`` token ids (after ``prepare_batch``: possibly masked).
+        attention_mask: ``[batch, seq]``, 1 on real tokens, 0 on padding.
+        token_type_ids: ``[batch, seq]`` segment ids, for families that use them.
+        labels: The task's labels: ``[batch]`` class ids or floats, ``[batch, 2]`` answer start/end for
+            extractive QA, or ``[batch, seq]`` already shifted next-token ids (-100: not scored) for
+            causal LM.
+        idx: ``[batch]`` row index in the training set (keys the teacher cache).
+        mlm_labels: Set by masking methods: original ids at masked positions, -100 elsewhere.
+        head_positions: Set by masking methods (bool ``[batch, seq]``): run the language-model head only at
+            these positions, so token logits come back as ``[N, vocab]``. MLM needs scores at ~15 % of
+            the tokens, and the vocabulary projection over every token dominates a small model's step.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    token_type_ids: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    idx: torch.Tensor | None = None
+    mlm_labels: torch.Tensor | None = None
+    head_positions: torch.Tensor | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, torch.Tensor]) -> Batch:
+        """A batch from collated tensors keyed by field name; keys that are not fields are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if "attention_mask" not in data:
+            data = {**data, "attention_mask": torch.ones_like(data["input_ids"])}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The fields that are set, by name."""
+        return {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
+
+    def replace(self, **changes: Any) -> Batch:
+        """A copy with some fields replaced (``prepare_batch`` never edits its input in place)."""
+        return dataclasses.replace(self, **changes)
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> Batch:
+        """The batch on ``device``."""
+        return Batch(**{k: v.to(device, non_blocking=non_blocking) for k, v in self.tensors().items()})
+
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked memory (``DataLoader(pin_memory=True)`` calls this)."""
+        return Batch(**{k: v.pin_memory() for k, v in self.tensors().items()})
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a method's config may know about the rest of a run when it checks that it fits (``check_run``).
+
+    Methods never import the run config; the config builds this view for them.
+
+    Attributes:
+        task: ``data.task`` (``sst2``, ``custom``, ``squad``, ``corpus``, ``lm``, ...).
+        task_kind: The task's registry kind: ``glue``, ``custom``, ``squad``, ``corpus`` or ``lm``.
+        head: The head the task's models carry: ``seq``, ``qa``, ``lm`` or ``base`` (none: a corpus).
+        labelled: The training data has labels (every task but a corpus).
+        regression: The task predicts one real number per example.
+        max_steps: ``train.max_steps``.
+        eval_select: ``eval.select``: which student is exported (``best`` or ``last``).
+        cache_teacher: ``train.cache_teacher``.
+        student_init: ``models.student.init``.
+        plan: The plan the run belongs to (``single`` for a run of its own).
+    """
+
+    task: str
+    task_kind: str
+    head: str
+    labelled: bool
+    regression: bool
+    max_steps: int | None
+    eval_select: str
+    cache_teacher: bool
+    student_init: str
+    plan: str = "single"
 
 
 @dataclass(frozen=True)

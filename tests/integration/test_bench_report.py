@@ -7,10 +7,9 @@ import matplotlib.image
 import pytest
 
 from distil.cli.main import main
-from distil.data.sources import load_custom
-from distil.data.tasks import custom_task
 from distil.evaluation.bench import DevSplit, run_bench
 from distil.reporting.plots import DPI, FIGSIZE, pareto
+from distil.tasks import CustomData, CustomTask
 from distil.training.loop import train
 from factories import save_tiny_pair
 from helpers import tiny_run, write_tiny_task
@@ -90,8 +89,8 @@ def test_bench_with_spinning_onnx_threads_times_in_blocks(pair):
 
 def test_flops_follow_the_documented_formula(pair):
     """Encoder FLOPs/token: L(8d^2 + 4df + 4nd) plus pooler 2d^2/n and classifier 2dC/n (docs/deploy.md)."""
-    task = custom_task(("text",), "label", train_file=pair["dev"])
-    dev = DevSplit(task, load_custom(pair["dev"], task), max_length=32)
+    data = CustomData(train_file=str(pair["dev"]), dev_file=str(pair["dev"]), text_columns=["text"])
+    dev = DevSplit(CustomTask(data, 0, eval_only=True), max_length=32)
     result = run_bench(
         {"teacher": pair["teacher"]},
         seq_length=SEQ,

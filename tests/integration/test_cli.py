@@ -158,12 +158,8 @@ def test_augment_then_distil_on_the_augmented_file(tmp_path, capsys):
     kd = _write_config(
         tmp_path,
         "kd",
-        **{
-            "data.task": "sst2",
-            "data.data_dir": str(data_dir),
-            "data.train_file": str(out),
-            "data.dev_file": None,
-        },
+        # A GLUE task's data section in place of the tiny custom one.
+        data={"task": "sst2", "data_dir": str(data_dir), "train_file": str(out), "max_length": 32},
     )
     code = main(
         ["distill", "--config", str(kd), "--no-progress", "--run-dir", str(tmp_path / "kd"), "method.alpha=1"]

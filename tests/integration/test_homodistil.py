@@ -11,6 +11,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceCl
 from distil.config import build_run_config
 from distil.errors import ConfigError
 from distil.methods.homodistil import HomoDistil
+from distil.plans import run
 from distil.training.checkpoint import latest_checkpoint
 from distil.training.loop import train
 from distil.training.setup import build_run
@@ -31,10 +32,11 @@ def _lm_teacher(folder: Path, family: str, head: bool = True) -> Path:
     return folder
 
 
-def _corpus_cfg(tmp_path: Path, teacher: Path, name: str = "run", steps: int = 6, **method):
+def _corpus_cfg(tmp_path: Path, teacher: Path, name: str = "run", steps: int = 6, plan=None, **method):
     method = {"name": "homodistil", "t_i": 1, "t_f": 4, "delta_t": 1, **method}
     train = {"max_steps": steps, "warmup_ratio": 0.0, "checkpoint_every": 2, "keep_checkpoints": 4}
-    return build_run_config(corpus_run(tmp_path, teacher, {"init": "copy"}, method, name=name, **train))
+    data = corpus_run(tmp_path, teacher, {"init": "copy"}, method, name=name, **train)
+    return build_run_config(data | ({"plan": {"name": "homodistil", **plan}} if plan else {}))
 
 
 def _masked_student(cfg, checkpoint: Path):
@@ -42,6 +44,7 @@ def _masked_student(cfg, checkpoint: Path):
     parts = build_run(cfg)
     load_model(parts.student, str(checkpoint / "student.safetensors"))
     load_model(parts.method.trainable_modules(), str(checkpoint / "method.safetensors"))
+    parts.method.load_state_dict(load_file(checkpoint / "method_state.safetensors"))
     return parts.student.eval(), parts.method
 
 
@@ -65,9 +68,13 @@ def test_corpus_run_exports_a_standard_checkpoint_equal_to_the_masked_model(tmp_
     assert (config[width], config[ffn]) == ((16, 32) if family == "bert" else (16, 64))
     base = AutoModel.from_pretrained(result.student_dir)  # no custom code
     assert base.config.num_attention_heads == 4
-    beside = load_file(result.student_dir / "method.safetensors")  # masks, projections; EMAs released
+    last = latest_checkpoint(Path(cfg.run_dir))
+    state = load_file(last / "method_state.safetensors")  # masks; EMAs released after t_f
     emb = "transformer-wte-weight" if family == "gpt2" else "bert-embeddings-word_embeddings-weight"
-    assert beside["pruning.masks.hidden"].sum() == 16 and beside[f"pruning.ipt.{emb}"].numel() == 0
+    assert state["pruning.masks.hidden"].sum() == 16 and state[f"pruning.ipt.{emb}"].numel() == 0
+    assert set(load_file(result.student_dir / "method.safetensors")) == {"emb_proj.weight"} | {
+        f"hidden_proj.{k}.weight" for k in range(2)
+    }  # beside the student: the projections only
     masked, _ = _masked_student(cfg, latest_checkpoint(Path(cfg.run_dir)))  # resizes the empty EMAs
     exported = type(masked).from_pretrained(result.student_dir).eval()
     torch.testing.assert_close(_logits(exported), _logits(masked), atol=1e-5, rtol=1e-5)
@@ -81,11 +88,12 @@ def test_resume_mid_pruning_equals_the_uninterrupted_run(tmp_path, monkeypatch):
 
     broken = _corpus_cfg(tmp_path, teacher, "resumed", **settings)
     train_interrupted(broken, HomoDistil, 3, monkeypatch)
-    state = load_file(Path(broken.run_dir) / "checkpoints" / "step-00000002" / "method.safetensors")
+    state = load_file(Path(broken.run_dir) / "checkpoints" / "step-00000002" / "method_state.safetensors")
     assert state["pruning.masks.hidden"].sum() == 24  # interrupted mid-pruning (32 -> 16 at t_f = 6)
     train(broken, resume=True, progress=False)
     names = ["student/model.safetensors"]
-    names += [f"checkpoints/step-0000000{s}/{f}.safetensors" for s in (4, 8) for f in ("student", "method")]
+    files = ("student", "method", "method_state")
+    names += [f"checkpoints/step-0000000{s}/{f}.safetensors" for s in (4, 8) for f in files]
     for name in names:  # step 4: mid-pruning, with the PLATON EMAs; step 8: EMAs released after t_f
         a, b = load_file(Path(full.run_dir) / name), load_file(Path(broken.run_dir) / name)
         assert a.keys() == b.keys()
@@ -97,8 +105,8 @@ def test_teacher_without_mlm_head_fits_one_first(tmp_path):
     teacher = _lm_teacher(tmp_path / "teacher", "bert", head=False)
     with pytest.raises(ConfigError, match="head_steps"):
         build_run(_corpus_cfg(tmp_path, teacher))
-    cfg = _corpus_cfg(tmp_path, teacher, head_steps=2, head_lr=1e-2)
-    result = train(cfg, progress=False)
+    cfg = _corpus_cfg(tmp_path, teacher, plan={"head_steps": 2, "head_lr": 1e-2})
+    result = run(cfg, progress=False)
     head = Path(cfg.run_dir) / "stages" / "head" / "student"
     fitted = AutoModelForMaskedLM.from_pretrained(head)
     assert json.loads((head / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
@@ -115,7 +123,7 @@ def test_teacher_without_mlm_head_fits_one_first(tmp_path):
 
 
 def test_labelled_task_prunes_the_classifier_head_too(tmp_path):
-    cfg = tiny_run(tmp_path, "homodistil", **{"models.student.init": "copy", "models.student.layers": None})
+    cfg = tiny_run(tmp_path, "kd", **{"models.student.init": "copy", "models.student.layers": None})
     cfg.method = HomoDistil.Config(target_hidden_size=16, t_i=0, t_f=6, delta_t=2, alpha_task=1.0)
     with pytest.raises(ConfigError, match="eval.select=last"):
         train(cfg, progress=False)

@@ -174,10 +174,12 @@ def test_evaluation_selects_and_exports_best(tmp_path):
 
 
 def test_stage_runner_runs_reuses_and_exports_the_last_stage(tmp_path, capsys):
-    from distil.training.stages import run_stages, stage_dir
+    from distil.plans import Plan, Step, run_plan, stage_dir
 
     root = tiny_run(tmp_path, "kd", run_dir=str(tmp_path / "staged"))
-    first = tiny_run(tmp_path, "finetune", **{"train.max_steps": 2})
+    first = tiny_run(
+        tmp_path, "finetune", **{"train.max_steps": 2, "run_dir": str(stage_dir(root.run_dir, "a"))}
+    )
     second = tiny_run(
         tmp_path,
         "kd",
@@ -185,8 +187,13 @@ def test_stage_runner_runs_reuses_and_exports_the_last_stage(tmp_path, capsys):
             "train.max_steps": 3,
             "models.student.layers": [1],
             "models.teacher": str(stage_dir(root.run_dir, "a") / "student"),
+            "run_dir": str(stage_dir(root.run_dir, "b")),
         },
     )
+
+    def run_stages(root, steps, **kw):
+        return run_plan(Plan(Path(root.run_dir), [Step(n, c) for n, c in steps], root), **kw)
+
     result = run_stages(root, [("a", first), ("b", second)], resume=False, overwrite=False, progress=False)
     recipe = json.loads((Path(root.run_dir) / "student" / "recipe.json").read_text())
     assert result.student_dir == Path(root.run_dir) / "student"

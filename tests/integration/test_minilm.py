@@ -13,6 +13,7 @@ from distil.losses import relation_kl
 from distil.methods import MethodContext
 from distil.methods.minilm import MiniLM, MiniLMConfig
 from distil.methods.minilmv2 import MiniLMv2, MiniLMv2Config
+from distil.plans import run
 from distil.training.loop import train
 from factories import FAMILIES, save_tiny_pair, tiny_model
 from helpers import corpus_run, write_tiny_task
@@ -129,12 +130,9 @@ def test_minilm_v1_on_corpus(tmp_path):
 def test_automatic_teacher_layer_probe(tmp_path, capsys):
     import json
 
-    cfg = build_run_config(
-        _corpus_run(
-            tmp_path, "minilmv2", relation_heads=4, teacher_layer="auto", probe_layers=[1, 2], probe_steps=10
-        )
-    )
-    train(cfg, progress=False)
+    probe = {"plan": {"name": "layer_probe", "layers": [1, 2], "steps": 10}}
+    cfg = build_run_config(_corpus_run(tmp_path, "minilmv2", relation_heads=4, teacher_layer="auto") | probe)
+    run(cfg, progress=False)
     probe = json.loads((tmp_path / "minilmv2" / "teacher_layer_probe.json").read_text())
     assert set(probe["scores"]) == {"1", "2"} and probe["chosen_layer"] in (1, 2)
     assert probe["chosen_layer"] == int(max(probe["scores"], key=probe["scores"].get))

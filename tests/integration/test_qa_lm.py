@@ -12,9 +12,8 @@ from transformers import AutoModelForCausalLM, AutoModelForQuestionAnswering
 from distil.adapters import forward_features
 from distil.cli.main import main
 from distil.losses import kd_kl
-from distil.training.loop import train
+from distil.plans import run, stage_dir
 from distil.training.setup import build_run
-from distil.training.stages import stage_dir
 from qa_lm_helpers import SQUAD_V2, lm_run, qa_run
 
 
@@ -32,7 +31,7 @@ def test_squad_finetune_then_kd_on_squad_v2(tmp_path):
         tmp_path, "finetune", **{"models.student": {"init": "pretrained", "path": str(tmp_path / "qa-bert")}}
     )
     ft.models.teacher = None
-    result = train(ft, progress=False)
+    result = run(ft, progress=False)
     recipe = _recipe(ft.run_dir)
     assert set(result.metrics) == {"exact_match", "f1"} and recipe["results"]["selection_metric"] == "f1"
     assert recipe["built"]["held_out_titles"] == ["Films"] and recipe["built"]["dev_features"] > 4
@@ -40,14 +39,14 @@ def test_squad_finetune_then_kd_on_squad_v2(tmp_path):
     assert type(teacher).__name__ == "BertForQuestionAnswering"
     v2 = {"data.task": "squad_v2", "data.dev_file": str(SQUAD_V2), "models.teacher": str(result.student_dir)}
     kd = qa_run(tmp_path, "kd", **v2, **{"train.max_steps": 3})
-    result = train(kd, progress=False)
+    result = run(kd, progress=False)
     assert {"has_answer_f1", "no_answer_exact_match", "exact_match", "f1"} <= set(result.metrics)
     assert {"loss/kd", "loss/task", "eval/f1"} <= _log_keys(kd.run_dir) and result.steps == 3
 
 
 def test_squad_ted_full_plan(tmp_path):
     cfg = qa_run(tmp_path, "ted", **{"train.max_steps": 2, "method.layer_map": "uniform"})
-    train(cfg, progress=False)
+    run(cfg, progress=False)
     root = Path(cfg.run_dir)
     recipe = _recipe(root)
     names = ["teacher-finetune", "student-finetune", "teacher-filters", "student-filters", "distill"]
@@ -60,10 +59,10 @@ def test_squad_ted_full_plan(tmp_path):
 
 
 def test_squad_ted_on_deberta_v2(tmp_path):
-    quick = {"train.max_steps": 2, "method.finetune_teacher": False, "method.finetune_student": False}
+    quick = {"train.max_steps": 2, "plan.finetune_teacher": False, "plan.finetune_student": False}
     quick |= {"models.attn_implementation": "eager", "method.layer_map": "uniform"}
     cfg = qa_run(tmp_path, "ted", family="deberta-v2", **quick)
-    train(cfg, progress=False)
+    run(cfg, progress=False)
     assert list(_recipe(cfg.run_dir)["stages"]) == ["teacher-filters", "student-filters", "distill"]
 
 
@@ -79,7 +78,7 @@ def test_squad_through_the_cli(tmp_path, capsys):
 
 def test_lm_kd_and_ted(tmp_path):
     kd = lm_run(tmp_path, "kd", **{"train.max_steps": 3, "train.eval_every": 1})
-    result = train(kd, progress=False)
+    result = run(kd, progress=False)
     recipe = _recipe(kd.run_dir)
     assert recipe["results"]["selection_metric"] == "neg_perplexity"
     assert recipe["results"]["best_metric"] == max(
@@ -91,9 +90,9 @@ def test_lm_kd_and_ted(tmp_path):
     assert {"loss/kd", "loss/task"} <= _log_keys(kd.run_dir)
     AutoModelForCausalLM.from_pretrained(result.student_dir)
     ted = lm_run(
-        tmp_path, "ted", **{"train.max_steps": 2, "method.layer_map": [2], "method.finetune_teacher": False}
+        tmp_path, "ted", **{"train.max_steps": 2, "method.layer_map": [2], "plan.finetune_teacher": False}
     )
-    train(ted, progress=False)
+    run(ted, progress=False)
     root = Path(ted.run_dir)
     assert list(_recipe(root)["stages"]) == [
         "student-finetune",
@@ -108,9 +107,9 @@ def test_lm_kd_and_ted(tmp_path):
 
 
 def test_lm_ted_on_a_llama_style_decoder(tmp_path):
-    quick = {"train.max_steps": 2, "method.layer_map": [2], "method.finetune_teacher": False}
-    cfg = lm_run(tmp_path, "ted", family="llama", **quick, **{"method.finetune_student": False})
-    result = train(cfg, progress=False)
+    quick = {"train.max_steps": 2, "method.layer_map": [2], "plan.finetune_teacher": False}
+    cfg = lm_run(tmp_path, "ted", family="llama", **quick, **{"plan.finetune_student": False})
+    result = run(cfg, progress=False)
     assert list(_recipe(cfg.run_dir)["stages"]) == ["teacher-filters", "student-filters", "distill"]
     assert result.metrics["eval_tokens"] > 0
 
@@ -131,11 +130,11 @@ def test_lwd_on_qa_and_causal_lm(tmp_path, task):
         teacher = forward_features(parts.teacher, batch, parts.method.teacher_request())
     out = parts.method.loss(batch, student, teacher)
     # QA: every start/end row counts; LM: only positions with a next token (TED Stage II's KL).
-    mask = None if task == "squad" else batch["labels"] != -100
+    mask = None if task == "squad" else batch.labels != -100
     if mask is not None:
         assert not mask.all()
     assert torch.allclose(out.parts["kl"], kd_kl(student.logits, teacher.logits, 2.0, mask))
-    result = train(cfg, progress=False)
+    result = run(cfg, progress=False)
     assert result.steps == 2 and {"loss/kl", "loss/hidden_mse", "loss/task"} <= _log_keys(cfg.run_dir)
     auto = AutoModelForQuestionAnswering if task == "squad" else AutoModelForCausalLM
     auto.from_pretrained(result.student_dir)

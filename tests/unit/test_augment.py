@@ -7,7 +7,6 @@ import pytest
 import torch
 from datasets import Dataset
 
-from distil.config import DataConfig
 from distil.data.augment import (
     AugmentOptions,
     augment_rows,
@@ -17,7 +16,7 @@ from distil.data.augment import (
 )
 from distil.data.tasks import get_task
 from distil.errors import ConfigError, DataError
-from distil.tasks.classification import ClassificationTask
+from distil.tasks import GlueData, GlueTask
 from factories import tiny_tokenizer
 
 DATA = Path(__file__).parents[1] / "assets" / "data"
@@ -93,14 +92,14 @@ def test_written_file_replaces_a_glue_training_split(tmp_path):
     sst2 = tmp_path / "sst2.tsv"
     rows = [(["a good\tfilm"], 1), (["bad\nmovie"], 0)]
     write_task_file(sst2, get_task("sst2"), rows)
-    task = ClassificationTask(DataConfig(task="sst2", data_dir=str(DATA), train_file=str(sst2)), seed=0)
+    task = GlueTask(GlueData(task="sst2", data_dir=str(DATA), train_file=str(sst2)), seed=0)
     assert task.train_set["sentence"][:] == ["a good film", "bad movie"]
     assert task.train_set["label"][:] == [1, 0]
     assert len(task.dev_set) > 0  # the dev split still comes from the GLUE folder
 
     stsb = tmp_path / "stsb.tsv"
     write_task_file(stsb, get_task("stsb"), [(["a man plays", "a man runs"], 3.5)])
-    task = ClassificationTask(DataConfig(task="stsb", data_dir=str(DATA), train_file=str(stsb)), seed=0)
+    task = GlueTask(GlueData(task="stsb", data_dir=str(DATA), train_file=str(stsb)), seed=0)
     assert task.train_set["label"][:] == [3.5] and task.train_set["sentence2"][:] == ["a man runs"]
 
     with pytest.raises(DataError, match="already exists; pass --overwrite"):
@@ -116,7 +115,7 @@ def test_a_glue_file_in_other_columns_says_which_it_needs(tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_text("text\tlabel\na film\t1\n")
     with pytest.raises(DataError, match=r"needs the columns \['sentence', 'label'\]"):
-        ClassificationTask(DataConfig(task="sst2", data_dir=str(DATA), train_file=str(bad)), seed=0)
+        GlueTask(GlueData(task="sst2", data_dir=str(DATA), train_file=str(bad)), seed=0)
     bad.write_text("sentence\tlabel\na film\tpositive\n")
     with pytest.raises(DataError, match="label 'positive'"):
-        ClassificationTask(DataConfig(task="sst2", data_dir=str(DATA), train_file=str(bad)), seed=0)
+        GlueTask(GlueData(task="sst2", data_dir=str(DATA), train_file=str(bad)), seed=0)

@@ -11,16 +11,17 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from distil.adapters import forward_features
+from distil.adapters.masking import IGNORE_INDEX
 from distil.config import build_run_config
-from distil.data.masking import IGNORE_INDEX
 from distil.errors import ConfigError
 from distil.losses import attention_scores
 from distil.methods import MethodContext
-from distil.methods.distilbert import MLM_LABELS, DistilBERTConfig, DistilBERTStyle, distilbert_layers
+from distil.methods.distilbert import DistilBERTConfig, DistilBERTStyle, distilbert_layers
 from distil.methods.tinybert import TinyBERT, TinyBERTConfig
+from distil.methods.tinybert_prediction import TinyBERTPrediction, TinyBERTPredictionConfig
 from distil.models.students import student_from_layers
-from distil.training.loop import train
-from distil.types import HEAD_POSITIONS
+from distil.plans import plan_for, run
+from distil.types import Batch
 from factories import tiny_config, tiny_model, tiny_tokenizer
 from helpers import corpus_run, tiny_run
 
@@ -34,7 +35,7 @@ def _ctx(student, teacher, num_labels=0):
 def _batch():
     enc = tiny_tokenizer()(TEXTS, padding=True, return_tensors="pt")
     assert not bool(enc["attention_mask"].all()), "the batch must contain padding"
-    return dict(enc)
+    return Batch.from_mapping(dict(enc))
 
 
 def _saved(tmp_path: Path, model, name: str):
@@ -67,19 +68,17 @@ def test_distilbert_corpus_loss_equals_hand_computation(tmp_path):
     torch.manual_seed(5)
     masked = method.prepare_batch(batch)
     torch.manual_seed(5)
-    assert torch.equal(
-        method.prepare_batch(batch)[MLM_LABELS], masked[MLM_LABELS]
-    )  # global-RNG deterministic
-    labels, real = masked[MLM_LABELS], batch["attention_mask"].bool()
+    assert torch.equal(method.prepare_batch(batch).mlm_labels, masked.mlm_labels)  # global-RNG deterministic
+    labels, real = masked.mlm_labels, batch.attention_mask.bool()
     assert bool((labels != IGNORE_INDEX).any()) and not bool((labels != IGNORE_INDEX)[~real].any())
-    changed = masked["input_ids"] != batch["input_ids"]
+    changed = masked.input_ids != batch.input_ids
     assert not bool((changed & (labels == IGNORE_INDEX)).any())  # only selected positions are replaced
     s = forward_features(student, masked, method.student_request())
     with torch.no_grad():
         t = forward_features(teacher, masked, method.teacher_request())
     out = method.loss(masked, s, t)
 
-    inputs = {k: masked[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    inputs = {k: getattr(masked, k) for k in ("input_ids", "attention_mask", "token_type_ids")}
     so = student(**inputs, output_hidden_states=True)
     with torch.no_grad():
         to = teacher(**inputs, output_hidden_states=True)
@@ -105,17 +104,18 @@ def test_distilbert_head_runs_only_where_a_term_reads(tmp_path, alpha_ce):
     method = DistilBERTStyle(DistilBERTConfig(alpha_ce=alpha_ce), _ctx(student, teacher))
     torch.manual_seed(3)
     masked = method.prepare_batch(_batch())
-    expected = masked[MLM_LABELS] != IGNORE_INDEX if alpha_ce == 0 else masked["attention_mask"].bool()
-    assert torch.equal(masked[HEAD_POSITIONS], expected)
+    expected = masked.mlm_labels != IGNORE_INDEX if alpha_ce == 0 else masked.attention_mask.bool()
+    assert torch.equal(masked.head_positions, expected)
 
     def parts(batch):
         s = forward_features(student, batch, method.student_request())
         with torch.no_grad():
             t = forward_features(teacher, batch, method.teacher_request())
-        assert s.logits.shape[0] == (int(batch[HEAD_POSITIONS].sum()) if HEAD_POSITIONS in batch else 3)
+        positions = batch.head_positions
+        assert s.logits.shape[0] == (int(positions.sum()) if positions is not None else 3)
         return method.loss(batch, s, t).parts
 
-    got, want = parts(masked), parts({k: v for k, v in masked.items() if k != HEAD_POSITIONS})
+    got, want = parts(masked), parts(masked.replace(head_positions=None))
     assert set(got) == set(want) == ({"mlm", "cos"} | ({"ce"} if alpha_ce else set()))
     for name, value in want.items():
         torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6)
@@ -128,8 +128,8 @@ def test_distilbert_smoothing_counts_tokens_seen(tmp_path):
     )
     batch = _batch()
     method.prepare_batch(batch)
-    counts = method.trainable_modules()["token_counts"].counts
-    expected = torch.bincount(batch["input_ids"][batch["attention_mask"].bool()], minlength=counts.numel())
+    counts = method.state_dict()["token_counts"]
+    expected = torch.bincount(batch.input_ids[batch.attention_mask.bool()], minlength=counts.numel())
     assert torch.equal(counts, expected.double()) and not counts.requires_grad
 
 
@@ -137,18 +137,18 @@ def test_distilbert_labelled_task_loss(tmp_path):
     teacher = tiny_model("bert", "seq", num_labels=2)
     student = tiny_model("bert", "seq", num_labels=2, hidden_size=16, num_attention_heads=2).train()
     method = DistilBERTStyle(DistilBERTConfig(alpha_task=0.5), _ctx(student, teacher, num_labels=2))
-    batch = _batch() | {"labels": torch.tensor([1, 0, 1])}
+    batch = _batch().replace(labels=torch.tensor([1, 0, 1]))
     assert method.prepare_batch(batch) is batch  # no masking on a labelled task
     s = forward_features(student, batch, method.student_request())
     with torch.no_grad():
         t = forward_features(teacher, batch, method.teacher_request())
     out = method.loss(batch, s, t)
     assert set(out.parts) == {"ce", "cos", "task"}
-    real = batch["attention_mask"].bool()
+    real = batch.attention_mask.bool()
     projected = method.trainable_modules()["cos_projection"](s.hidden_states[-1])  # 16 -> 32 wide
     cos = _cos(projected[real], t.hidden_states[-1][real])
     ce = _kl(s.logits, t.logits, 2.0)
-    task = F.cross_entropy(s.logits, batch["labels"])
+    task = F.cross_entropy(s.logits, batch.labels)
     torch.testing.assert_close(out.total, 5 * ce + cos + 0.5 * task, rtol=1e-4, atol=1e-5)
 
 
@@ -156,15 +156,14 @@ def test_distilbert_decoder_next_token_loss(tmp_path):
     teacher = _saved(tmp_path, tiny_model("gpt2", "lm"), "gpt2")
     student = student_from_layers(teacher, [2]).train()
     method = DistilBERTStyle(DistilBERTConfig(), _ctx(student, teacher))
-    batch = _batch()
-    batch.pop("token_type_ids")
+    batch = _batch().replace(token_type_ids=None)
     assert method.prepare_batch(batch) is batch  # decoders are not masked
     s = forward_features(student, batch, method.student_request())
     with torch.no_grad():
         t = forward_features(teacher, batch, method.teacher_request())
     out = method.loss(batch, s, t)
     assert set(out.parts) == {"ce", "next_token", "cos"}
-    ids, real = batch["input_ids"], batch["attention_mask"].bool()
+    ids, real = batch.input_ids, batch.attention_mask.bool()
     pairs = real[:, :-1] & real[:, 1:]
     expected = F.cross_entropy(s.logits[:, :-1][pairs], ids[:, 1:][pairs])
     torch.testing.assert_close(out.parts["next_token"], expected, rtol=1e-4, atol=1e-5)
@@ -204,16 +203,16 @@ def test_attention_scores_share_key_heads_under_grouped_query_attention():
 def test_tinybert_layer_losses_equal_hand_computation():
     teacher = tiny_model("bert", "base", num_hidden_layers=4)
     student = tiny_model("bert", "base", hidden_size=16, num_attention_heads=4).train()
-    method = TinyBERT(TinyBERTConfig(stage="general", projection="per_layer"), _ctx(student, teacher))
+    method = TinyBERT(TinyBERTConfig(projection="per_layer"), _ctx(student, teacher))
     assert method.layer_map == [2, 4]
     batch = _batch()
     s = forward_features(student, batch, method.student_request())
     t = forward_features(teacher, batch, method.teacher_request())
     out = method.loss(batch, s, t)
 
-    real = batch["attention_mask"].bool()
-    so = student(**batch, output_hidden_states=True).hidden_states
-    to = teacher(**batch, output_hidden_states=True).hidden_states
+    real = batch.attention_mask.bool()
+    so = student(**batch.tensors(), output_hidden_states=True).hidden_states
+    to = teacher(**batch.tensors(), output_hidden_states=True).hidden_states
     proj = method.trainable_modules()["projection"]
     keep = (real[:, None, :, None] & real[:, None, None, :]).expand(-1, 4, -1, -1)
     attention, hidden = 0.0, 0.0
@@ -229,7 +228,7 @@ def test_tinybert_layer_losses_equal_hand_computation():
 
 def test_tinybert_attention_zero_for_identical_models_and_ignores_padding():
     teacher = tiny_model("bert", "base")
-    method = TinyBERT(TinyBERTConfig(stage="general"), _ctx(tiny_model("bert", "base"), teacher))
+    method = TinyBERT(TinyBERTConfig(), _ctx(tiny_model("bert", "base"), teacher))
     batch = _batch()
     same = method.loss(
         batch,
@@ -239,7 +238,7 @@ def test_tinybert_attention_zero_for_identical_models_and_ignores_padding():
     assert all(v.item() < 1e-10 for v in same.parts.values())  # identity projections at equal widths
 
     student = tiny_model("bert", "base", num_hidden_layers=1)
-    method = TinyBERT(TinyBERTConfig(stage="general"), _ctx(student, teacher))
+    method = TinyBERT(TinyBERTConfig(), _ctx(student, teacher))
 
     def attention(b):
         s = forward_features(student, b, method.student_request())
@@ -248,34 +247,33 @@ def test_tinybert_attention_zero_for_identical_models_and_ignores_padding():
 
     base = attention(batch)
     assert float(base) > 0
-    garbage = dict(batch)
-    garbage["input_ids"] = torch.where(batch["attention_mask"].bool(), batch["input_ids"], 77)
+    garbage = batch.replace(input_ids=torch.where(batch.attention_mask.bool(), batch.input_ids, 77))
     torch.testing.assert_close(attention(garbage), base)
-    longer = {k: F.pad(v, (0, 3), value=0) for k, v in batch.items()}  # three more padded positions
+    # Three more padded positions.
+    longer = Batch.from_mapping({k: F.pad(v, (0, 3), value=0) for k, v in batch.tensors().items()})
     torch.testing.assert_close(attention(longer), base)
 
 
 def test_tinybert_rejects_head_mismatch_and_rotary():
     teacher = tiny_model("bert", "base")
     with pytest.raises(ConfigError, match="MiniLMv2"):
-        TinyBERT(
-            TinyBERTConfig(stage="general"), _ctx(tiny_model("bert", "base", num_attention_heads=2), teacher)
-        )
+        TinyBERT(TinyBERTConfig(), _ctx(tiny_model("bert", "base", num_attention_heads=2), teacher))
     TinyBERT(  # no attention term, no head restriction
-        TinyBERTConfig(stage="general", attention_weight=0.0),
+        TinyBERTConfig(attention_weight=0.0),
         _ctx(tiny_model("bert", "base", num_attention_heads=2), teacher),
     )
     llama = tiny_model("llama", "base")
     with pytest.raises(ConfigError, match="rotary"):
-        TinyBERT(TinyBERTConfig(stage="general"), _ctx(tiny_model("llama", "base"), llama))
+        TinyBERT(TinyBERTConfig(), _ctx(tiny_model("llama", "base"), llama))
+    corpus = {"data": {"task": "corpus", "corpus": ["x"]}, "method": {"name": "tinybert_prediction"}}
     with pytest.raises(ConfigError, match="labelled task"):
-        TinyBERT(TinyBERTConfig(stage="prediction"), _ctx(tiny_model("bert", "base"), teacher))
+        build_run_config(corpus)
 
 
 def test_tinybert_prediction_soft_cross_entropy():
     teacher = tiny_model("bert", "seq", num_labels=3)
     student = tiny_model("bert", "seq", num_labels=3, num_hidden_layers=1).train()
-    method = TinyBERT(TinyBERTConfig(stage="prediction"), _ctx(student, teacher, num_labels=3))
+    method = TinyBERTPrediction(TinyBERTPredictionConfig(), _ctx(student, teacher, num_labels=3))
     assert len(method.trainable_modules()) == 0
     batch = _batch()
     s = forward_features(student, batch, method.student_request())
@@ -286,20 +284,20 @@ def test_tinybert_prediction_soft_cross_entropy():
 
 def test_tinybert_stage_plan(tmp_path):
     cfg = tiny_run(tmp_path, "tinybert")
-    plan = TinyBERT.stage_plan(cfg)
+    plan = [(step.name, step.config) for step in plan_for(cfg).steps]
     assert [name for name, _ in plan] == ["intermediate", "prediction"]
     assert plan[1][1].models.student.init == "pretrained"
     assert plan[1][1].models.student.path.endswith("stages/intermediate/student")
-    cfg.method = TinyBERTConfig(stage="prediction")
-    assert TinyBERT.stage_plan(cfg) == []
-    cfg.method, cfg.data.task = TinyBERTConfig(), "corpus"
-    assert TinyBERT.stage_plan(cfg) == []
+    assert plan[1][1].method_name == "tinybert_prediction" and plan[0][1].eval.select == "last"
+    # A single stage is a plan of one step; on a corpus TinyBERT is the general stage alone.
+    assert plan_for(tiny_run(tmp_path, "tinybert_prediction")).single
+    student = {"init": "config", "num_layers": 1}
+    corpus = build_run_config(_corpus_run(tmp_path, tmp_path / "teacher", student, name="tinybert"))
+    assert corpus.plan_name == "single" and plan_for(corpus).single
 
 
-def _corpus_run(tmp_path: Path, teacher: Path, student: dict, **method) -> dict:
-    return corpus_run(
-        tmp_path, teacher, student, {"name": "distilbert", **method}, max_steps=2, checkpoint_every=2
-    )
+def _corpus_run(tmp_path: Path, teacher: Path, student: dict, name: str = "distilbert", **method) -> dict:
+    return corpus_run(tmp_path, teacher, student, {"name": name, **method}, max_steps=2, checkpoint_every=2)
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
@@ -319,22 +317,22 @@ def test_distilbert_end_to_end_on_a_corpus(tmp_path, family):
         else {"init": "layers", "layers": [2]}
     )
     cfg = build_run_config(_corpus_run(tmp_path, folder, student, smoothing=True))
-    result = train(cfg, progress=False)
+    result = run(cfg, progress=False)
     assert result.steps == 2
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     terms = {k for r in records for k in r}
     lm_term = "loss/mlm" if family == "bert" else "loss/next_token"
     assert {"loss/ce", "loss/cos", lm_term} <= terms
     if family == "bert":  # the smoothing counts are checkpointed: every real token of 2 x 4 blocks of 16
-        saved = load_file(tmp_path / "run" / "checkpoints" / "step-00000002" / "method.safetensors")
-        assert saved["token_counts.counts"].sum().item() == 2 * 4 * 16
+        saved = load_file(tmp_path / "run" / "checkpoints" / "step-00000002" / "method_state.safetensors")
+        assert saved["token_counts"].sum().item() == 2 * 4 * 16
     config = json.loads((result.student_dir / "config.json").read_text())
     assert config["architectures"][0].endswith("ForMaskedLM" if family == "bert" else "LMHeadModel")
 
 
 def test_tinybert_task_distillation_end_to_end(tmp_path):
     cfg = tiny_run(tmp_path, "tinybert", **{"train.epochs": 1})
-    result = train(cfg, progress=False)
+    result = run(cfg, progress=False)
     stages = Path(cfg.run_dir) / "stages"
     inter = (stages / "intermediate" / "log.jsonl").read_text()
     assert "loss/attention" in inter and "loss/hidden" in inter and "loss/embedding" in inter

@@ -11,13 +11,13 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from distil.adapters import capture_qkv, forward_features, model_inputs
 from distil.errors import ModelError
 from distil.models.architectures import SUPPORTED, get_layers
-from distil.types import HEAD_POSITIONS, FeatureRequest
+from distil.types import Batch, FeatureRequest
 from factories import FAMILIES, VOCAB_SIZE, tiny_config, tiny_model
 
 LENGTHS = (6, 4)  # two sequences of different length: the second is right-padded
 
 
-def _batch(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _batch(model: torch.nn.Module) -> Batch:
     gen = torch.Generator().manual_seed(7)
     # Ids above 4 avoid every family's special/pad ids (RoBERTa positions depend on the pad id).
     ids = torch.randint(5, VOCAB_SIZE, (len(LENGTHS), max(LENGTHS)), generator=gen)
@@ -25,13 +25,13 @@ def _batch(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     for row, length in enumerate(LENGTHS):
         mask[row, :length] = 1
     ids = ids.masked_fill(mask == 0, model.config.pad_token_id)
-    return {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "token_type_ids": torch.zeros_like(ids),
-        "labels": torch.tensor([0, 1]),
-        "idx": torch.tensor([10, 11]),
-    }
+    return Batch(
+        input_ids=ids,
+        attention_mask=mask,
+        token_type_ids=torch.zeros_like(ids),
+        labels=torch.tensor([0, 1]),
+        idx=torch.tensor([10, 11]),
+    )
 
 
 def _projections(family: str, block: torch.nn.Module) -> tuple[torch.nn.Module | None, list]:
@@ -92,7 +92,7 @@ def test_bert_attention_rebuilt_from_captured_qk() -> None:
     q = qkv.query.view(b, s, qkv.num_heads, qkv.head_dim).transpose(1, 2)
     k = qkv.key.view(b, s, qkv.num_kv_heads, qkv.head_dim).transpose(1, 2)
     scores = q @ k.transpose(-1, -2) / math.sqrt(qkv.head_dim)
-    scores = scores.masked_fill(batch["attention_mask"][:, None, None, :] == 0, torch.finfo(scores.dtype).min)
+    scores = scores.masked_fill(batch.attention_mask[:, None, None, :] == 0, torch.finfo(scores.dtype).min)
     torch.testing.assert_close(scores.softmax(-1), feats.attentions[1], atol=1e-6, rtol=1e-5)
 
 
@@ -159,7 +159,7 @@ def test_features_fields_follow_request() -> None:
     assert seq.logits.shape == (2, 2)
     assert seq.hidden_states is None and seq.attentions is None and seq.qkv == {}
     assert base.logits is None and set(base.qkv) == {0}
-    assert torch.equal(seq.attention_mask, batch["attention_mask"])
+    assert torch.equal(seq.attention_mask, batch.attention_mask)
     assert dec.logits is None and dec.causal and not seq.causal
 
 
@@ -180,7 +180,7 @@ _BART |= {"decoder_attention_heads": 2, "encoder_ffn_dim": 32, "decoder_ffn_dim"
 @pytest.mark.parametrize(("family", "kwargs"), [("t5", _T5), ("bart", _BART)])
 def test_unsupported_architecture_lists_supported(family: str, kwargs: dict) -> None:
     model = AutoModel.from_config(AutoConfig.for_model(family, **kwargs))
-    batch = {"input_ids": torch.ones(1, 3, dtype=torch.long)}
+    batch = Batch.from_mapping({"input_ids": torch.ones(1, 3, dtype=torch.long)})
     for call in (
         lambda: capture_qkv(model, [0]).__enter__(),
         lambda: model_inputs(model, batch),
@@ -194,7 +194,7 @@ def test_unsupported_architecture_lists_supported(family: str, kwargs: dict) -> 
 def test_latest_forward_wins() -> None:
     model = tiny_model("bert")
     first, second = _batch(model), _batch(model)
-    second["input_ids"] = second["input_ids"].flip(0)
+    second = second.replace(input_ids=second.input_ids.flip(0))
     with torch.no_grad(), capture_qkv(model, [0]) as qkv:
         model(**model_inputs(model, first))
         model(**model_inputs(model, second))
@@ -221,13 +221,13 @@ def test_bad_layer_index_raises_with_valid_range(index: object) -> None:
 def test_head_positions_give_the_selected_rows_of_the_full_logits(family: str, head: str) -> None:
     model = tiny_model(family, head)
     batch = _batch(model)
-    positions = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
+    positions = torch.zeros_like(batch.attention_mask, dtype=torch.bool)
     positions[0, 1], positions[0, 4], positions[1, 2] = True, True, True
     request = FeatureRequest(hidden_states=True)
     with torch.no_grad():
         full = forward_features(model, batch, request)
         hooks = _hook_count(model)  # transformers may add its own on a first forward
-        part = forward_features(model, {**batch, HEAD_POSITIONS: positions}, request)
+        part = forward_features(model, batch.replace(head_positions=positions), request)
     assert part.logits.shape == (3, full.logits.shape[-1])
     torch.testing.assert_close(part.logits, full.logits[positions])
     torch.testing.assert_close(part.hidden_states[-1], full.hidden_states[-1])
@@ -237,6 +237,6 @@ def test_head_positions_give_the_selected_rows_of_the_full_logits(family: str, h
 def test_head_positions_need_an_lm_head() -> None:
     model = tiny_model("bert")  # a sequence classifier: no output-embedding layer
     batch = _batch(model)
-    positions = batch["attention_mask"].bool()
+    positions = batch.attention_mask.bool()
     with pytest.raises(ModelError, match="output-embedding"), torch.no_grad():
-        forward_features(model, {**batch, HEAD_POSITIONS: positions}, FeatureRequest())
+        forward_features(model, batch.replace(head_positions=positions), FeatureRequest())

@@ -63,7 +63,9 @@ def test_custom_task_checks():
     assert custom_task("text", "y", is_regression=True).text_columns == ("text",)
     with pytest.raises(ConfigError, match="data.label_names"):
         custom_task(["text"], "y")
-    inferred = custom_task(["text"], "sentiment", train_file=CUSTOM / "reviews.csv")
+    inferred = custom_task(
+        ["text"], "sentiment", label_names=infer_label_names(CUSTOM / "reviews.csv", "sentiment")
+    )
     assert inferred.label_names == ("negative", "positive")
     with pytest.raises(ConfigError, match="data.text_columns"):
         custom_task(["a", "b", "c"], "y", label_names=["0", "1"])

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from distil.errors import ConfigError
 from distil.losses import hidden_mse, mapped_hidden_mse
-from distil.losses.hidden import resolve_layer_map
+from distil.models.layer_maps import resolve_layer_map
 
 
 def _pair(b=3, s=5, d=4):

@@ -8,13 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from distil.adapters import forward_features
-from distil.config import DataConfig
 from distil.errors import ConfigError
 from distil.evaluation.perplexity import perplexity_windows, windowed_perplexity
-from distil.losses import task_loss
+from distil.losses import soft_target_mask, task_loss
 from distil.methods import MethodContext
-from distil.methods.kd import KD, KDConfig, soft_target_mask
-from distil.tasks import LMTask
+from distil.methods.kd import KD, KDConfig
+from distil.tasks import LMData, LMTask
 from distil.training.loop import train
 from distil.training.setup import build_run
 from factories import save_tiny_pair, tiny_model, tiny_tokenizer
@@ -89,9 +88,7 @@ def _short(row, n):
 
 
 def _task(tmp_path, **data):
-    cfg = DataConfig(
-        task="lm", corpus=[str(CORPUS)], dev_file=str(CORPUS / "plain.txt"), max_length=16, **data
-    )
+    cfg = LMData(task="lm", corpus=[str(CORPUS)], dev_file=str(CORPUS / "plain.txt"), max_length=16, **data)
     task = LMTask(cfg, 0)
     task.cache_dir = tmp_path / "blocks"
     return task
@@ -102,7 +99,7 @@ def test_labels_are_the_next_token_and_match_hugging_face_loss(tmp_path):
     task.prepare(tiny_tokenizer(), 16)
     rows = [task.train_set[0], _short(task.train_set[1], 9)]
     batch = task.collate(rows)
-    ids, labels = batch["input_ids"], batch["labels"]
+    ids, labels = batch.input_ids, batch.labels
     assert torch.equal(labels[0, :-1], ids[0, 1:]) and labels[0, -1] == -100
     assert torch.equal(labels[1, :8], ids[1, 1:9]) and (labels[1, 8:] == -100).all()  # pad and last real
     model = tiny_model("gpt2", "lm")
@@ -124,22 +121,20 @@ def test_kd_on_lm_is_token_level_over_positions_with_a_next_token(tmp_path):
     with torch.no_grad():
         t = forward_features(teacher, batch, kd.teacher_request())
     out = kd.loss(batch, s, t)
-    keep = batch["labels"] != -100
+    keep = batch.labels != -100
     assert keep.sum() == 15 + 8
-    assert torch.equal(soft_target_mask(batch, s.logits), keep)
+    assert torch.equal(soft_target_mask(batch.labels, s.logits), keep)
     p = F.softmax(t.logits[keep] / 2, -1)
     kl = 4 * (p * (p.log() - F.log_softmax(s.logits[keep] / 2, -1))).sum(-1).mean()
-    ce = F.cross_entropy(s.logits[keep], batch["labels"][keep])
+    ce = F.cross_entropy(s.logits[keep], batch.labels[keep])
     torch.testing.assert_close(out.parts["kd"], kl)
     torch.testing.assert_close(out.parts["task"], ce)
     # Class logits keep the plain batch mean (no mask).
-    assert soft_target_mask({"labels": torch.tensor([0, 1])}, torch.zeros(2, 3)) is None
+    assert soft_target_mask(torch.tensor([0, 1]), torch.zeros(2, 3)) is None
 
 
 def test_ted_stage1_lm_heads_start_from_the_model_head(tmp_path):
-    cfg = lm_run(
-        tmp_path, "ted", **{"method.stage": "filters", "method.side": "student", "eval.select": "last"}
-    )
+    cfg = lm_run(tmp_path, "ted_filters", **_stage1())
     parts = build_run(cfg)
     heads = parts.method.trainable_modules()["heads"]
     lm_head = parts.student.get_output_embeddings().weight
@@ -149,26 +144,26 @@ def test_ted_stage1_lm_heads_start_from_the_model_head(tmp_path):
     s = forward_features(parts.student, batch, parts.method.student_request())
     out = parts.method.loss(batch, s, None)
     logits = heads["layer_1"].out(parts.method.filters(s.hidden_states)[0])
-    keep = batch["labels"] != -100
-    torch.testing.assert_close(out.parts["filter_1"], F.cross_entropy(logits[keep], batch["labels"][keep]))
+    keep = batch.labels != -100
+    torch.testing.assert_close(out.parts["filter_1"], F.cross_entropy(logits[keep], batch.labels[keep]))
     # A filter width other than the model's gives a fresh head of that width.
-    wide = build_run(lm_run(tmp_path / "w", "ted", **{**_stage1(), "method.filter_dim": 48}))
+    wide = build_run(lm_run(tmp_path / "w", "ted_filters", **{**_stage1(), "method.filter_dim": 48}))
     assert wide.method.trainable_modules()["heads"]["layer_1"].out.weight.shape == (128, 48)
 
 
 def _stage1():
-    return {"method.stage": "filters", "method.side": "student", "eval.select": "last"}
+    return {"method.side": "student", "eval.select": "last"}
 
 
 def test_ted_stage2_lm_kl_is_masked_like_the_next_token_loss(tmp_path):
-    parts = build_run(lm_run(tmp_path, "ted", **{"method.stage": "distill", "method.layer_map": [2]}))
+    parts = build_run(lm_run(tmp_path, "ted", **{"plan.name": "single", "method.layer_map": [2]}))
     batch = parts.task.collate([parts.task.train_set[0], _short(parts.task.train_set[1], 5)])
     m = parts.method
     s = forward_features(parts.student, batch, m.student_request())
     with torch.no_grad():
         t = forward_features(parts.teacher, batch, m.teacher_request())
     out = m.loss(batch, s, t)
-    keep = batch["labels"] != -100
+    keep = batch.labels != -100
     p = F.softmax(t.logits[keep] / 2, -1)
     kl = 4 * (p * (p.log() - F.log_softmax(s.logits[keep] / 2, -1))).sum(-1).mean()
     torch.testing.assert_close(out.parts["kl"], kl)
@@ -188,9 +183,9 @@ def test_encoder_only_models_are_rejected_before_training(tmp_path):
 
 def test_lm_config_is_validated(tmp_path):
     with pytest.raises(ConfigError, match="data.task=lm needs data.corpus"):
-        DataConfig(task="lm")
+        LMData(task="lm")
     with pytest.raises(ConfigError, match="eval_stride"):
-        DataConfig(task="lm", corpus=["x"], max_length=16, eval_stride=17)
+        LMData(task="lm", corpus=["x"], max_length=16, eval_stride=17)
     save_tiny_lm(tmp_path / "lm")  # a decoder checkpoint builds fine
     parts = build_run(
         lm_run(

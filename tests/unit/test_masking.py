@@ -6,7 +6,7 @@ import datasets
 import pytest
 import torch
 
-from distil.data.masking import mask_tokens, token_frequency_weights
+from distil.adapters.masking import mask_tokens, token_frequency_weights
 from distil.errors import ConfigError, DataError
 from factories import tiny_tokenizer
 

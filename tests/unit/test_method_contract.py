@@ -1,51 +1,91 @@
-"""Every registered method honours the contract; registry, bundled configs and docs agree."""
+"""Every registered method honours the contract and every hook runs; registry, configs and docs agree."""
 
 from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForMaskedLM
 
 from distil.adapters import forward_features
 from distil.cli.configs import bundled_configs
+from distil.config import build_run_config, load_config
 from distil.methods import METHODS, Method
+from distil.plans import PLANS
 from distil.training.optim import trainable_parameters
 from distil.training.setup import build_run
-from helpers import tiny_run
+from factories import tiny_config, tiny_tokenizer
+from helpers import corpus_run, tiny_run
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# What a method's check_run asks of the tiny labelled run beyond its tiny settings.
+_RUN = {"ted_filters": {"eval.select": "last"}, "homodistil": {"eval.select": "last"}}
+
+
+def _tiny_cfg(tmp_path, name):
+    if name != "homodistil_head":
+        return tiny_run(tmp_path, name, **_RUN.get(name, {}))
+    teacher = tmp_path / "mlm"  # the head stage fits a language-model head on a corpus
+    AutoModelForMaskedLM.from_config(tiny_config("bert")).save_pretrained(teacher)
+    tiny_tokenizer().save_pretrained(teacher)
+    return build_run_config(corpus_run(tmp_path, teacher, {"init": "copy"}, {"name": name}))
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_method_contract(name, tmp_path):
     cls = METHODS[name]
-    assert isinstance(cls.name, str) and cls.name == name
-    cfg = tiny_run(tmp_path, name)
+    assert isinstance(cls.name, str) and cls.name == name and cls.Config.name == name
+    cfg = _tiny_cfg(tmp_path, name)
     cfg.method = cls.Config.tiny()
+    cfg.method.check_run  # noqa: B018  (every config declares its checks)
     parts = build_run(cfg)
-    assert isinstance(parts.method, Method)
+    method = parts.method
+    assert isinstance(method, Method) and Method in cls.__mro__
     assert (parts.teacher is not None) == cls.uses_teacher
-    batch = parts.task.collate([parts.task.train_set[i] for i in range(4)])
-    student = forward_features(parts.student, batch, parts.method.student_request())
-    request = parts.method.teacher_request()
+    assert isinstance(method.corrupts_inputs, bool)
+    batch = method.prepare_batch(parts.task.collate([parts.task.train_set[i] for i in range(4)]))
+    student = forward_features(parts.student, batch, method.student_request())
+    request = method.teacher_request()
     teacher = None
     if request is not None:
         with torch.no_grad():
             teacher = forward_features(parts.teacher, batch, request)
-    out = parts.method.loss(batch, student, teacher)
+    out = method.loss(batch, student, teacher)
     assert out.total.ndim == 0 and torch.isfinite(out.total)
     assert all(torch.isfinite(v) for v in out.parts.values()) and out.parts
     out.total.backward()
-    declared = {id(p) for _, p in trainable_parameters([parts.student, parts.method.trainable_modules()])}
+    declared = {id(p) for _, p in trainable_parameters([parts.student, method.trainable_modules()])}
     if parts.teacher is not None:
         assert all(p.grad is None for p in parts.teacher.parameters())
         assert not declared & {id(p) for p in parts.teacher.parameters()}
-    assert any(p.grad is not None for p in parts.student.parameters())
+    # Gradients reach what trains: the student, or (Stage I, head fitting) the parts left trainable.
+    assert any(
+        p.grad is not None for _, p in trainable_parameters([parts.student, method.trainable_modules()])
+    )
+    method.on_step_end(1)
+    # Non-trainable state round-trips and is never among the trained parameters.
+    state = method.state_dict()
+    assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in state.values())
+    method.load_state_dict({k: v.clone() for k, v in state.items()})
+    assert not {id(v) for v in state.values()} & declared
+    exported = method.export_model(parts.student)
+    assert exported.config.model_type == parts.student.config.model_type
 
 
-def test_every_method_has_a_card_and_a_bundled_config():
+def test_every_method_has_a_card_and_is_run_by_a_bundled_config():
     configs = bundled_configs()
-    for name in METHODS:
-        assert (ROOT / "docs" / "methods" / f"{name}.md").is_file(), f"docs/methods/{name}.md missing"
-        assert any(path.stem == name for path in configs.values()), f"no bundled config for {name}"
+    run_by = set()
+    for name, path in configs.items():
+        if name.startswith("pipeline/"):
+            run_by |= {"finetune", "kd"}  # the main job's two steps
+            continue
+        cfg = load_config(path)
+        run_by |= {cfg.method_name, *cfg.plan.methods}
+    for name, cls in METHODS.items():
+        assert (ROOT / "docs" / "methods" / f"{cls.card}.md").is_file(), f"docs/methods/{cls.card}.md missing"
+        assert name in run_by, f"no bundled config runs {name}"
     cards = {p.stem for p in (ROOT / "docs" / "methods").glob("*.md")}
-    assert cards <= set(METHODS), f"cards without a method: {cards - set(METHODS)}"
+    assert cards <= {cls.card for cls in METHODS.values()}, "cards without a method"
+    assert set(PLANS) >= {
+        load_config(p).plan_name for n, p in configs.items() if not n.startswith("pipeline/")
+    }

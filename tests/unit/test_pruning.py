@@ -15,7 +15,7 @@ from distil.errors import ConfigError
 from distil.methods import MethodContext
 from distil.methods.homodistil import HomoDistil, HomoDistilConfig
 from distil.models.students import count_parameters
-from distil.types import HEAD_POSITIONS
+from distil.types import Batch
 from factories import tiny_config, tiny_model, tiny_tokenizer
 
 IDS = torch.tensor([[5, 9, 17, 30, 44, 61, 70, 88, 97, 12], [6, 8, 25, 33, 41, 55, 0, 0, 0, 0]])
@@ -47,7 +47,7 @@ def _train(method, student, teacher, steps, start=1, lr=1e-2):
     method._opt = opt
     labels = torch.tensor([0, 2])
     for step in range(start, start + steps):
-        batch = method.prepare_batch({"input_ids": IDS, "attention_mask": MASK, "labels": labels})
+        batch = method.prepare_batch(Batch(input_ids=IDS, attention_mask=MASK, labels=labels))
         s = forward_features(student, batch, method.student_request())
         with torch.no_grad():
             t = forward_features(teacher, batch, method.teacher_request())
@@ -127,7 +127,7 @@ def test_coupled_units_are_pruned_together_and_heads_stay_uniform():
     teacher = _teacher("bert")
     method, student = _method(teacher)
     _train(method, student, teacher, 4)
-    masks = method.trainable_modules()["pruning"].masks
+    masks = method.prune_state.masks
     layer = student.bert.encoder.layer[0]
     qk, vo, ffn, hidden = (masks[k].bool() for k in ("l0_qk", "l0_vo", "l0_ffn", "hidden"))
     assert masks["l0_qk"].view(4, -1).sum(-1).tolist() == [4.0] * 4  # 4 of 8 dims in every head
@@ -155,7 +155,7 @@ def test_coupled_units_are_pruned_together_and_heads_stay_uniform():
 def test_pruned_units_never_come_back():
     teacher = _teacher("gpt2")
     method, student = _method(teacher, t_f=6, delta_t=2)
-    state = method.trainable_modules()["pruning"]
+    state = method.prune_state
     history = []
     for step in range(1, 10):
         _train(method, student, teacher, 1, start=step)
@@ -168,7 +168,7 @@ def test_pruned_units_never_come_back():
     assert c_fc[:, off].abs().sum() == 0
     assert student.transformer.wte.weight[:, ~state.masks["hidden"].bool()].abs().sum() == 0
     # Adam's moments regrow pruned weights at every step; the masks re-applied after it keep them at 0.
-    batch = {"input_ids": IDS, "attention_mask": MASK}
+    batch = Batch(input_ids=IDS, attention_mask=MASK)
     s = forward_features(student, batch, method.student_request())
     t = forward_features(teacher, batch, method.teacher_request())
     method.loss(batch, s, t).total.backward()
@@ -217,7 +217,7 @@ def test_step_zero_student_equals_teacher_and_distillation_terms_are_zero():
     method, student = _method(teacher)
     student.eval()  # (dropout is off in tiny models anyway)
     torch.manual_seed(0)
-    batch = method.prepare_batch({"input_ids": IDS, "attention_mask": MASK})
+    batch = method.prepare_batch(Batch(input_ids=IDS, attention_mask=MASK))
     s = forward_features(student, batch, method.student_request())
     t = forward_features(teacher, batch, method.teacher_request())
     assert torch.equal(s.logits, t.logits)
@@ -234,9 +234,9 @@ def test_mlm_heads_run_only_where_a_term_reads(kl_positions):
     method, student = _method(teacher, kl_positions=kl_positions)
     _train(method, student, teacher, steps=2)  # the student differs from the teacher
     torch.manual_seed(1)
-    batch = method.prepare_batch({"input_ids": IDS, "attention_mask": MASK})
-    masked = batch["mlm_labels"] != -100
-    assert torch.equal(batch[HEAD_POSITIONS], masked if kl_positions == "masked" else MASK.bool())
+    batch = method.prepare_batch(Batch(input_ids=IDS, attention_mask=MASK))
+    masked = batch.mlm_labels != -100
+    assert torch.equal(batch.head_positions, masked if kl_positions == "masked" else MASK.bool())
 
     def parts(b):
         s = forward_features(student, b, method.student_request())
@@ -244,7 +244,7 @@ def test_mlm_heads_run_only_where_a_term_reads(kl_positions):
             t = forward_features(teacher, b, method.teacher_request())
         return method.loss(b, s, t).parts
 
-    got, want = parts(batch), parts({k: v for k, v in batch.items() if k != HEAD_POSITIONS})
+    got, want = parts(batch), parts(batch.replace(head_positions=None))
     assert set(got) == set(want) and want["kl"].item() > 0
     for name, value in want.items():
         torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6)
@@ -253,7 +253,7 @@ def test_mlm_heads_run_only_where_a_term_reads(kl_positions):
 def test_platon_scores_follow_the_definition():
     teacher = _teacher("bert")
     method, student = _method(teacher, beta1=0.8, beta2=0.9, t_i=3, t_f=6)
-    batch = method.prepare_batch({"input_ids": IDS, "attention_mask": MASK})
+    batch = method.prepare_batch(Batch(input_ids=IDS, attention_mask=MASK))
     s = forward_features(student, batch, method.student_request())
     t = forward_features(teacher, batch, method.teacher_request())
     loss = method.loss(batch, s, t).total
@@ -262,10 +262,10 @@ def test_platon_scores_follow_the_definition():
     w = student.bert.encoder.layer[0].intermediate.dense.weight
     sens = (w.detach() * w.grad).abs()
     method.on_step_end(1)
-    state = method.trainable_modules()["pruning"]
+    state = method.prune_state
     ipt, unc = (
-        state.ipt["bert-encoder-layer-0-intermediate-dense-weight"],
-        state.unc["bert-encoder-layer-0-intermediate-dense-weight"],
+        state.ipt["bert.encoder.layer.0.intermediate.dense.weight"],
+        state.unc["bert.encoder.layer.0.intermediate.dense.weight"],
     )
     torch.testing.assert_close(ipt, 0.2 * sens)
     torch.testing.assert_close(unc, 0.1 * (sens - 0.2 * sens).abs())
@@ -273,9 +273,9 @@ def test_platon_scores_follow_the_definition():
     b = student.bert.encoder.layer[0]
     score = lambda n: state.ipt[n] * state.unc[n]  # noqa: E731
     expected = (
-        score("bert-encoder-layer-0-intermediate-dense-weight").sum(1)
-        + score("bert-encoder-layer-0-intermediate-dense-bias")
-        + score("bert-encoder-layer-0-output-dense-weight").sum(0)
+        score("bert.encoder.layer.0.intermediate.dense.weight").sum(1)
+        + score("bert.encoder.layer.0.intermediate.dense.bias")
+        + score("bert.encoder.layer.0.output.dense.weight").sum(0)
     )
     torch.testing.assert_close(method.pruner.unit_scores(group), expected)
     assert b.output.dense.weight.shape[1] == group.size

@@ -24,11 +24,11 @@ def test_capture_stacks_start_and_end_scores(tmp_path):
     parts, batch = _qa_batch(tmp_path)
     feats = forward_features(parts.teacher, batch, parts.method.student_request())
     out = parts.teacher(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        token_type_ids=batch["token_type_ids"],
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        token_type_ids=batch.token_type_ids,
     )
-    assert feats.logits.shape == (4, 2, batch["input_ids"].shape[1])
+    assert feats.logits.shape == (4, 2, batch.input_ids.shape[1])
     assert torch.equal(feats.logits[:, 0], out.start_logits) and torch.equal(
         feats.logits[:, 1], out.end_logits
     )
@@ -47,7 +47,7 @@ def test_kd_on_qa_is_the_mean_of_start_and_end_terms(tmp_path):
     with torch.no_grad():
         t = forward_features(parts.teacher, batch, kd.teacher_request())
     out = kd.loss(batch, s, t)
-    start, end = batch["labels"][:, 0], batch["labels"][:, 1]
+    start, end = batch.labels[:, 0], batch.labels[:, 1]
     task = (F.cross_entropy(s.logits[:, 0], start) + F.cross_entropy(s.logits[:, 1], end)) / 2
     soft = (_kl(s.logits[:, 0], t.logits[:, 0], 2.0) + _kl(s.logits[:, 1], t.logits[:, 1], 2.0)) / 2
     torch.testing.assert_close(out.parts["task"], task)
@@ -56,8 +56,8 @@ def test_kd_on_qa_is_the_mean_of_start_and_end_terms(tmp_path):
 
 
 def test_ted_on_qa_stage1_span_heads_and_stage2_kl(tmp_path):
-    stage1 = {"method.stage": "filters", "method.side": "student", "eval.select": "last"}
-    parts, batch = _qa_batch(tmp_path, "ted", **stage1)
+    stage1 = {"method.side": "student", "eval.select": "last"}
+    parts, batch = _qa_batch(tmp_path, "ted_filters", **stage1)
     m = parts.method
     heads = m.trainable_modules()["heads"]
     assert heads["layer_1"].out.weight.shape == (2, 32)
@@ -66,11 +66,11 @@ def test_ted_on_qa_stage1_span_heads_and_stage2_kl(tmp_path):
     g = m.filters(s.hidden_states)[0]
     scores = heads["layer_1"].out(g)  # [B, S, 2]
     expected = (
-        F.cross_entropy(scores[..., 0], batch["labels"][:, 0])
-        + F.cross_entropy(scores[..., 1], batch["labels"][:, 1])
+        F.cross_entropy(scores[..., 0], batch.labels[:, 0])
+        + F.cross_entropy(scores[..., 1], batch.labels[:, 1])
     ) / 2
     torch.testing.assert_close(out.parts["filter_1"], expected)
-    stage2 = {"method.stage": "distill", "method.layer_map": [2], "method.kl_alpha": 10.0}
+    stage2 = {"plan.name": "single", "method.layer_map": [2], "method.kl_alpha": 10.0}
     parts, batch = _qa_batch(tmp_path / "s2", "ted", **stage2)
     m = parts.method
     s = forward_features(parts.student, batch, m.student_request())

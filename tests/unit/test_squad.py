@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distil.config import DataConfig
+from distil.config import build_run_config
 from distil.data.squad import check_answer_spans, read_squad, split_by_title
 from distil.data.squad_features import build_features
 from distil.errors import ConfigError, DataError
 from distil.evaluation.squad import decode_answers
 from distil.metrics import normalize_answer, squad_metrics
-from distil.tasks import QATask, load_task
+from distil.tasks import SquadData, SquadTask, load_task
 from factories import tiny_tokenizer
 from qa_lm_helpers import SQUAD_V1, SQUAD_V2
 
@@ -144,7 +144,7 @@ def test_training_split_needs_answers_at_their_offsets(tmp_path):
     no_answers = _write(
         tmp_path, _file([{"id": "x", "question": "q", "answers": []}], version="v2.0"), "test.json"
     )
-    cfg = DataConfig(
+    cfg = SquadData(
         task="squad_v2", dev_file=str(SQUAD_V2), train_file=str(no_answers), max_length=48, doc_stride=16
     )
     with pytest.raises(DataError, match="no answers and is not marked is_impossible"):
@@ -154,25 +154,25 @@ def test_training_split_needs_answers_at_their_offsets(tmp_path):
 def test_missing_files_and_bad_settings_are_reported(tmp_path):
     with pytest.raises(DataError, match="SQuAD dev file not found"):
         load_task(
-            DataConfig(
+            SquadData(
                 task="squad", dev_file=str(tmp_path / "x.json"), data_dir=str(tmp_path), max_length=384
             ),
             0,
         )
     with pytest.raises(DataError, match=r"data.split_dev"):  # no training file: the fix names split_dev
-        load_task(DataConfig(task="squad", dev_file=str(SQUAD_V1), data_dir=str(tmp_path), max_length=384), 0)
+        load_task(SquadData(task="squad", dev_file=str(SQUAD_V1), data_dir=str(tmp_path), max_length=384), 0)
     with pytest.raises(ConfigError, match="doc_stride.*max_length=384"):
-        DataConfig(task="squad")  # the default max_length (128) is too short for the default stride
+        SquadData(task="squad", max_length=128)  # too short for the default stride
     with pytest.raises(ConfigError, match="split_dev must be in"):
-        DataConfig(task="squad", split_dev=1.0, max_length=384)
+        SquadData(task="squad", split_dev=1.0, max_length=384)
     with pytest.raises(ConfigError, match="cannot be combined with data.train_file"):
-        DataConfig(task="squad", split_dev=0.2, train_file="x.json", max_length=384)
-    with pytest.raises(ConfigError, match="squad or squad_v2 only"):
-        DataConfig(task="sst2", split_dev=0.2)
+        SquadData(task="squad", split_dev=0.2, train_file="x.json", max_length=384)
+    with pytest.raises(ConfigError, match="data.split_dev"):  # only SQuAD's data section has the field
+        build_run_config({"data": {"task": "sst2", "split_dev": 0.2}, "method": {"name": "kd"}})
 
 
 def test_relative_squad_paths_are_looked_up_under_the_data_dir():
-    cfg = DataConfig(
+    cfg = SquadData(
         task="squad",
         dev_file="squad/tiny-v1.1.json",
         data_dir=str(SQUAD_V1.parents[1]),
@@ -200,8 +200,8 @@ def test_split_by_title_is_disjoint_deterministic_and_seeded():
 
 
 def test_task_describes_its_split():
-    task = QATask(
-        DataConfig(task="squad", dev_file=str(SQUAD_V1), split_dev=0.25, max_length=48, doc_stride=16), 0
+    task = SquadTask(
+        SquadData(task="squad", dev_file=str(SQUAD_V1), split_dev=0.25, max_length=48, doc_stride=16), 0
     )
     info = task.describe()
     assert info["split"] == "dev file split by article title" and info["split_seed"] == 0

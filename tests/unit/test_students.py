@@ -10,6 +10,7 @@ from transformers import AutoModelForSequenceClassification
 
 from distil.errors import ConfigError, ModelError
 from distil.models.architectures import arch_spec, get_layers, num_layers
+from distil.models.layer_maps import paper_layer_map, uniform_layer_map, validate_layer_list
 from distil.models.loading import (
     check_same_vocabulary,
     freeze,
@@ -19,12 +20,9 @@ from distil.models.loading import (
 )
 from distil.models.students import (
     count_parameters,
-    paper_layer_map,
     student_copy,
     student_from_config,
     student_from_layers,
-    uniform_layer_map,
-    validate_layer_list,
 )
 from factories import FAMILIES, VOCAB_SIZE, save_tiny_pair, tiny_config, tiny_model, tiny_tokenizer
 

@@ -13,14 +13,15 @@ from torch import nn
 import distil.training.loop as loop
 from distil.adapters import forward_features
 from distil.adapters.projections import LayerProjections
+from distil.config import build_run_config
 from distil.errors import ConfigError
 from distil.methods import MethodContext
 from distil.methods.lwd import LWD, LWDConfig
-from distil.methods.ted import TED, layer_map
+from distil.methods.ted import layer_map
+from distil.plans import plan_for, run, stage_dir
 from distil.training.loop import train
 from distil.training.optim import trainable_parameters
 from distil.training.setup import build_run
-from distil.training.stages import stage_dir
 from factories import save_tiny_pair
 from helpers import tiny_run, write_tiny_task
 
@@ -39,6 +40,17 @@ NARROW = {
 
 def _ted(tmp_path, **overrides):
     return tiny_run(tmp_path, "ted", **{"train.epochs": 1, **overrides})
+
+
+def _stage2(tmp_path, **overrides):
+    """TED's Stage II alone (one run, the plan's other stages left out)."""
+    return _ted(tmp_path, **{"plan.name": "single", **overrides})
+
+
+def _stage1(tmp_path, **overrides):
+    """TED's Stage I alone, in the same run folder."""
+    run_dir = str(tmp_path / "run-ted")
+    return tiny_run(tmp_path, "ted_filters", **{"run_dir": run_dir, "train.epochs": 1, **overrides})
 
 
 def _capture(monkeypatch):
@@ -80,13 +92,13 @@ def test_layer_map(teacher, student, scheme, expected):
 @pytest.mark.parametrize("side", ["student", "teacher"])
 def test_stage1_trains_only_filters_and_heads(tmp_path, monkeypatch, side):
     # Two epochs: the final filters (not the first evaluation's) must be exported.
-    overrides = {"method.stage": "filters", "method.side": side, "eval.select": "last", "train.epochs": 2}
+    overrides = {"method.side": side, "eval.select": "last", "train.epochs": 2}
     if side == "teacher":  # the run's student is the teacher checkpoint; filters on M(k) = [2]
         overrides |= {"models.student.init": "pretrained", "models.student.path": str(tmp_path / "teacher")}
         overrides |= {"method.layer_map": "paper", "method.student_depth": 1}
     save_tiny_pair(tmp_path / "teacher", "bert", num_labels=2)
     seen = _capture(monkeypatch)
-    cfg = _ted(tmp_path, **overrides)
+    cfg = _stage1(tmp_path, **overrides)
     train(cfg, progress=False)
     parts = seen["parts"]
     extras = parts.method.trainable_modules()
@@ -118,8 +130,8 @@ def test_stage2_leaves_teacher_and_its_filters_unchanged(tmp_path, monkeypatch):
     save_tiny_pair(tmp_path / "teacher", "bert", num_labels=2)
     filters = _write_filters(tmp_path / "t.safetensors", [1, 2], 32, 32)
     seen = _capture(monkeypatch)
-    stage2 = {"method.stage": "distill", "method.teacher_filters": filters, "method.layer_map": [1, 2]}
-    cfg = _ted(tmp_path, **NARROW, **stage2)
+    stage2 = {"method.teacher_filters": filters, "method.layer_map": [1, 2]}
+    cfg = _stage2(tmp_path, **NARROW, **stage2)
     teacher_before = {k: v.clone() for k, v in build_run(cfg).teacher.state_dict().items()}
     train(cfg, progress=False)
     parts, method = seen["parts"], seen["parts"].method
@@ -153,17 +165,17 @@ def _apply(linear, x):
 
 @pytest.mark.parametrize("mask_padding", [False, True])
 def test_stage2_loss_equals_hand_computation(tmp_path, mask_padding):
-    method_cfg = {"method.stage": "distill", "method.layer_map": [1, 2], "method.mask_padding": mask_padding}
+    method_cfg = {"method.layer_map": [1, 2], "method.mask_padding": mask_padding}
     method_cfg |= {"method.kl_alpha": 2.0, "method.mse_alpha": 3.0, "method.temperature": 1.5}
-    parts = build_run(_ted(tmp_path, **NARROW, **method_cfg))
+    parts = build_run(_stage2(tmp_path, **NARROW, **method_cfg))
     batch, s, t = _features(parts)
     m = parts.method
-    assert batch["attention_mask"].min() == 0  # padding is present, so masking matters
+    assert batch.attention_mask.min() == 0  # padding is present, so masking matters
     out = m.loss(batch, s, t)
-    task = F.cross_entropy(s.logits, batch["labels"])
+    task = F.cross_entropy(s.logits, batch.labels)
     p_t, log_p_s = F.softmax(t.logits / 1.5, -1), F.log_softmax(s.logits / 1.5, -1)
     kl = 1.5**2 * (p_t * (p_t.log() - log_p_s)).sum() / len(p_t)
-    mask = batch["attention_mask"].bool()
+    mask = batch.attention_mask.bool()
     errors = []
     for k, mk in [(1, 1), (2, 2)]:
         g_s = _apply(m.filters.maps[f"layer_{k}"], s.hidden_states[k])
@@ -181,18 +193,18 @@ def test_regression_kl_is_identically_zero(tmp_path):
     save_tiny_pair(tmp_path / "teacher", "bert", num_labels=1)
     write_tiny_task(tmp_path / "train.jsonl", 32, seed=0, regression=True)
     write_tiny_task(tmp_path / "dev.jsonl", 16, seed=1, regression=True)
-    regression = {"data.is_regression": True, "data.label_names": None, "method.stage": "distill"}
-    parts = build_run(_ted(tmp_path, **regression))
+    regression = {"data.is_regression": True, "data.label_names": None}
+    parts = build_run(_stage2(tmp_path, **regression))
     batch, s, t = _features(parts)
     out = parts.method.loss(batch, s, t)
     assert out.parts["kl"].item() == 0.0
-    assert torch.allclose(out.parts["task"], F.mse_loss(s.logits.squeeze(-1), batch["labels"]))
+    assert torch.allclose(out.parts["task"], F.mse_loss(s.logits.squeeze(-1), batch.labels))
     assert torch.allclose(out.total, out.parts["task"] + 20.0 * out.parts["filter_mse"])
 
 
 def test_lwd_equals_ted_stage2_with_identity_teacher_filters(tmp_path):
-    ted_cfg = {"method.stage": "distill", "method.layer_map": [1, 2], "method.mse_alpha": 7.0}
-    parts = build_run(_ted(tmp_path, **NARROW, **ted_cfg))
+    ted_cfg = {"method.layer_map": [1, 2], "method.mse_alpha": 7.0}
+    parts = build_run(_stage2(tmp_path, **NARROW, **ted_cfg))
     ctx = MethodContext(student=parts.student, teacher=parts.teacher, is_regression=False, num_labels=2)
     lwd = LWD(LWDConfig(layer_map=[1, 2], mse_alpha=7.0), ctx)
     ted = parts.method
@@ -213,9 +225,9 @@ def _recipe(run_dir):
 
 
 def test_full_plan_runs_end_to_end_and_reuses_stage_outputs(tmp_path, capsys):
-    # Student-side stages run 2 epochs (8 steps), the teacher's 1 epoch (method.teacher_epochs).
-    cfg = _ted(tmp_path, **{"train.epochs": 2, "method.layer_map": "paper", "method.teacher_epochs": 1})
-    result = train(cfg, progress=False)
+    # Student-side stages run 2 epochs (8 steps), the teacher's 1 epoch (plan.teacher_epochs).
+    cfg = _ted(tmp_path, **{"train.epochs": 2, "method.layer_map": "paper", "plan.teacher_epochs": 1})
+    result = run(cfg, progress=False)
     root = Path(cfg.run_dir)
     names = ["teacher-finetune", "student-finetune", "teacher-filters", "student-filters", "distill"]
     recipe = _recipe(root)
@@ -225,7 +237,7 @@ def test_full_plan_runs_end_to_end_and_reuses_stage_outputs(tmp_path, capsys):
     assert distill["models"]["teacher"] == str(stage_dir(root, "teacher-finetune") / "student")
     assert distill["models"]["student"]["path"] == str(stage_dir(root, "student-filters") / "student")
     assert distill["method"]["teacher_filters"].endswith("teacher-filters/student/method.safetensors")
-    assert distill["method"]["layer_map"] == [2] and distill["method"]["stage"] == "distill"
+    assert distill["method"]["layer_map"] == [2] and distill["method"]["name"] == "ted"
     teacher_filters = _recipe(stage_dir(root, "teacher-filters"))["config"]
     assert teacher_filters["method"]["side"] == "teacher"
     assert _recipe(stage_dir(root, "student-finetune"))["method"] == "finetune"
@@ -242,17 +254,17 @@ def test_full_plan_runs_end_to_end_and_reuses_stage_outputs(tmp_path, capsys):
     shutil.rmtree(root / "student")
     shutil.rmtree(stage_dir(root, "distill"))
     capsys.readouterr()
-    train(cfg, resume=True, progress=False)
+    run(cfg, resume=True, progress=False)
     assert "stage student-filters: reusing" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("family", ["deberta-v2", "gpt2"])
 def test_ted_and_lwd_end_to_end_on_other_families(tmp_path, family):
     save_tiny_pair(tmp_path / "teacher", family, num_labels=2)
-    quick = {"train.max_steps": 2, "method.finetune_teacher": False, "method.finetune_student": False}
+    quick = {"train.max_steps": 2, "plan.finetune_teacher": False, "plan.finetune_student": False}
     quick["models.attn_implementation"] = "eager"  # DeBERTa-v2 has no sdpa kernel
     ted = _ted(tmp_path, **quick, **{"method.filter_type": "mlp", "method.mask_padding": True})
-    train(ted, progress=False)
+    run(ted, progress=False)
     assert list(_recipe(ted.run_dir)["stages"]) == ["teacher-filters", "student-filters", "distill"]
     lwd = tiny_run(tmp_path, "lwd", **{"train.max_steps": 2, "models.attn_implementation": "eager"})
     train(lwd, progress=False)
@@ -263,17 +275,17 @@ def test_ted_and_lwd_end_to_end_on_other_families(tmp_path, family):
 def test_bad_layer_map_is_rejected_before_training(tmp_path):
     cfg = _ted(tmp_path, **{"method.layer_map": [5]})
     with pytest.raises(ConfigError, match=r"method.layer_map=\[5\]: 5 is not a layer of the 2-layer teacher"):
-        train(cfg, progress=False)
+        run(cfg, progress=False)
     assert not Path(cfg.run_dir).exists()
     cfg = _ted(tmp_path, **{"models.student.layers": [1, 2], "method.layer_map": "paper"})
     with pytest.raises(ConfigError, match="method.layer_map=paper"):
-        train(cfg, progress=False)
+        run(cfg, progress=False)
     with pytest.raises(ConfigError, match="method.layer_map=paper"):
-        build_run(_ted(tmp_path, **{"models.student.layers": [1, 2], "method.stage": "distill"}))
+        build_run(_stage2(tmp_path, **{"models.student.layers": [1, 2]}))
     with pytest.raises(ConfigError, match="has 2 entries"):
         build_run(tiny_run(tmp_path, "lwd", **{"method.layer_map": [1, 2]}))
     with pytest.raises(ConfigError, match="method.student_depth"):
-        build_run(_ted(tmp_path, **{"method.stage": "filters", "method.side": "teacher"}))
+        _stage1(tmp_path, **{"method.side": "teacher", "eval.select": "last"})
 
 
 def test_mismatched_filter_dims_are_rejected(tmp_path):
@@ -281,41 +293,44 @@ def test_mismatched_filter_dims_are_rejected(tmp_path):
     wide = _write_filters(tmp_path / "wide.safetensors", [1, 2], 32, 32)
     narrow_t = _write_filters(tmp_path / "narrow_t.safetensors", [1, 2], 32, 24)
     other_layers = _write_filters(tmp_path / "l1.safetensors", [1], 32, 32)
-    base = {**NARROW, "method.stage": "distill", "method.layer_map": [1, 2]}
+    base = {**NARROW, "method.layer_map": [1, 2]}
     with pytest.raises(ConfigError, match=r"method.teacher_filters=.*shape \(24, 32\).*needs \(32, 32\)"):
-        build_run(_ted(tmp_path, **base, **{"method.teacher_filters": narrow_t}))
+        build_run(_stage2(tmp_path, **base, **{"method.teacher_filters": narrow_t}))
     # Student filters of 32 -> 32 do not fit a 16-wide student.
     with pytest.raises(ConfigError, match=r"method.student_filters=.*needs \(32, 16\)"):
-        build_run(_ted(tmp_path, **base, **{"method.teacher_filters": wide, "method.student_filters": wide}))
+        build_run(
+            _stage2(tmp_path, **base, **{"method.teacher_filters": wide, "method.student_filters": wide})
+        )
     # A d_f of 24 on the student side does not match the teacher filters' 32.
     with pytest.raises(ConfigError, match=r"method.teacher_filters=.*filter_dim"):
-        build_run(_ted(tmp_path, **base, **{"method.teacher_filters": wide, "method.filter_dim": 24}))
+        build_run(_stage2(tmp_path, **base, **{"method.teacher_filters": wide, "method.filter_dim": 24}))
     with pytest.raises(ConfigError, match=r"holds maps for \['layer_1'\], but this run needs"):
-        build_run(_ted(tmp_path, **base, **{"method.teacher_filters": other_layers}))
+        build_run(_stage2(tmp_path, **base, **{"method.teacher_filters": other_layers}))
     with pytest.raises(ConfigError, match="no such file"):
-        build_run(_ted(tmp_path, **base, **{"method.teacher_filters": str(tmp_path / "missing")}))
+        build_run(_stage2(tmp_path, **base, **{"method.teacher_filters": str(tmp_path / "missing")}))
 
 
 def test_other_bad_input(tmp_path):
-    with pytest.raises(ConfigError, match="classification and regression"):
-        TED.model_head("base")
-    with pytest.raises(ConfigError, match="classification and regression"):
-        LWD.model_head("base")
+    corpus = {"data": {"task": "corpus", "corpus": [str(tmp_path)]}, "method": {"name": "ted"}}
+    with pytest.raises(ConfigError, match="needs a labelled task"):
+        build_run_config(corpus)
+    with pytest.raises(ConfigError, match="needs a labelled task"):
+        build_run_config({**corpus, "method": {"name": "lwd"}})
     with pytest.raises(ConfigError, match="eval.select=last"):
-        train(_ted(tmp_path, **{"method.stage": "filters"}), progress=False)
+        _stage1(tmp_path)
     assert not (tmp_path / "run-ted").exists()
-    with pytest.raises(ConfigError, match="single run needs"):
-        build_run(_ted(tmp_path, **{"method.stage": "all"}))
+    with pytest.raises(ConfigError, match="plan.name=ted runs method 'ted'"):
+        tiny_run(tmp_path, "kd", **{"plan.name": "ted"})
     with pytest.raises(ConfigError, match="method.mse_alpha"):
         _ted(tmp_path, **{"method.mse_alpha": -1.0})
 
 
 def test_finetune_only_plan(tmp_path):
-    plan = TED.stage_plan(_ted(tmp_path, **{"method.stage": "finetune"}))
+    plan = [(s.name, s.config) for s in plan_for(_ted(tmp_path, **{"plan.stop_after": "finetune"})).steps]
     assert [name for name, _ in plan] == ["teacher-finetune", "student-finetune"]
     assert plan[0][1].models.student.path == str(tmp_path / "teacher") and plan[0][1].models.teacher is None
     # The student's layers come from the fine-tuned teacher.
     assert plan[1][1].models.teacher == str(stage_dir(tmp_path / "run-ted", "teacher-finetune") / "student")
-    off = {"method.stage": "finetune", "method.finetune_teacher": False, "method.finetune_student": False}
+    off = {"plan.stop_after": "finetune", "plan.finetune_teacher": False, "plan.finetune_student": False}
     with pytest.raises(ConfigError, match="nothing to run"):
-        TED.stage_plan(_ted(tmp_path, **off))
+        _ted(tmp_path, **off)

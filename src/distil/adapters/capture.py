@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 
 from distil.errors import ModelError
 from distil.models.architectures import ArchSpec, arch_spec, get_layers
-from distil.types import HEAD_POSITIONS, QKV, FeatureRequest, Features
+from distil.types import QKV, Batch, FeatureRequest, Features
 
 __all__ = ["capture_qkv", "forward_features", "model_inputs"]
 
@@ -91,7 +91,8 @@ class _LayerRecorder:
                 return
             self.seen[name] = output
             if len(self.seen) == len(_ROLES):
-                self.out[self.index] = _make_qkv(*(self.seen[r] for r in _ROLES), *self.heads)
+                q, k, v = (self.seen[r] for r in _ROLES)
+                self.out[self.index] = _make_qkv(q, k, v, *self.heads)
 
         return hook
 
@@ -152,7 +153,9 @@ def capture_qkv(model: PreTrainedModel, layers: Sequence[int]) -> Iterator[dict[
             handle.remove()
 
 
-def model_inputs(model: PreTrainedModel, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def model_inputs(
+    model: PreTrainedModel, batch: Batch | Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Select the batch entries the model's forward should receive.
 
     Batches carry extra keys (``labels``, ``idx``) that must not reach the model, and a tokenizer may
@@ -170,7 +173,8 @@ def model_inputs(model: PreTrainedModel, batch: Mapping[str, torch.Tensor]) -> d
     keys = ["input_ids", "attention_mask"]
     if arch_spec(model).token_type_ids and getattr(model.config, "type_vocab_size", 1) > 0:
         keys.append("token_type_ids")
-    return {key: batch[key] for key in keys if key in batch}
+    entries = batch.tensors() if isinstance(batch, Batch) else batch
+    return {key: entries[key] for key in keys if key in entries}
 
 
 def _ensure_eager(model: PreTrainedModel) -> None:
@@ -199,7 +203,7 @@ def _head_at(model: PreTrainedModel, positions: torch.Tensor | None) -> Iterator
     head = model.get_output_embeddings()
     if not isinstance(head, nn.Module):
         raise ModelError(
-            f"The batch asks for language-model scores at selected positions ({HEAD_POSITIONS!r}), but "
+            "The batch asks for language-model scores at selected positions (head_positions), but "
             f"{type(model).__name__} has no output-embedding layer; load it with its MLM / LM head."
         )
 
@@ -213,9 +217,7 @@ def _head_at(model: PreTrainedModel, positions: torch.Tensor | None) -> Iterator
         handle.remove()
 
 
-def forward_features(
-    model: PreTrainedModel, batch: Mapping[str, torch.Tensor], request: FeatureRequest
-) -> Features:
+def forward_features(model: PreTrainedModel, batch: Batch, request: FeatureRequest) -> Features:
     """Run one forward pass and collect what ``request`` asks for.
 
     Asking for attentions switches the model to eager attention for good (the only implementation that
@@ -223,13 +225,13 @@ def forward_features(
 
     Args:
         model: A model of a supported family, any head class.
-        batch: Collated tensors; keys the model does not take are ignored.
+        batch: The batch; fields the model does not take are ignored.
         request: Which features to return.
 
     Returns:
         The features; fields not requested are ``None`` (``qkv`` empty). ``logits`` is also ``None`` for
         a model without a head; for a question-answering head it is ``[batch, 2, seq]`` (start, end);
-        ``[N, vocab]`` when ``batch`` holds ``HEAD_POSITIONS`` (the N selected positions, row-major).
+        ``[N, vocab]`` when ``batch.head_positions`` is set (the N selected positions, row-major).
 
     Raises:
         ModelError: The architecture is unsupported, a layer index is out of range, the model did not
@@ -242,7 +244,7 @@ def forward_features(
         _ensure_eager(model)
     # Decoders would otherwise build a KV cache that distillation never reads.
     extra = {"use_cache": False} if spec.causal else {}
-    positions = batch.get(HEAD_POSITIONS) if request.logits else None
+    positions = batch.head_positions if request.logits else None
     with capture_qkv(model, request.qkv_layers) as qkv, _head_at(model, positions):
         outputs = model(
             **inputs,

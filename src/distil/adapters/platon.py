@@ -14,10 +14,9 @@ sensitivities are averaged, so every process holds the same scores and masks.
 
 The model keeps its shapes while it is pruned: pruned rows and columns are zero, and forward hooks on
 its LayerNorms compute mean and variance over the kept hidden dims only, so the masked model computes
-exactly what the physically sliced one does (`distil.adapters.slicing`). Masks and EMAs are frozen
-``nn.Parameter`` s of `PruneState`, which the method returns among its trainable modules, so
-checkpoints save them and a resumed run continues the same schedule. The EMAs are emptied once the
-widths are final (``t_f``); loading a checkpoint resizes them to what it holds.
+exactly what the physically sliced one does (`distil.adapters.slicing`). Masks and EMAs live in
+`PruneState`, the method's non-trainable state (its ``state_dict``), so checkpoints save them and a
+resumed run continues the same schedule. The EMAs are emptied once the widths are final (``t_f``).
 """
 
 from __future__ import annotations
@@ -52,43 +51,55 @@ def cubic_keep(step: int, full: int, target: int, t_i: int, t_f: int) -> int:
 
 
 def _key(name: str) -> str:
-    return name.replace(".", "-")  # ParameterDict keys may not contain dots
+    return name.replace(".", "-")  # one level of keys: a parameter's dots would read as nesting
 
 
-def _frozen(t: Tensor) -> nn.Parameter:
-    return nn.Parameter(t, requires_grad=False)
+class PruneState:
+    """Checkpointed pruning state: one 0/1 mask per group and the two PLATON EMAs per scored parameter.
 
-
-class PruneState(nn.Module):
-    """Checkpointed pruning state: one 0/1 mask per group and the two PLATON EMAs per scored parameter."""
+    Plain tensors, not parameters: nothing here is trained. They follow the model to its device on the
+    first step (`to`).
+    """
 
     def __init__(self, model: PreTrainedModel, plan: PruningPlan) -> None:
-        super().__init__()
         params = dict(model.named_parameters())
         scored = sorted({s.param for g in plan.groups.values() for s in g.slots})
-        self.masks = nn.ParameterDict({k: _frozen(torch.ones(g.size)) for k, g in plan.groups.items()})
+        self.masks: dict[str, Tensor] = {k: torch.ones(g.size) for k, g in plan.groups.items()}
         # float32 whatever the model's dtype: the EMAs average many small terms.
-        self.ipt = nn.ParameterDict({_key(n): _frozen(torch.zeros(params[n].shape)) for n in scored})
-        self.unc = nn.ParameterDict({_key(n): _frozen(torch.zeros(params[n].shape)) for n in scored})
-        self.register_load_state_dict_pre_hook(_take_saved_shapes)
+        self.ipt: dict[str, Tensor] = {n: torch.zeros(params[n].shape) for n in scored}
+        self.unc: dict[str, Tensor] = {n: torch.zeros(params[n].shape) for n in scored}
+
+    def to(self, device: torch.device) -> None:
+        """Move every tensor to ``device`` (a no-op when they are there)."""
+        for table in (self.masks, self.ipt, self.unc):
+            for key, value in table.items():
+                if value.device != device:
+                    table[key] = value.to(device)
 
     def release_scores(self) -> None:
         """Drop the EMAs once the widths are final.
 
-        They are twice the model's size and would otherwise be written to every later checkpoint and
-        beside the exported student (``method.safetensors``).
+        They are twice the model's size and would otherwise be written to every later checkpoint.
         """
         for table in (self.ipt, self.unc):
-            for param in table.values():
-                param.data = param.data.new_zeros(0)
+            for key, value in table.items():
+                table[key] = value.new_zeros(0)
 
+    def _tables(self) -> dict[str, dict[str, Tensor]]:
+        return {"masks": self.masks, "ipt": self.ipt, "unc": self.unc}
 
-def _take_saved_shapes(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *_: Any) -> None:
-    """Resize released (empty) EMAs to what a checkpoint holds, before it is loaded into them."""
-    for name, param in module.named_parameters():
-        saved = state_dict.get(prefix + name)
-        if saved is not None and saved.shape != param.shape:
-            param.data = param.data.new_zeros(saved.shape)
+    def state_dict(self) -> dict[str, Tensor]:
+        """Every tensor, keyed ``masks.<group>``, ``ipt.<param>``, ``unc.<param>`` (param dots as dashes)."""
+        return {f"{name}.{_key(k)}": v for name, table in self._tables().items() for k, v in table.items()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore what ``state_dict`` returned (released EMAs come back empty)."""
+        expected = set(self.state_dict())
+        if set(state) != expected:
+            raise ValueError(f"Pruning state keys differ: missing {sorted(expected - set(state))[:3]}.")
+        for name, table in self._tables().items():
+            for key in table:
+                table[key] = state[f"{name}.{_key(key)}"].clone()
 
 
 class Pruner:
@@ -125,7 +136,7 @@ class Pruner:
         self.model, self.plan, self.state, self.target = model, plan, state, target
         self.t_i, self.t_f, self.delta_t, self.beta1, self.beta2 = t_i, t_f, delta_t, beta1, beta2
         self.scale_attention = scale_attention
-        self.params = {n: p for n, p in model.named_parameters() if _key(n) in state.ipt}
+        self.params = {n: p for n, p in model.named_parameters() if n in state.ipt}
         self.recording = True
         self._sens: dict[str, Tensor] = {}
         self._seen: tuple[int, ...] = ()
@@ -153,16 +164,14 @@ class Pruner:
     def update_scores(self) -> None:
         """Fold the latest sensitivities into the EMAs (parameters without a gradient count as 0)."""
         names = list(self.params)
-        sens = [
-            self._sens[n] if n in self._sens else torch.zeros_like(self.state.ipt[_key(n)]) for n in names
-        ]
+        sens = [self._sens[n] if n in self._sens else torch.zeros_like(self.state.ipt[n]) for n in names]
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             flat = torch.cat([s.reshape(-1) for s in sens])
             dist.all_reduce(flat)
             flat /= dist.get_world_size()
             sens = list(flat.split([s.numel() for s in sens]))
         for name, value in zip(names, sens, strict=True):
-            ipt, unc = self.state.ipt[_key(name)], self.state.unc[_key(name)]
+            ipt, unc = self.state.ipt[name], self.state.unc[name]
             value = value.view_as(ipt).to(ipt.device)
             ipt.mul_(self.beta1).add_(value, alpha=1 - self.beta1)
             unc.mul_(self.beta2).add_((value - ipt).abs(), alpha=1 - self.beta2)
@@ -172,8 +181,8 @@ class Pruner:
         """PLATON score of each unit of ``group``: ``I_bar * U_bar`` summed over all its slots."""
         total = torch.zeros(group.size, device=self.state.masks[group.key].device)
         for slot in group.slots:
-            ipt = self.state.ipt[_key(slot.param)]
-            score = ipt * self.state.unc[_key(slot.param)] if self.beta2 < 1 else ipt
+            ipt = self.state.ipt[slot.param]
+            score = ipt * self.state.unc[slot.param] if self.beta2 < 1 else ipt
             other = [a for a in range(score.ndim) if a != slot.axis]
             per_index = score.sum(dim=other) if other else score
             total += per_index.narrow(0, slot.segment * group.size, group.size)
@@ -219,6 +228,7 @@ class Pruner:
     @torch.no_grad()
     def on_step_end(self, step: int) -> None:
         """EMA update (until ``t_f``, then the EMAs are released), pruning on schedule, masks re-applied."""
+        self.state.to(next(iter(self.params.values())).device)
         if step <= self.t_f:
             self.update_scores()
         self._sens = {}
@@ -237,6 +247,7 @@ class Pruner:
 
         Runs before every forward; masks change at prune events and when a checkpoint is loaded.
         """
+        self.state.to(next(iter(self.params.values())).device)
         seen = tuple(x for m in self.state.masks.values() for x in (m._version, m.data_ptr()))
         if seen == self._seen:
             return

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -164,10 +165,8 @@ class _Builder:
         self.groups = groups
         self.covered: set[str] = set()
 
-    def add(
-        self, key: str, param: nn.Parameter | None, axis: int, segment: int = 0, query: bool = False
-    ) -> None:
-        if param is None:
+    def add(self, key: str, param: object, axis: int, segment: int = 0, query: bool = False) -> None:
+        if not isinstance(param, torch.Tensor):  # a module without a bias
             return
         slot = Slot(self.names[id(param)], axis, segment, query)
         if slot not in self.groups[key].slots:
@@ -226,7 +225,9 @@ def build_plan(model: PreTrainedModel) -> PruningPlan:
     fam, config = _family(model), model.config
     d, heads = int(getattr(config, fam.hidden_key)), int(config.num_attention_heads)
     layers = get_layers(model)
-    ffn = int(layers[0].get_submodule(fam.projections[-1].path).weight.shape[0 if fam.conv1d else 1])
+    ffn_weight = layers[0].get_submodule(fam.projections[-1].path).weight
+    assert isinstance(ffn_weight, torch.Tensor)
+    ffn = int(ffn_weight.shape[0 if fam.conv1d else 1])
     if int(getattr(config, "num_labels", 0) or 0) == d or int(config.vocab_size) == d:
         raise ModelError(f"Ambiguous widths: the label or vocabulary size equals the hidden size {d}.")
     groups = {"hidden": Group("hidden", "hidden", d, 1)}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -82,7 +83,8 @@ def sliced_model(model: PreTrainedModel, plan: PruningPlan, masks: Mapping[str, 
     config = copy.deepcopy(model.config)
     setattr(config, plan.hidden_key, hidden)
     setattr(config, plan.ffn_key, ffn)
-    new = type(model)(config).to(device=model.device, dtype=model.dtype).eval()
+    model_class: Any = type(model)  # transformers' decorated __init__ is opaque to type checkers
+    new: PreTrainedModel = model_class(config).to(device=model.device, dtype=model.dtype).eval()
     by_param = _index(plan)
     tensors = {n: _slice(p.detach(), by_param.get(n, {}), kept) for n, p in model.named_parameters()}
     live, fresh = dict(model.named_modules()), dict(new.named_modules())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from distil.cli.task_args import add_task_options, load_task_split
+from distil.cli.task_args import add_task_options, task_from_args
+from distil.errors import ConfigError
 
 __all__ = ["add_augment_options", "augment_command"]
 
@@ -36,6 +37,8 @@ def add_augment_options(p: argparse.ArgumentParser) -> None:
 
 def augment_command(args: argparse.Namespace) -> int:
     """Load the training split, perturb it, write the TSV and say how to train on it."""
+    from torch import nn
+
     from distil.data.augment import (
         AugmentOptions,
         augment_rows,
@@ -50,9 +53,16 @@ def augment_command(args: argparse.Namespace) -> int:
         max_ngram=args.max_ngram, neighbours=args.neighbours, seed=args.seed,
     )  # fmt: skip
     out = check_output(args.out, args.overwrite)
-    spec, train = load_task_split(args, "train")
+    from distil.tasks.classification import ClassificationTask
+
+    task, _ = task_from_args(args, eval_only=False)
+    if not isinstance(task, ClassificationTask):
+        raise ConfigError(f"--task {args.task}: distil augment perturbs classification and regression tasks.")
+    spec, train = task.spec, task.raw_train
     tokenizer = load_tokenizer(args.model)
-    embeddings = load_model(args.model, head="base").get_input_embeddings().weight.detach()
+    table = load_model(args.model, head="base").get_input_embeddings()
+    assert isinstance(table, nn.Embedding)
+    embeddings = table.weight.detach()
     words = {w.lower() for c in spec.text_columns for text in train[c][:] for w in text.split()}
     neighbours = embedding_neighbours(embeddings, tokenizer, words, opts.neighbours)
     mask = tokenizer.mask_token or tokenizer.unk_token or ""

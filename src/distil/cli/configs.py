@@ -59,44 +59,51 @@ def load_run_config(
 
 def load_pipeline_config(name_or_path: str | None, overrides: list[str]) -> Any:
     """Load the main job's config (defaults when no file is given)."""
-    from distil.pipeline import PipelineConfig
+    from distil.plans.pipeline import PipelineConfig
 
     return from_dict(PipelineConfig, _raw(name_or_path, overrides))
 
 
-def describe_registry() -> str:
-    """The text of ``distil ls``."""
-    from distil.data.tasks import GLUE_TASKS
-    from distil.methods import METHODS
+def _first_line(obj: object) -> str:
+    return (obj.__doc__ or "").strip().splitlines()[0]
 
-    lines = ["Methods:"]
-    for name, cls in METHODS.items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        lines.append(f"  {name:<12} {doc}")
-    lines.append("Tasks:")
-    for name, task in GLUE_TASKS.items():
-        kind = "regression" if task.is_regression else f"{task.num_labels} classes"
-        lines.append(f"  {name:<12} {kind}; metrics: {', '.join(task.metrics)}")
-    lines.append("  custom       any .csv/.tsv/.jsonl: data.train_file, data.text_columns, data.label_column")
-    lines.append("  squad        SQuAD v1.1 extractive QA (squad_v2: with unanswerable questions); EM, F1")
-    lines.append("  lm           causal language modelling on data.corpus; perplexity on data.dev_file")
-    lines.append("  corpus       task-agnostic distillation on unlabelled text (data.corpus)")
+
+def describe_registry() -> str:
+    """The text of ``distil ls``: methods, plans and tasks from their registries, and bundled configs."""
+    from distil.methods import METHODS
+    from distil.plans import PLANS
+    from distil.tasks import TASKS
+
+    lines = ["Methods (method.name):"]
+    lines += [f"  {name:<20} {_first_line(cls)}" for name, cls in METHODS.items()]
+    lines.append("Plans (plan.name; default: the method's usual plan):")
+    lines += [f"  {name:<20} {_first_line(cls)}" for name, cls in PLANS.items()]
+    lines.append("Tasks (data.task), by kind:")
+    for kind, cls in TASKS.items():
+        lines.append(f"  {kind:<20} {_first_line(cls)}")
+        lines.append(f"  {'':<20} data.task: {', '.join(cls.names)}")
     lines.append("Bundled configs:")
     lines += [f"  {name}" for name in bundled_configs()]
     return "\n".join(lines)
 
 
 def validate(name_or_path: str, overrides: list[str], *, check_data: bool = False) -> str:
-    """Validate a run or pipeline config; returns a one-line summary or raises ``ConfigError``."""
+    """Validate a run or pipeline config as training would, without training; returns a summary.
+
+    Raises:
+        DistilError: Whatever training would reject before its first step, short of loading the models.
+    """
     path = resolve_config(name_or_path)
     data = _raw(str(path), overrides)
     if "method" not in data:
         load_pipeline_config(str(path), overrides)
         return f"{path}: valid pipeline config."
     cfg = build_run_config(data)
+    steps = cfg.plan.step_names(cfg)
+    summary = f"method {cfg.method_name}, task {cfg.data.task}, plan {cfg.plan_name} ({', '.join(steps)})"
     if check_data:
         from distil.tasks import load_task
 
         task = load_task(cfg.data, cfg.train.seed)
-        return f"{path}: valid; method {cfg.method_name}; data: {task.describe()}."
-    return f"{path}: valid; method {cfg.method_name}, task {cfg.data.task}."
+        return f"{path}: valid; {summary}; data: {task.describe()}."
+    return f"{path}: valid; {summary}."

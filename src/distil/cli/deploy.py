@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from distil.cli.task_args import add_task_options, load_task_split
+from distil.cli.task_args import add_task_options, task_from_args
 from distil.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -107,13 +107,17 @@ def _batch_sizes(text: str) -> list[int]:
 
 
 def _dev_split(args: argparse.Namespace) -> DevSplit | None:
-    from distil.data.sources import subset
     from distil.evaluation.bench import DevSplit
+    from distil.tasks.classification import ClassificationTask
 
     if not args.task:
         return None
-    task, raw = load_task_split(args, args.split)
-    return DevSplit(task, subset(raw, args.dev_subset, seed=0), max_length=args.max_length)
+    task, data = task_from_args(args, eval_only=True, max_length=args.max_length, dev_subset=args.dev_subset)
+    if not isinstance(task, ClassificationTask):
+        raise ConfigError(f"--task {args.task}: distil bench scores classification and regression tasks.")
+    if args.split:
+        task.use_split(args.split)
+    return DevSplit(task, max_length=data.max_length)
 
 
 def bench_command(args: argparse.Namespace) -> int:

@@ -1,23 +1,32 @@
-"""``distil eval``: metrics of a saved model on a task split."""
+"""``distil eval``: a saved model scored on a task by that task's own evaluation, as during training."""
 
 from __future__ import annotations
 
 import argparse
 
-from distil.cli.task_args import load_task_split
-from distil.data.batching import tokenize
-from distil.evaluation.classification import evaluate
+from distil.cli.task_args import task_from_args
+from distil.errors import ConfigError
 from distil.models.loading import load_model, load_tokenizer
+from distil.tasks.classification import ClassificationTask
 
 __all__ = ["evaluate_checkpoint"]
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
-    """Load ``args.model`` and its tokenizer and evaluate on the requested split."""
-    task, raw = load_task_split(args, args.split)
-    model = load_model(args.model, head="seq", num_labels=task.num_labels, is_regression=task.is_regression)
-    tokenizer = load_tokenizer(args.model)
-    data = tokenize(raw, tokenizer, task, args.max_length)
-    return evaluate(
-        model, data, task, batch_size=args.batch_size, pad_token_id=int(tokenizer.pad_token_id or 0)
+    """Load ``args.model`` and its tokenizer and evaluate it on the task's dev data (or ``--split``)."""
+    task, data = task_from_args(args, eval_only=True, max_length=args.max_length)
+    if args.split:
+        if not isinstance(task, ClassificationTask):
+            raise ConfigError(f"--split applies to GLUE tasks; --task {args.task} is scored on its --file.")
+        task.use_split(args.split)
+    num_labels = task.num_labels if task.head == "seq" else None
+    model = load_model(
+        args.model,
+        head=task.head,
+        num_labels=num_labels,
+        is_regression=task.is_regression,
+        attn_implementation=args.attn_implementation,
+        dtype=args.dtype,
     )
+    task.prepare(load_tokenizer(args.model), data.max_length)
+    return task.evaluate(model, args.batch_size)

@@ -37,10 +37,10 @@ def _overrides(args: argparse.Namespace, extra: Sequence[str] = ()) -> list[str]
 
 def _train_command(args: argparse.Namespace, method: str | None) -> int:
     from distil.cli.configs import load_run_config
-    from distil.training.loop import train
+    from distil.plans import run
 
     cfg = load_run_config(args.config, _overrides(args), method=method)
-    result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    result = run(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     print(
         f"[distil] {cfg.method_name}: {result.steps} steps in {result.train_seconds:.0f} s; "
         f"dev {result.metrics}; student saved to {result.student_dir}"
@@ -61,7 +61,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 def cmd_pipeline(args: argparse.Namespace) -> int:
     """The main job: fine-tune the teacher, distil it with KD, compare both."""
     from distil.cli.configs import load_pipeline_config
-    from distil.pipeline import run_pipeline
+    from distil.plans.pipeline import run_pipeline
 
     extra = ["data.train_subset=null"] if args.full else []
     cfg = load_pipeline_config(args.config, _overrides(args, extra))
@@ -152,11 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--full", action="store_true", help="Train on the full training set (no subset).")
         if name == "eval":
             p.add_argument("model", help="Saved model folder (e.g. RUN_DIR/student).")
-            p.add_argument("--task", required=True, help="GLUE task name, or 'custom' with --file.")
+            p.add_argument(
+                "--task", required=True, help="A GLUE task, custom, squad, squad_v2 or lm (see `distil ls`)."
+            )
             add_task_options(p, "evaluation")
-            p.add_argument("--split", help="Split to evaluate (default: the task's dev split).")
-            p.add_argument("--max-length", type=int, default=128, help="Truncation length.")
+            p.add_argument(
+                "--split", help="GLUE split to evaluate (default: the task's dev split or splits)."
+            )
+            p.add_argument(
+                "--max-length",
+                type=int,
+                help="Truncation (window) length (default: the task's, as in training).",
+            )
             p.add_argument("--batch-size", type=int, default=64, help="Evaluation batch size.")
+            p.add_argument(
+                "--attn-implementation", choices=["sdpa", "eager"], default="sdpa", help="Attention kernel."
+            )
+            p.add_argument(
+                "--dtype",
+                choices=["float32", "bfloat16", "float16"],
+                help="Load the weights in this dtype (default: as saved).",
+            )
         if name == "validate":
             p.add_argument("config", help="YAML run config (file or bundled name).")
             p.add_argument("overrides", nargs="*", metavar="key=value")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from distil.data.batching import collate, epoch_batches, tokenize
 from distil.data.corpus import build_blocks, collate_blocks, corpus_files, iter_documents
-from distil.data.masking import mask_tokens, token_frequency_weights
 from distil.data.sources import infer_label_names, load_custom, load_glue_split, resolve_data_dir, subset
 from distil.data.tasks import GLUE_TASKS, GlueLayout, TaskSpec, custom_task, get_task
 
@@ -23,9 +22,7 @@ __all__ = [
     "iter_documents",
     "load_custom",
     "load_glue_split",
-    "mask_tokens",
     "resolve_data_dir",
     "subset",
-    "token_frequency_weights",
     "tokenize",
 ]

@@ -92,7 +92,7 @@ def embedding_neighbours(
     candidates: list[int] = []
     names: list[str] = []
     for token_id in range(min(len(tokenizer), embeddings.shape[0])):
-        text = tokenizer.decode([token_id]).strip()
+        text = str(tokenizer.decode([token_id])).strip()
         if text.isalpha() and _single_token_id(tokenizer, text) == token_id:
             candidates.append(token_id)
             names.append(text)
@@ -132,12 +132,12 @@ def augment_text(
 
 def augment_rows(
     ds: Dataset, spec: TaskSpec, neighbours: dict[str, list[str]], mask_token: str, opts: AugmentOptions
-) -> list[tuple[list[str], object]]:
+) -> list[tuple[list[str], float]]:
     """The originals followed by their distinct perturbed copies, as ``(texts, label)`` pairs."""
     rng = random.Random(opts.seed)
     columns = [list(ds[c][:]) for c in spec.text_columns]
     labels = list(ds["label"][:])
-    rows: list[tuple[list[str], object]] = []
+    rows: list[tuple[list[str], float]] = []
     seen: set[tuple[str, ...]] = set()
     for i, label in enumerate(labels):
         texts = [col[i] for col in columns]
@@ -172,7 +172,7 @@ def check_output(path: str | Path, overwrite: bool) -> Path:
 
 
 def write_task_file(
-    path: str | Path, spec: TaskSpec, rows: Sequence[tuple[list[str], object]], *, overwrite: bool = False
+    path: str | Path, spec: TaskSpec, rows: Sequence[tuple[list[str], float]], *, overwrite: bool = False
 ) -> Path:
     """Write rows as a TSV that ``data.train_file`` reads for ``spec`` (its text columns and ``label``).
 
@@ -186,7 +186,7 @@ def write_task_file(
     raw = spec.raw_labels
     lines = ["\t".join([*spec.text_columns, "label"])]
     for texts, label in rows:
-        value = repr(float(label)) if spec.is_regression or raw is None else raw[int(label)]  # type: ignore[call-overload]
+        value = repr(float(label)) if spec.is_regression or raw is None else raw[int(label)]
         lines.append("\t".join([*(_clean(t) for t in texts), value]))
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "\n".join(lines) + "\n")

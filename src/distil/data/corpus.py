@@ -273,7 +273,7 @@ def build_blocks(
             return datasets.Dataset.from_generator(
                 _generate_blocks,
                 features=features,
-                cache_dir=str(Path(where).expanduser()),
+                cache_dir=str(Path(str(where)).expanduser()),
                 keep_in_memory=temporary,  # the table must outlive the temporary folder
                 gen_kwargs=gen_kwargs,
                 fingerprint=_cache_key(files, tokenizer, settings),

@@ -13,7 +13,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import numpy as np
@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 _TRUE = {"1", "true", "yes", "on"}
+_Quoting = Literal[0, 1, 2, 3]  # csv.QUOTE_MINIMAL ... csv.QUOTE_NONE
 _CUSTOM_FIX = "Set data.text_columns and data.label_column to the file's column names."
 
 
@@ -74,7 +75,7 @@ def _check_file(path: Path) -> None:
         raise DataError(f"Data file {str(path)!r} is empty; it needs a header line and at least one row.")
 
 
-def _first_row(path: Path, delimiter: str, quoting: int, encoding: str, headerless: bool) -> list[str]:
+def _first_row(path: Path, delimiter: str, quoting: _Quoting, encoding: str, headerless: bool) -> list[str]:
     with path.open(encoding=encoding, newline="") as handle:
         rows = csv.reader(handle, delimiter=delimiter, quoting=quoting)
         first = next(rows, [])
@@ -132,7 +133,7 @@ def _read_delimited(
     fix: str,
     *,
     delimiter: str,
-    quoting: int,
+    quoting: _Quoting,
     encoding: str,
     column_names: tuple[str, ...] | None = None,
 ) -> datasets.Dataset:
@@ -170,10 +171,10 @@ def _read_user_file(path: str | Path, needed: dict[str, str], fix: str) -> datas
     if suffix in (".csv", ".tsv"):
         # TSV cells are taken verbatim (no quoting) as in GLUE; CSV follows RFC 4180 quoting.
         tsv = suffix == ".tsv"
-        quoting = csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL
         return _read_delimited(
-            path, needed, fix, delimiter="\t" if tsv else ",", quoting=quoting, encoding="utf-8-sig"
-        )
+            path, needed, fix, delimiter="\t" if tsv else ",", encoding="utf-8-sig",
+            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
+        )  # fmt: skip
     raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .jsonl (JSON Lines).")
 
 

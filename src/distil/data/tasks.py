@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from distil.errors import ConfigError, closest
 from distil.metrics import GLUE_METRIC_KEYS, canonical_task_name
@@ -186,8 +185,6 @@ def custom_task(
     label_column: str = "label",
     is_regression: bool = False,
     label_names: Sequence[str] | None = None,
-    *,
-    train_file: str | Path | None = None,
 ) -> TaskSpec:
     """Describe a task read from the user's own CSV, TSV or JSON Lines files.
 
@@ -198,16 +195,14 @@ def custom_task(
         text_columns: One text column, or two for sentence pairs.
         label_column: The label column.
         is_regression: Labels are real numbers.
-        label_names: For classification, the label values as written in the files, in id order.
-        train_file: When ``label_names`` is not given, they are the training file's distinct labels, sorted
-            (see ``distil.data.sources.infer_label_names``).
+        label_names: For classification, the label values as written in the files, in id order (see
+            ``distil.data.sources.infer_label_names`` to take them from a training file).
 
     Returns:
         The task's spec, named ``custom``.
 
     Raises:
         ConfigError: Wrong number of text columns, or label names missing, duplicated or given for regression.
-        DataError: ``train_file`` cannot be read to infer the label names.
     """
     # A bare string would otherwise be split into one-character column names.
     columns = (text_columns,) if isinstance(text_columns, str) else tuple(text_columns)
@@ -217,10 +212,6 @@ def custom_task(
         if label_names:
             raise ConfigError("data.label_names must be empty when data.is_regression is true.")
         return TaskSpec("custom", columns, label_column, None, True, ("pearson", "spearmanr"), "spearmanr")
-    if not label_names and train_file is not None:
-        from distil.data.sources import infer_label_names  # sources imports this module
-
-        label_names = infer_label_names(train_file, label_column)
     names = tuple(str(n) for n in label_names or ())
     if len(names) < 2 or len(set(names)) != len(names):
         raise ConfigError(

@@ -12,7 +12,7 @@ from distil.deploy.onnx import (
     compare_logits,
     export_onnx,
 )
-from distil.deploy.runtime import OnnxModel, find_exports, load_classifier, predict_onnx, resolve_model_dir
+from distil.deploy.runtime import OnnxModel, find_exports, load_classifier, resolve_model_dir
 
 __all__ = [
     "FP32_MAX_REL_DIFF",
@@ -26,6 +26,5 @@ __all__ = [
     "export_onnx",
     "find_exports",
     "load_classifier",
-    "predict_onnx",
     "resolve_model_dir",
 ]

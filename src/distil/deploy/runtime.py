@@ -11,11 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset
 from transformers import AutoConfig, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
-from distil.data.batching import collate
 from distil.errors import ModelError
 from distil.models.loading import load_model, resolve_model_path
 
@@ -24,7 +22,6 @@ __all__ = [
     "OnnxModel",
     "find_exports",
     "load_classifier",
-    "predict_onnx",
     "resolve_model_dir",
 ]
 
@@ -126,22 +123,3 @@ class OnnxModel:
     def __call__(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         """Logits ``(B, num_labels)`` of a collated batch."""
         return self.run(self.feeds(batch))
-
-
-def predict_onnx(
-    model: OnnxModel, dataset: Dataset, *, batch_size: int, pad_token_id: int, is_regression: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and references of an ONNX classifier over a tokenised split, in row order.
-
-    The ONNX counterpart of `distil.evaluation.classification.predict`: the same length-sorted batches.
-    """
-    order = np.argsort([len(ids) for ids in dataset["input_ids"][:]], kind="stable")
-    preds = np.zeros(len(dataset), dtype=np.float64 if is_regression else np.int64)
-    refs = np.zeros(len(dataset), dtype=np.float64 if is_regression else np.int64)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        batch = collate([dataset[int(i)] for i in rows], pad_token_id)
-        logits = model(batch)
-        preds[rows] = logits[:, 0] if is_regression else logits.argmax(-1)
-        refs[rows] = batch["labels"].numpy()
-    return preds, refs

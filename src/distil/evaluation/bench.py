@@ -19,25 +19,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset
 from transformers import PreTrainedModel
 
 from distil.adapters import model_inputs
-from distil.data.batching import tokenize
-from distil.data.tasks import TaskSpec
 from distil.deploy.runtime import (
     OnnxModel,
     find_exports,
     load_classifier,
-    predict_onnx,
     resolve_model_dir,
 )
 from distil.errors import ConfigError
-from distil.evaluation.classification import evaluate, task_metrics
 from distil.evaluation.flops import FLOPS_METHOD, flops_per_token
 from distil.evaluation.speed import random_batch, time_blocks, time_interleaved
 from distil.models.loading import load_tokenizer
 from distil.models.students import count_parameters
+from distil.tasks.classification import ClassificationTask
 
 __all__ = ["PYTORCH", "DevSplit", "format_bench", "run_bench"]
 
@@ -47,17 +43,15 @@ BLOCK_ROUNDS = 3  # with onnx_spin: blocks per runtime (see `time_blocks`)
 
 @dataclass(frozen=True)
 class DevSplit:
-    """Labelled text to score every runtime on.
+    """Labelled text to score every runtime on, with the task's own evaluation.
 
     Attributes:
-        task: The task (metrics, label count).
-        data: Raw rows with the task's text columns and ``label``.
+        task: A classification task loaded for evaluation (``eval_only``); tokenised per model.
         max_length: Truncation length in tokens.
         batch_size: Evaluation batch size.
     """
 
-    task: TaskSpec
-    data: Dataset
+    task: ClassificationTask
     max_length: int = 128
     batch_size: int = 64
 
@@ -80,7 +74,7 @@ def _disk_mb(model_dir: Path, onnx: OnnxModel | None) -> float:
 
 
 def _runtimes(
-    name: str, model_dir: Path, model: torch.nn.Module, onnx: bool, threads: int, spin: bool
+    name: str, model_dir: Path, model: PreTrainedModel, onnx: bool, threads: int, spin: bool
 ) -> list[_Runtime]:
     @torch.inference_mode()
     def forward(batch: dict[str, torch.Tensor]) -> Any:
@@ -94,13 +88,8 @@ def _runtimes(
     return out
 
 
-def _metrics(rt: _Runtime, model: Any, dev: DevSplit, data: Dataset, pad_id: int) -> dict[str, float]:
-    if rt.onnx is None:
-        return evaluate(model, data, dev.task, batch_size=dev.batch_size, pad_token_id=pad_id)
-    preds, refs = predict_onnx(
-        rt.onnx, data, batch_size=dev.batch_size, pad_token_id=pad_id, is_regression=dev.task.is_regression
-    )
-    return task_metrics(dev.task, preds, refs)
+def _metrics(rt: _Runtime, model: Any, dev: DevSplit) -> dict[str, float]:
+    return dev.task.evaluate(model if rt.onnx is None else rt.onnx, dev.batch_size)
 
 
 def _timing(
@@ -109,7 +98,9 @@ def _timing(
     batch_sizes: Sequence[int],
     seq_length: int,
     blocks: bool,
-    **kw: int,
+    *,
+    repeats: int,
+    warmup: int,
 ) -> dict[int, dict[str, Any]]:
     out = {}
     for bs in batch_sizes:
@@ -120,7 +111,10 @@ def _timing(
                 fns[f"{rt.model}/{rt.runtime}"] = _bind(rt.onnx.run, rt.onnx.feeds(batch))
             else:
                 fns[f"{rt.model}/{rt.runtime}"] = _bind(rt.run, batch)
-        out[bs] = time_blocks(fns, rounds=BLOCK_ROUNDS, **kw) if blocks else time_interleaved(fns, **kw)
+        if blocks:
+            out[bs] = time_blocks(fns, rounds=BLOCK_ROUNDS, repeats=repeats, warmup=warmup)
+        else:
+            out[bs] = time_interleaved(fns, repeats=repeats, warmup=warmup)
     return out
 
 
@@ -189,16 +183,13 @@ def run_bench(
                 "parameters": count_parameters(model),
                 "flops_per_token": flops_per_token(model, seq_length),
             }
-            data = pad_id = None
             if dev is not None:
-                tokenizer = load_tokenizer(str(model_dir))
-                data = tokenize(dev.data, tokenizer, dev.task, dev.max_length)
-                pad_id = int(tokenizer.pad_token_id or 0)
+                dev.task.prepare(load_tokenizer(str(model_dir)), dev.max_length)
             for rt in _runtimes(name, model_dir, model, onnx, threads, onnx_spin):
                 row = {"model": name, "runtime": rt.runtime, "path": str(rt.path), **static}
                 row["size_mb"] = _disk_mb(model_dir, rt.onnx)
-                if dev is not None and data is not None and pad_id is not None:
-                    row["metrics"] = _metrics(rt, model, dev, data, pad_id)
+                if dev is not None:
+                    row["metrics"] = _metrics(rt, model, dev)
                 rows.append(row)
                 runtimes.append(rt)
         timing = _timing(runtimes, vocab, batch_sizes, seq_length, onnx_spin, repeats=repeats, warmup=warmup)
@@ -228,7 +219,7 @@ def run_bench(
         "speedup_baseline": base,
         "task": dev.task.name if dev else None,
         "main_metric": dev.task.main_metric if dev else None,
-        "dev_examples": len(dev.data) if dev else 0,
+        "dev_examples": len(dev.task.dev_set) if dev and dev.task.dev_set is not None else 0,
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),

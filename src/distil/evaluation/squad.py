@@ -20,7 +20,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel
 
 from distil.adapters import model_inputs
-from distil.data.batching import collate
+from distil.data.batching import collate, length_sorted_batches, row_lengths
 
 __all__ = ["decode_answers", "predict_span_scores"]
 
@@ -43,12 +43,11 @@ def predict_span_scores(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    lengths = [len(ids) for ids in features["input_ids"][:]]
-    order = np.argsort(lengths, kind="stable")
+    lengths = row_lengths(features)
     starts: list[np.ndarray] = [np.empty(0, np.float32)] * len(lengths)
     ends = list(starts)
-    for begin in range(0, len(order), batch_size):
-        rows = [int(i) for i in order[begin : begin + batch_size]]
+    for order in length_sorted_batches(features, batch_size):
+        rows = [int(i) for i in order]
         batch = collate([features[i] for i in rows], pad_token_id)
         out = model(**{k: v.to(device) for k, v in model_inputs(model, batch).items()})
         start, end = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()

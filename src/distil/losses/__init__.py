@@ -11,7 +11,7 @@ from distil.losses.baselines import (
     token_cross_entropy,
 )
 from distil.losses.hidden import hidden_mse, mapped_hidden_mse
-from distil.losses.logits import kd_kl, logit_mse, task_loss
+from distil.losses.logits import kd_kl, logit_mse, soft_target_mask, task_loss
 from distil.losses.relations import attention_kl, relation_kl, value_relation_kl
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "next_token_labels",
     "relation_kl",
     "soft_cross_entropy",
+    "soft_target_mask",
     "task_loss",
     "token_cross_entropy",
     "value_relation_kl",

@@ -1,4 +1,4 @@
-"""Hidden-state matching: per-token MSE and the teacher-layer maps that pair student and teacher layers.
+"""Hidden-state matching: per-token MSE over the layer pairs of a map (`distil.models.layer_maps`).
 
 Used by layer-wise distillation (LWD: a learned student projection against raw teacher states) and TED
 (task-aware filters on both sides; Liang et al., "Less is More: Task-aware Layer-wise Distillation for
@@ -14,10 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from distil.errors import ConfigError
-from distil.models.students import paper_layer_map, uniform_layer_map
-
-__all__ = ["hidden_mse", "mapped_hidden_mse", "resolve_layer_map"]
+__all__ = ["hidden_mse", "mapped_hidden_mse"]
 
 
 def hidden_mse(student: Tensor, teacher: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -77,55 +74,3 @@ def mapped_hidden_mse(
         raise ValueError(f"mapped_hidden_mse: {len(student)} student vs {len(teacher)} teacher tensors.")
     losses = [hidden_mse(s, t, mask) for s, t in zip(student, teacher, strict=True)]
     return torch.stack(losses).mean()
-
-
-def resolve_layer_map(
-    spec: str | Sequence[int], teacher_layers: int, student_layers: int, field: str = "method.layer_map"
-) -> list[int]:
-    """The 1-indexed teacher layer ``M(k)`` paired with each student layer ``k = 1..K``.
-
-    Args:
-        spec: ``"paper"``: ``M(k) = 2k - 1`` for ``k <= K/2``, ``2k`` otherwise (TED appendix A.2.5,
-            DistilBERT's choice; needs ``L == 2K``); ``"uniform"``: ``M(k) = k * L / K`` rounded half up
-            (what TED's released ``filter_interval`` gives when ``K`` divides ``L``); or an explicit list
-            of ``K`` teacher layers in ``1..L``.
-        teacher_layers: Teacher depth ``L``.
-        student_layers: Student depth ``K``.
-        field: Config field named in errors.
-
-    Returns:
-        ``[M(1), ..., M(K)]``.
-
-    Raises:
-        ConfigError: The map does not fit the two depths.
-    """
-    depths = f"a {teacher_layers}-layer teacher and a {student_layers}-layer student"
-    if isinstance(spec, str):
-        if spec == "paper":
-            if student_layers < 1 or teacher_layers != 2 * student_layers:
-                raise ConfigError(
-                    f"{field}=paper (M(k) = 2k-1 for k <= K/2, else 2k) halves the depth, so it needs "
-                    f"teacher layers == 2 x student layers; got {depths}. Use {field}=uniform or an "
-                    f"explicit list of {student_layers} teacher layers."
-                )
-            return paper_layer_map(teacher_layers, student_layers)
-        if spec == "uniform":
-            if not 1 <= student_layers <= teacher_layers:
-                raise ConfigError(
-                    f"{field}=uniform needs 1 <= student layers <= teacher layers; got {depths}."
-                )
-            return uniform_layer_map(teacher_layers, student_layers)
-        raise ConfigError(f"{field} must be 'paper', 'uniform' or a list of teacher layers, got {spec!r}.")
-    layers = list(spec)
-    if len(layers) != student_layers:
-        raise ConfigError(
-            f"{field}={layers!r} has {len(layers)} entries, but the student has {student_layers} layers: "
-            "give one teacher layer per student layer."
-        )
-    for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= teacher_layers:
-            raise ConfigError(
-                f"{field}={layers!r}: {layer!r} is not a layer of the {teacher_layers}-layer teacher; "
-                f"layers are 1-indexed integers in 1..{teacher_layers} (the embedding output is not mapped)."
-            )
-    return layers

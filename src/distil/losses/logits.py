@@ -11,7 +11,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["kd_kl", "logit_mse", "task_loss"]
+from distil.losses.baselines import IGNORE_INDEX
+
+__all__ = ["kd_kl", "logit_mse", "soft_target_mask", "task_loss"]
+
+
+def soft_target_mask(labels: Tensor | None, logits: Tensor) -> Tensor | None:
+    """Positions whose soft targets count in ``kd_kl``: those with a label, for per-position logits.
+
+    Causal-LM labels are already shifted (``labels[:, t]`` is token ``t + 1``), so the KL at position
+    ``t`` (both models' distributions over token ``t + 1``) counts exactly where the next-token loss does:
+    not at the last position and not on padding. QA labels are never ignored, so every start/end row
+    counts, as in the released TED code.
+
+    Args:
+        labels: The batch's labels, if any.
+        logits: The student's logits.
+
+    Returns:
+        ``labels != -100`` when ``logits`` is ``[..., C]`` with per-position ``labels`` of shape
+        ``logits.shape[:-1]`` and more than one leading axis; ``None`` otherwise (class logits).
+    """
+    if logits.ndim < 3 or labels is None or tuple(labels.shape) != tuple(logits.shape[:-1]):
+        return None
+    return labels != IGNORE_INDEX
 
 
 def kd_kl(

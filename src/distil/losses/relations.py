@@ -311,7 +311,7 @@ class _FusedRelationKL(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: torch.autograd.function.FunctionCtx,
         s_left: Tensor,
         s_right: Tensor,
@@ -345,7 +345,7 @@ class _FusedRelationKL(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: torch.autograd.function.FunctionCtx, grad_total: Tensor
     ) -> tuple[Tensor | None, ...]:
         """Scale the stored per-sequence gradients by the incoming gradient of each sequence's sum."""

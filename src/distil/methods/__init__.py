@@ -1,33 +1,37 @@
-"""The method registry: one line per method."""
+"""The method registry: one line per method (each stage of a staged method is a method of its own)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from distil.errors import ConfigError, closest
-from distil.methods.base import Method, MethodContext
+from distil.methods.base import Method, MethodConfig, MethodContext
 from distil.methods.distilbert import DistilBERTStyle
 from distil.methods.finetune import Finetune
 from distil.methods.homodistil import HomoDistil
+from distil.methods.homodistil_head import HomoDistilHead
 from distil.methods.kd import KD
 from distil.methods.lwd import LWD
 from distil.methods.minilm import MiniLM
 from distil.methods.minilmv2 import MiniLMv2
 from distil.methods.ted import TED
+from distil.methods.ted_filters import TEDFilters
 from distil.methods.tinybert import TinyBERT
+from distil.methods.tinybert_prediction import TinyBERTPrediction
 
-__all__ = ["METHODS", "Method", "MethodContext", "get_method", "method_name"]
+__all__ = ["METHODS", "Method", "MethodConfig", "MethodContext", "get_method"]
 
 METHODS: dict[str, type[Method]] = {
     "distilbert": DistilBERTStyle,
     "finetune": Finetune,
     "homodistil": HomoDistil,
+    "homodistil_head": HomoDistilHead,
     "kd": KD,
     "lwd": LWD,
     "minilm": MiniLM,
     "minilmv2": MiniLMv2,
     "ted": TED,
+    "ted_filters": TEDFilters,
     "tinybert": TinyBERT,
+    "tinybert_prediction": TinyBERTPrediction,
 }
 
 
@@ -36,11 +40,3 @@ def get_method(name: str) -> type[Method]:
     if name not in METHODS:
         raise ConfigError(f"Unknown method {name!r}.{closest(name, METHODS)} Known: {', '.join(METHODS)}.")
     return METHODS[name]
-
-
-def method_name(method_cfg: Any) -> str:
-    """The registry name of a method config instance."""
-    for name, cls in METHODS.items():
-        if type(method_cfg) is cls.Config:
-            return name
-    raise ConfigError(f"{type(method_cfg).__name__} is not the config of a registered method.")

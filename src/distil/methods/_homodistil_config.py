@@ -1,21 +1,20 @@
-"""HomoDistil's settings and its optional stage plan (fit the teacher's MLM head, then prune).
+"""HomoDistil's settings.
 
 Every value the paper leaves open is a field here with a documented default; the reasons are in
-``docs/methods/homodistil.md``.
+``docs/methods/homodistil.md``. Fitting a missing MLM head first is a plan setting
+(`distil.plans.homodistil`).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
-from distil.config import RunConfig, StudentConfig
 from distil.errors import ConfigError
-from distil.training.stages import stage_dir
+from distil.methods.base import refuse_teacher_cache
+from distil.types import RunView
 
-__all__ = ["HomoDistilConfig", "plan_stages"]
+__all__ = ["HomoDistilConfig"]
 
 
 @dataclass
@@ -53,10 +52,6 @@ class HomoDistilConfig:
         train_projections: Train W_hid^k and W_emb (identity-initialised, teacher side) or keep them fixed.
         layer_map: Teacher layer of each student layer: ``uniform`` (the identity for a copy of the
             teacher, the paper's setting) or a 1-indexed list, for students with fewer layers.
-        head_steps: On a corpus, first fit the teacher's MLM head for this many steps on the frozen
-            teacher (stage ``head``; for teachers saved without one), then prune (stage ``prune``).
-        head_lr: Learning rate of the head stage (default: ``train.lr``).
-        stage: Set by the stage plan: ``head``, ``prune``, or ``null`` (plan from ``head_steps``).
     """
 
     target_hidden_size: int | None = None
@@ -81,9 +76,8 @@ class HomoDistilConfig:
     mlm_probability: float = 0.15
     train_projections: bool = True
     layer_map: Literal["uniform"] | list[int] = "uniform"
-    head_steps: int = 0
-    head_lr: float | None = None
-    stage: Literal["head", "prune"] | None = None
+
+    name: ClassVar[str] = "homodistil"
 
     def __post_init__(self) -> None:
         widths = self.target_hidden_size is not None or self.target_intermediate_size is not None
@@ -102,8 +96,8 @@ class HomoDistilConfig:
                 f"Need 0 <= method.t_i <= method.t_f and t_f >= 1 (steps count from 1), got t_i={self.t_i}, "
                 f"t_f={self.t_f}."
             )
-        if self.delta_t < 1 or self.head_steps < 0:
-            raise ConfigError("method.delta_t must be >= 1 and method.head_steps >= 0.")
+        if self.delta_t < 1:
+            raise ConfigError(f"method.delta_t must be >= 1, got {self.delta_t}.")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 <= 1):
             raise ConfigError("method.beta1 must be in [0, 1) and method.beta2 in [0, 1].")
         alphas = ("alpha_mlm", "alpha_kl", "alpha_hidden", "alpha_attn", "alpha_emb", "alpha_task")
@@ -117,40 +111,22 @@ class HomoDistilConfig:
         """Settings for fast generic tests: half the widths, pruned over 4 steps."""
         return cls(target_width_ratio=0.5, t_i=0, t_f=4, delta_t=1)
 
+    def check_run(self, run: RunView) -> None:
+        """The target widths must be reached, and exported: ``t_f`` within the run, the last student.
 
-def plan_stages(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
-    """``head`` then ``prune`` when ``method.head_steps > 0`` on a corpus, else a single run.
-
-    The head stage's student is the teacher with a fitted MLM head (its body frozen); the prune stage
-    uses it as the teacher and starts the student as its copy.
-
-    Raises:
-        ConfigError: ``t_f`` lies beyond ``train.max_steps`` (the target would never be reached), a
-            labelled task selects the best checkpoint (it may predate ``t_f``), or ``head_steps`` is set
-            on a labelled task.
-    """
-    m: HomoDistilConfig = cfg.method
-    if cfg.train.max_steps and m.stage != "head" and m.t_f > cfg.train.max_steps:
-        raise ConfigError(
-            f"method.t_f={m.t_f} is beyond train.max_steps={cfg.train.max_steps}: the student would "
-            "never reach the target widths."
-        )
-    if cfg.data.task != "corpus" and cfg.eval.select == "best":
-        raise ConfigError(
-            "HomoDistil on a labelled task needs eval.select=last: the best dev score would usually come "
-            "from a checkpoint before method.t_f, which is wider than the target."
-        )
-    if m.stage is not None or m.head_steps == 0:
-        return []
-    if cfg.data.task != "corpus":
-        raise ConfigError("method.head_steps fits an MLM head on a corpus; set it to 0 on labelled tasks.")
-    head = copy.deepcopy(cfg)
-    head.method = dataclasses.replace(m, stage="head")
-    head.models.student = StudentConfig(init="copy")
-    head.train.max_steps = m.head_steps
-    head.train.lr = m.head_lr or cfg.train.lr
-    head.eval.select = "last"
-    prune = copy.deepcopy(cfg)
-    prune.method = dataclasses.replace(m, stage="prune")
-    prune.models.teacher = str(stage_dir(cfg.run_dir, "head") / "student")
-    return [("head", head), ("prune", prune)]
+        Raises:
+            ConfigError: ``t_f`` lies beyond ``train.max_steps`` (the target would never be reached), a
+                labelled task selects the best checkpoint (it may predate ``t_f``), or the teacher's
+                outputs are to be cached (HomoDistil reads its hidden states and attentions).
+        """
+        if run.max_steps and self.t_f > run.max_steps:
+            raise ConfigError(
+                f"method.t_f={self.t_f} is beyond train.max_steps={run.max_steps}: the student would "
+                "never reach the target widths."
+            )
+        if run.labelled and run.eval_select == "best":
+            raise ConfigError(
+                "HomoDistil on a labelled task needs eval.select=last: the best dev score would usually "
+                "come from a checkpoint before method.t_f, which is wider than the target."
+            )
+        refuse_teacher_cache("homodistil", run, "needs the teacher's hidden states and attentions")

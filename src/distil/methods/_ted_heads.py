@@ -78,12 +78,12 @@ class TokenHead(nn.Module):
         super().__init__()
         bias = getattr(init, "bias", None) is not None
         self.out = nn.Linear(dim, vocab, bias=bias)
-        weight = getattr(init, "weight", None)
+        weight, init_bias = getattr(init, "weight", None), getattr(init, "bias", None)
         if isinstance(weight, Tensor) and tuple(weight.shape) == (vocab, dim):
             with torch.no_grad():  # a copy: the head trains without touching the (frozen) model's head
                 self.out.weight.copy_(weight)
-                if bias:
-                    self.out.bias.copy_(init.bias)  # type: ignore[union-attr]
+                if isinstance(init_bias, Tensor):
+                    self.out.bias.copy_(init_bias)
 
     def forward(self, states: Tensor, mask: Tensor, causal: bool) -> Tensor:
         """``[B, S, dim]`` filtered states -> ``[B, S, vocab]`` logits (mask and causal unused)."""

@@ -2,20 +2,30 @@
 
 A method is a small object, not a subclass of the loop: it says which features it needs from each
 model, owns any extra trainable modules (projections, filters), and turns captured features into a
-``LossOutput``. The loop calls optional hooks only when a method defines them.
+``LossOutput``. Every hook the loop calls is declared here with a no-op default, and the loop calls
+every hook unconditionally; a method class subclasses ``Method`` to inherit those defaults and overrides
+what it needs. Capabilities (``corrupts_inputs``) are declared, never inferred from a hook's presence.
+
+Methods import only ``distil.types``, ``distil.losses``, ``distil.adapters``, ``distil.models`` and
+``distil.errors``: never the run config or the training loop (a test checks the imports). What a method
+may know of the rest of the run comes through ``MethodContext`` (models, task facts) and, when its
+config is checked, through ``distil.types.RunView``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from distil.types import FeatureRequest, Features, LossOutput
+from distil.errors import ConfigError
+from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
-__all__ = ["Method", "MethodContext"]
+__all__ = ["Method", "MethodConfig", "MethodContext", "refuse_teacher_cache", "require_labels"]
 
 
 @dataclass(frozen=True)
@@ -37,30 +47,57 @@ class MethodContext:
     tokenizer: PreTrainedTokenizerBase | None = None
 
 
+class MethodConfig(Protocol):
+    """What every method's config dataclass provides beside its own fields."""
+
+    @classmethod
+    def tiny(cls) -> Any:
+        """Settings for the generic tests on tiny models."""
+        ...
+
+    def check_run(self, run: RunView) -> None:
+        """Raise ``ConfigError`` if these settings cannot train the run described by ``run``.
+
+        Called when the run config is built, so ``distil validate`` reports it before any work.
+        """
+        ...
+
+
+def require_labels(method: str, run: RunView) -> None:
+    """Reject an unlabelled corpus for a method that needs a task loss or task logits."""
+    if not run.labelled:
+        raise ConfigError(
+            f"Method {method!r} needs a labelled task (classification, regression, data.task=squad/"
+            "squad_v2 or data.task=lm), not an unlabelled corpus (data.task=corpus); task-agnostic "
+            "methods on a corpus are minilmv2, minilm, distilbert, tinybert and homodistil."
+        )
+
+
+def refuse_teacher_cache(method: str, run: RunView, why: str) -> None:
+    """Reject ``train.cache_teacher`` for a method whose teacher outputs cannot be cached."""
+    if run.cache_teacher:
+        raise ConfigError(
+            f"train.cache_teacher keeps only the teacher's per-example logits of clean inputs; method "
+            f"{method!r} {why}. Set train.cache_teacher=false."
+        )
+
+
 @runtime_checkable
 class Method(Protocol):
-    """What the loop needs from a method.
+    """What the loop needs from a method; subclass it to inherit the no-op hooks.
 
     Class attributes:
         name: Registry name.
-        Config: The method's config dataclass; ``Config.tiny()`` gives settings for generic tests.
+        Config: The method's config dataclass (a ``MethodConfig``).
         uses_teacher: Whether a teacher must be loaded.
-
-    Optional hooks the loop calls when present:
-        ``prepare_batch(batch) -> batch``: transform a training batch before both forward passes (e.g.
-            MLM masking); it may use the global RNG, which checkpoints restore.
-        ``on_step_end(step: int) -> None``: after every optimiser step (e.g. pruning).
-        ``export_model(student) -> PreTrainedModel``: the model written to ``best/`` and ``student/`` in
-            place of the training-time student (e.g. a pruned student sliced to its kept widths).
-        classmethod ``model_head(task_head: str) -> str``: the head both models carry, when it is not the
-            task's own (e.g. ``mlm`` on a corpus).
-        classmethod ``stage_plan(cfg: RunConfig) -> list[tuple[str, RunConfig]]``: run the method as a
-            sequence of ordinary runs (``distil.training.stages``).
+        card: The method card (``docs/methods/<card>.md``) that documents it; stage methods share the
+            card of their family (``ted_filters`` -> ``ted``).
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[Any]]
     uses_teacher: ClassVar[bool]
+    card: ClassVar[str]
 
     def __init__(self, cfg: Any, ctx: MethodContext) -> None: ...
 
@@ -76,6 +113,48 @@ class Method(Protocol):
         """Extra modules trained beside the student and saved in checkpoints (may be empty)."""
         ...
 
-    def loss(self, batch: dict[str, Any], student: Features, teacher: Features | None) -> LossOutput:
+    def loss(self, batch: Batch, student: Features, teacher: Features | None) -> LossOutput:
         """Weighted total plus named parts for one micro-batch (means over its examples)."""
         ...
+
+    # --- declared capabilities ---------------------------------------------------------------------
+
+    @property
+    def corrupts_inputs(self) -> bool:
+        """Whether ``prepare_batch`` changes the inputs both models see (e.g. MLM masking).
+
+        The teacher's outputs of such batches differ from its outputs of the clean examples, so they
+        cannot be cached.
+        """
+        return False
+
+    # --- hooks the loop always calls (no-op defaults) ----------------------------------------------
+
+    @classmethod
+    def model_head(cls, task_head: str) -> str:
+        """The head both models carry: the task's (``seq``, ``qa``, ``lm``, ``base``) or another (``mlm``)."""
+        return task_head
+
+    def prepare_batch(self, batch: Batch) -> Batch:
+        """Transform a training batch before both forward passes (e.g. MLM masking).
+
+        It may draw from the process's global RNG, whose state checkpoints restore.
+        """
+        return batch
+
+    def on_step_end(self, step: int) -> None:
+        """After every optimiser step (e.g. pruning); ``step`` counts from 1."""
+        return None
+
+    def export_model(self, student: PreTrainedModel) -> PreTrainedModel:
+        """The model written to ``best/`` and ``student/`` in place of the training-time student."""
+        return student
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Non-trainable state a resumed run needs (token counts, pruning scores); checkpoints save it."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore what ``state_dict`` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, but a checkpoint holds {sorted(state)}.")

@@ -13,15 +13,16 @@ Settings and choices: ``docs/methods/distilbert.md``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from distil.data.masking import mask_tokens
+from distil.adapters.masking import head_rows, mask_batch
 from distil.errors import ConfigError
 from distil.losses import (
     kd_kl,
@@ -31,16 +32,14 @@ from distil.losses import (
     task_loss,
     token_cross_entropy,
 )
-from distil.methods.base import MethodContext
-from distil.models.architectures import arch_spec
+from distil.methods.base import Method, MethodContext, refuse_teacher_cache
+from distil.models.architectures import arch_spec, has_trained_lm_head
+from distil.models.layer_maps import paper_layer_map
 from distil.models.loading import load_tokenizer
-from distil.models.students import paper_layer_map
-from distil.types import HEAD_POSITIONS, FeatureRequest, Features, LossOutput
+from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
-__all__ = ["MLM_LABELS", "DistilBERTConfig", "DistilBERTStyle", "distilbert_layers", "head_rows"]
+__all__ = ["DistilBERTConfig", "DistilBERTStyle", "distilbert_layers"]
 
-MLM_LABELS = "mlm_labels"  # batch key that prepare_batch adds: original ids at masked positions, else -100
-_LM_CLASSES = ("ForMaskedLM", "LMHeadModel", "ForCausalLM")
 _SMOOTHING_POWER = -0.7  # XLM / DistilBERT: selection weight counts^-0.7 favours rare tokens
 
 
@@ -55,18 +54,6 @@ def distilbert_layers(teacher_layers: int, student_layers: int) -> list[int]:
         ConfigError: ``teacher_layers != 2 * student_layers``.
     """
     return [layer - 1 for layer in paper_layer_map(teacher_layers, student_layers)]
-
-
-def head_rows(batch: dict[str, Any], labels: Tensor, where: Tensor) -> tuple[Tensor, Tensor]:
-    """MLM labels and KL positions (both ``[B, S]``) aligned with the logits the head returned.
-
-    When ``prepare_batch`` set ``HEAD_POSITIONS`` the head ran only there and its logits are ``[N, V]``,
-    so both are gathered to ``[N]``; otherwise they are returned unchanged.
-    """
-    positions = batch.get(HEAD_POSITIONS)
-    if positions is None:
-        return labels, where
-    return labels[positions], where[positions]
 
 
 @dataclass
@@ -108,19 +95,26 @@ class DistilBERTConfig:
         if not 0 < self.mlm_probability <= 1:
             raise ConfigError(f"method.mlm_probability must be in (0, 1], got {self.mlm_probability}.")
 
+    name: ClassVar[str] = "distilbert"
+
     @classmethod
     def tiny(cls) -> DistilBERTConfig:
         """Settings for fast generic tests (the defaults; on a labelled task the MLM term is off)."""
         return cls()
 
+    def check_run(self, run: RunView) -> None:
+        """A labelled task needs a term other than the MLM; the teacher cache only takes class logits."""
+        if run.head in ("seq", "qa") and self.alpha_ce + self.alpha_cos + self.alpha_task == 0:
+            raise ConfigError(
+                "On a labelled task the MLM term is off: set method.alpha_ce, alpha_cos or alpha_task > 0."
+            )
+        if self.alpha_cos > 0:
+            refuse_teacher_cache("distilbert", run, "needs the teacher's hidden states (alpha_cos > 0)")
+
 
 def _check_lm_head(teacher: PreTrainedModel) -> None:
-    config = teacher.config
-    architectures = list(getattr(config, "architectures", None) or [])
-    trained = any(a.endswith(_LM_CLASSES) for a in architectures)
-    # A decoder whose output layer is tied to its (trained) input embeddings has a trained head anyway.
-    tied = arch_spec(teacher).causal and bool(getattr(config, "tie_word_embeddings", False))
-    if not (trained or tied):
+    if not has_trained_lm_head(teacher):
+        architectures = list(getattr(teacher.config, "architectures", None) or [])
         raise ConfigError(
             f"method.alpha_ce > 0 on a corpus needs the teacher's language-model head, but the teacher "
             f"checkpoint {teacher.name_or_path!r} has none (architectures: {architectures}), so it would be "
@@ -129,21 +123,10 @@ def _check_lm_head(teacher: PreTrainedModel) -> None:
         )
 
 
-class _TokenCounts(nn.Module):
-    """Running token counts of the ``smoothing`` option, saved with the method's modules."""
-
-    def __init__(self, vocab_size: int) -> None:
-        super().__init__()
-        # A frozen Parameter rather than a buffer: the loop checkpoints method modules only when they
-        # have parameters, and resume must restore the counts. float64 keeps large counts exact.
-        self.counts = nn.Parameter(torch.zeros(vocab_size, dtype=torch.float64), requires_grad=False)
-
-
 def _tokenizer(ctx: MethodContext) -> PreTrainedTokenizerBase:
-    # MethodContext has no tokenizer yet; the teacher's checkpoint folder holds the run's tokenizer.
-    given = getattr(ctx, "tokenizer", None)
-    if given is not None:
-        return given  # type: ignore[no-any-return]
+    # Without the run's tokenizer in the context, the teacher's checkpoint folder holds it.
+    if ctx.tokenizer is not None:
+        return ctx.tokenizer
     path = ctx.teacher.name_or_path if ctx.teacher is not None else ""
     if not path:
         raise ConfigError(
@@ -153,12 +136,13 @@ def _tokenizer(ctx: MethodContext) -> PreTrainedTokenizerBase:
     return load_tokenizer(str(path))
 
 
-class DistilBERTStyle:
+class DistilBERTStyle(Method):
     """Soft-target KL + MLM (or next-token) + last-hidden-state cosine, weighted 5 / 2 / 1 by default."""
 
     name: ClassVar[str] = "distilbert"
     Config: ClassVar[type[DistilBERTConfig]] = DistilBERTConfig
     uses_teacher: ClassVar[bool] = True
+    card: ClassVar[str] = "distilbert"
 
     def __init__(self, cfg: DistilBERTConfig, ctx: MethodContext) -> None:
         assert ctx.teacher is not None
@@ -167,10 +151,6 @@ class DistilBERTStyle:
         # The corpus task has no labels; its prediction head is the language-model head.
         self.token_level = ctx.num_labels == 0
         self.causal = arch_spec(ctx.student).causal
-        if not self.token_level and cfg.alpha_ce + cfg.alpha_cos + cfg.alpha_task == 0:
-            raise ConfigError(
-                "On a labelled task the MLM term is off: set alpha_ce, alpha_cos or alpha_task > 0."
-            )
         if self.token_level and cfg.alpha_ce > 0:
             _check_lm_head(ctx.teacher)
         self.masks = self.token_level and not self.causal
@@ -180,10 +160,14 @@ class DistilBERTStyle:
         if cfg.alpha_cos > 0 and d_s != d_t:
             # Not in the paper (equal widths there): a learned map lets a narrower student match directions.
             self.modules["cos_projection"] = nn.Linear(d_s, d_t)
+        # Running token counts of the smoothing option: method state (checkpointed, not trained).
+        # float64 keeps large counts exact.
+        self.token_counts: Tensor | None = None
         if self.masks and cfg.smoothing:
-            self.modules["token_counts"] = _TokenCounts(
-                int(ctx.student.get_input_embeddings().num_embeddings)
-            )
+            embeddings = ctx.student.get_input_embeddings()
+            assert isinstance(embeddings, nn.Embedding)
+            vocab = embeddings.num_embeddings
+            self.token_counts = torch.zeros(vocab, dtype=torch.float64)
 
     @classmethod
     def model_head(cls, task_head: str) -> str:
@@ -201,60 +185,69 @@ class DistilBERTStyle:
         c = self.cfg
         if c.alpha_ce == 0 and c.alpha_cos == 0:
             return None
-        # Masked inputs change every step, so the teacher's outputs must not be cached: asking for more
-        # than logits makes the loop refuse train.cache_teacher.
-        return FeatureRequest(logits=c.alpha_ce > 0, hidden_states=c.alpha_cos > 0 or self.masks)
+        return FeatureRequest(logits=c.alpha_ce > 0, hidden_states=c.alpha_cos > 0)
+
+    @property
+    def corrupts_inputs(self) -> bool:
+        """Encoders on a corpus see masked inputs."""
+        return self.masks
 
     def trainable_modules(self) -> nn.ModuleDict:
-        """The cosine projection when widths differ; the frozen token counts of ``smoothing``."""
+        """The cosine projection when widths differ."""
         return self.modules
 
-    def _token_weights(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        counts = self.modules["token_counts"].counts
-        seen = input_ids[attention_mask.bool()].reshape(-1)
-        batch_counts = torch.bincount(seen, minlength=counts.numel()).to(counts.device, counts.dtype)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            # Every process then holds the same counts (over the global batches), as rank 0 saves them.
-            dist.all_reduce(batch_counts)
-        counts.data += batch_counts
-        return counts.clamp_min(1.0).pow(_SMOOTHING_POWER).float()
+    def state_dict(self) -> dict[str, Tensor]:
+        """The running token counts of ``smoothing``."""
+        return {"token_counts": self.token_counts} if self.token_counts is not None else {}
 
-    def prepare_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Restore the token counts."""
+        if self.token_counts is not None:
+            self.token_counts = state["token_counts"].to(torch.float64).clone()
+        elif state:
+            raise ValueError(f"DistilBERT-style without smoothing keeps no state, got {sorted(state)}.")
+
+    def _token_weights(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        assert self.token_counts is not None
+        self.token_counts = self.token_counts.to(input_ids.device)
+        seen = input_ids[attention_mask.bool()].reshape(-1)
+        batch_counts = torch.bincount(seen, minlength=self.token_counts.numel()).to(self.token_counts)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # Every process then holds the same counts (over the global batches).
+            dist.all_reduce(batch_counts)
+        self.token_counts += batch_counts
+        return self.token_counts.clamp_min(1.0).pow(_SMOOTHING_POWER).float()
+
+    def prepare_batch(self, batch: Batch) -> Batch:
         """Mask encoder inputs on a corpus (15%, 80/10/10, global RNG); other batches pass unchanged.
 
-        Returns:
-            The batch with masked ``input_ids``, ``mlm_labels`` (original ids at selected positions,
-            -100 elsewhere) and ``HEAD_POSITIONS`` (where the KL or the MLM needs scores: the masked
-            positions, or every real token when the KL covers them); the teacher sees the same masked
-            inputs, as in DistilBERT.
+        The head scores the masked positions, or every real token when the KL covers them; the teacher
+        sees the same masked inputs, as in DistilBERT (`distil.adapters.masking.mask_batch`).
         """
         if not self.masks:
             return batch
         assert self.tokenizer is not None
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        weights = self._token_weights(ids, mask) if self.cfg.smoothing else None
-        masked, labels = mask_tokens(
-            ids, mask, self.tokenizer, mlm_probability=self.cfg.mlm_probability, token_weights=weights
-        )
+        weights = self._token_weights(batch.input_ids, batch.attention_mask) if self.cfg.smoothing else None
         kl_everywhere = self.cfg.alpha_ce > 0 and not self.cfg.restrict_ce_to_mask
-        positions = mask.bool() if kl_everywhere else labels != -100
-        return {**batch, "input_ids": masked, MLM_LABELS: labels, HEAD_POSITIONS: positions}
+        return mask_batch(
+            batch, self.tokenizer, mlm_probability=self.cfg.mlm_probability, kl_everywhere=kl_everywhere,
+            token_weights=weights,
+        )  # fmt: skip
 
-    def _lm_terms(
-        self, batch: dict[str, Any], student: Features, teacher: Features | None
-    ) -> dict[str, Tensor]:
+    def _lm_terms(self, batch: Batch, student: Features, teacher: Features | None) -> dict[str, Tensor]:
         c, parts = self.cfg, {}
         assert student.logits is not None or (c.alpha_ce == 0 and c.alpha_mlm == 0)
-        if self.masks and MLM_LABELS not in batch:
+        if self.masks and batch.mlm_labels is None:
             raise ConfigError(
                 "DistilBERT-style on a corpus needs masked inputs: call prepare_batch(batch) first."
             )
         if self.causal:
-            labels = next_token_labels(batch["input_ids"], student.attention_mask)
+            labels = next_token_labels(batch.input_ids, student.attention_mask)
             where = student.attention_mask.bool()
         else:
-            where = batch[MLM_LABELS] != -100 if c.restrict_ce_to_mask else student.attention_mask.bool()
-            labels, where = head_rows(batch, batch[MLM_LABELS], where)
+            assert batch.mlm_labels is not None
+            where = batch.mlm_labels != -100 if c.restrict_ce_to_mask else student.attention_mask.bool()
+            labels, where = head_rows(batch, batch.mlm_labels, where)
         if c.alpha_ce > 0:
             assert teacher is not None and teacher.logits is not None and student.logits is not None
             parts["ce"] = kd_kl(student.logits, teacher.logits, c.temperature, mask=where)
@@ -263,9 +256,7 @@ class DistilBERTStyle:
             parts["next_token" if self.causal else "mlm"] = token_cross_entropy(student.logits, labels)
         return parts
 
-    def _task_terms(
-        self, batch: dict[str, Any], student: Features, teacher: Features | None
-    ) -> dict[str, Tensor]:
+    def _task_terms(self, batch: Batch, student: Features, teacher: Features | None) -> dict[str, Tensor]:
         c, parts = self.cfg, {}
         if c.alpha_ce > 0:
             assert teacher is not None and teacher.logits is not None and student.logits is not None
@@ -274,11 +265,11 @@ class DistilBERTStyle:
             else:
                 parts["ce"] = kd_kl(student.logits, teacher.logits, c.temperature)
         if c.alpha_task > 0:
-            assert student.logits is not None
-            parts["task"] = task_loss(student.logits, batch["labels"], self.is_regression)
+            assert student.logits is not None and batch.labels is not None
+            parts["task"] = task_loss(student.logits, batch.labels, self.is_regression)
         return parts
 
-    def loss(self, batch: dict[str, Any], student: Features, teacher: Features | None) -> LossOutput:
+    def loss(self, batch: Batch, student: Features, teacher: Features | None) -> LossOutput:
         """Weighted sum of the terms with a non-zero weight; each is logged unweighted."""
         c = self.cfg
         terms = self._lm_terms if self.token_level else self._task_terms

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import nn
 
 from distil.losses import task_loss
-from distil.methods.base import MethodContext
-from distil.types import FeatureRequest, Features, LossOutput
+from distil.methods.base import Method, MethodContext, refuse_teacher_cache, require_labels
+from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
 __all__ = ["Finetune", "FinetuneConfig"]
 
@@ -18,18 +18,26 @@ __all__ = ["Finetune", "FinetuneConfig"]
 class FinetuneConfig:
     """Fine-tuning has no settings of its own; optimisation lives in ``train``."""
 
+    name: ClassVar[str] = "finetune"
+
     @classmethod
     def tiny(cls) -> FinetuneConfig:
         """Settings for fast generic tests."""
         return cls()
 
+    def check_run(self, run: RunView) -> None:
+        """Fine-tuning needs labels, and there is no teacher to cache."""
+        require_labels("finetune", run)
+        refuse_teacher_cache("finetune", run, "uses no teacher")
 
-class Finetune:
+
+class Finetune(Method):
     """Cross-entropy (or MSE for regression) on the task labels."""
 
     name: ClassVar[str] = "finetune"
     Config: ClassVar[type[FinetuneConfig]] = FinetuneConfig
     uses_teacher: ClassVar[bool] = False
+    card: ClassVar[str] = "finetune"
 
     def __init__(self, cfg: FinetuneConfig, ctx: MethodContext) -> None:
         self.cfg = cfg
@@ -47,8 +55,8 @@ class Finetune:
         """Nothing beside the student."""
         return nn.ModuleDict()
 
-    def loss(self, batch: dict[str, Any], student: Features, teacher: Features | None) -> LossOutput:
+    def loss(self, batch: Batch, student: Features, teacher: Features | None) -> LossOutput:
         """The task loss alone."""
-        assert student.logits is not None
-        task = task_loss(student.logits, batch["labels"], self.is_regression)
+        assert student.logits is not None and batch.labels is not None
+        task = task_loss(student.logits, batch.labels, self.is_regression)
         return LossOutput(total=task, parts={"task": task})

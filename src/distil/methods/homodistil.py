@@ -15,17 +15,17 @@ at step 0. Units are scored by PLATON and pruned coupled (`distil.adapters.pruni
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
+from distil.adapters.masking import head_rows, mask_batch
 from distil.adapters.platon import Pruner, PruneState
 from distil.adapters.pruning import build_plan, resolve_targets
 from distil.adapters.slicing import kept_widths, sliced_model
-from distil.config import RunConfig
-from distil.data.masking import mask_tokens
 from distil.errors import ConfigError
 from distil.losses import (
     attention_score_mse,
@@ -36,26 +36,23 @@ from distil.losses import (
     task_loss,
     token_cross_entropy,
 )
-from distil.losses.hidden import resolve_layer_map
-from distil.methods._homodistil_config import HomoDistilConfig, plan_stages
-from distil.methods.base import MethodContext
-from distil.methods.distilbert import MLM_LABELS, head_rows
-from distil.models.architectures import arch_spec, get_layers, num_layers
-from distil.types import HEAD_POSITIONS, FeatureRequest, Features, LossOutput
+from distil.methods._homodistil_config import HomoDistilConfig
+from distil.methods.base import Method, MethodContext
+from distil.models.architectures import arch_spec, get_layers, has_trained_lm_head, num_layers
+from distil.models.layer_maps import resolve_layer_map
+from distil.types import Batch, FeatureRequest, Features, LossOutput
 
 __all__ = ["HomoDistil", "HomoDistilConfig"]
 
-_LM_CLASSES = ("ForMaskedLM", "LMHeadModel", "ForCausalLM")
-
 
 def _check_lm_head(teacher: PreTrainedModel) -> None:
-    architectures = list(getattr(teacher.config, "architectures", None) or [])
-    tied = arch_spec(teacher).causal and bool(getattr(teacher.config, "tie_word_embeddings", False))
-    if not (tied or any(a.endswith(_LM_CLASSES) for a in architectures)):
+    if not has_trained_lm_head(teacher):
+        architectures = list(getattr(teacher.config, "architectures", None) or [])
         raise ConfigError(
             f"method.alpha_kl > 0 on a corpus needs the teacher's trained MLM / LM head, but "
-            f"{teacher.name_or_path!r} has none (architectures: {architectures}). Set method.head_steps "
-            "(fit a head on the frozen teacher first) or method.alpha_kl=0."
+            f"{teacher.name_or_path!r} has none (architectures: {architectures}). Fit one first with the "
+            "homodistil plan's head stage (plan.name=homodistil plan.head_steps=N), or set "
+            "method.alpha_kl=0."
         )
 
 
@@ -73,12 +70,13 @@ def _kept_mse(student: Tensor, target: Tensor, mask: Tensor, kept: int) -> Tenso
     return diff.pow(2).sum() / max(1, int(keep.sum()) * kept)
 
 
-class HomoDistil:
+class HomoDistil(Method):
     """Distil a teacher into its own copy while pruning the copy's widths to the target."""
 
     name: ClassVar[str] = "homodistil"
     Config: ClassVar[type[HomoDistilConfig]] = HomoDistilConfig
     uses_teacher: ClassVar[bool] = True
+    card: ClassVar[str] = "homodistil"
 
     def __init__(self, cfg: HomoDistilConfig, ctx: MethodContext) -> None:
         assert ctx.teacher is not None
@@ -89,10 +87,6 @@ class HomoDistil:
         if self.token_level and not self.causal and ctx.tokenizer is None:
             raise ConfigError("HomoDistil's MLM masking needs the run's tokenizer in the method context.")
         self.modules = nn.ModuleDict()
-        self.pruner: Pruner | None = None
-        if cfg.stage == "head":
-            self._freeze_body()
-            return
         if self.token_level and cfg.alpha_kl > 0:
             _check_lm_head(ctx.teacher)
         d_s, d_t = (int(m.config.hidden_size) for m in (ctx.student, ctx.teacher))
@@ -109,46 +103,28 @@ class HomoDistil:
             ctx.student, self.plan, hidden=cfg.target_hidden_size, ffn=cfg.target_intermediate_size,
             ratio=cfg.target_width_ratio, params=cfg.target_params,
         )  # fmt: skip
-        self.modules["pruning"] = PruneState(ctx.student, self.plan)
+        self.prune_state = PruneState(ctx.student, self.plan)
+        self.hidden_proj = nn.ModuleList(_identity(d_t, cfg.train_projections) for _ in self.layer_map)
         if cfg.alpha_hidden > 0:
-            self.modules["hidden_proj"] = nn.ModuleList(
-                _identity(d_t, cfg.train_projections) for _ in self.layer_map
-            )
+            self.modules["hidden_proj"] = self.hidden_proj
         if cfg.alpha_emb > 0:
             self.modules["emb_proj"] = _identity(d_t, cfg.train_projections)
         self.pruner = Pruner(
-            ctx.student, self.plan, self.modules["pruning"], self.target, t_i=cfg.t_i, t_f=cfg.t_f,
+            ctx.student, self.plan, self.prune_state, self.target, t_i=cfg.t_i, t_f=cfg.t_f,
             delta_t=cfg.delta_t, beta1=cfg.beta1, beta2=cfg.beta2,
             scale_attention=cfg.attention_scaling == "pruned",
         )  # fmt: skip
-
-    def _freeze_body(self) -> None:
-        """Stage ``head``: only the prediction head outside the (tied) base model trains."""
-        body = {id(p) for p in self.student.base_model.parameters()}
-        for p in self.student.parameters():
-            p.requires_grad_(id(p) not in body)
-        if not any(p.requires_grad for p in self.student.parameters()):
-            raise ConfigError(
-                "This model's LM head is tied to its embeddings: no head to fit (head_steps=0)."
-            )
 
     @classmethod
     def model_head(cls, task_head: str) -> str:
         """``mlm`` (the family's language-model head) on a corpus, else the task's own head."""
         return "mlm" if task_head == "base" else task_head
 
-    @classmethod
-    def stage_plan(cls, cfg: RunConfig) -> list[tuple[str, RunConfig]]:
-        """``head`` then ``prune`` when ``method.head_steps > 0`` (`plan_stages`), else none."""
-        return plan_stages(cfg)
-
     # --- features -----------------------------------------------------------------------------------
 
     def student_request(self) -> FeatureRequest:
         """Logits, hidden states, attention probabilities or every layer's Q/K, as the weights need."""
         c = self.cfg
-        if c.stage == "head":
-            return FeatureRequest(logits=True)
         return FeatureRequest(
             logits=c.alpha_kl > 0 or c.alpha_task > 0 or (self.token_level and c.alpha_mlm > 0),
             hidden_states=c.alpha_hidden > 0 or c.alpha_emb > 0,
@@ -157,10 +133,8 @@ class HomoDistil:
         )
 
     def teacher_request(self) -> FeatureRequest | None:
-        """The teacher's side of every term with a non-zero weight (``None`` in the head stage)."""
+        """The teacher's side of every term with a non-zero weight."""
         c = self.cfg
-        if c.stage == "head":
-            return None
         return FeatureRequest(
             logits=c.alpha_kl > 0,
             hidden_states=c.alpha_hidden > 0 or c.alpha_emb > 0,
@@ -172,51 +146,55 @@ class HomoDistil:
         return self.cfg.alpha_attn > 0 and self.cfg.attention_target == "scores"
 
     def trainable_modules(self) -> nn.ModuleDict:
-        """Projections W_hid^k / W_emb and the frozen pruning state (masks, PLATON EMAs)."""
+        """Projections W_hid^k / W_emb."""
         return self.modules
 
-    # --- hooks ---------------------------------------------------------------------------------------
+    # --- state and hooks -----------------------------------------------------------------------------
 
-    def prepare_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    @property
+    def corrupts_inputs(self) -> bool:
+        """Encoders on a corpus see masked inputs."""
+        return self.tokenizer is not None
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The pruning masks and PLATON EMAs, keyed ``pruning.masks.<group>``, ``pruning.ipt.<param>``..."""
+        return {f"pruning.{k}": v for k, v in self.prune_state.state_dict().items()}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Restore the masks and EMAs; the masked forward picks them up before the next step."""
+        self.prune_state.load_state_dict({k.removeprefix("pruning."): v for k, v in state.items()})
+
+    def prepare_batch(self, batch: Batch) -> Batch:
         """Mask encoder inputs on a corpus (80/10/10, global RNG); other batches pass unchanged.
 
-        ``HEAD_POSITIONS`` limits both models' MLM heads to the positions a term reads: the masked ones,
-        or every real token when the KL covers them (``kl_positions=all``).
+        The MLM heads of both models score only the positions a term reads: the masked ones, or every real
+        token when the KL covers them (``kl_positions=all``).
         """
         if self.tokenizer is None:
             return batch
-        ids, labels = mask_tokens(
-            batch["input_ids"], batch["attention_mask"], self.tokenizer,
-            mlm_probability=self.cfg.mlm_probability,
-        )  # fmt: skip
         c = self.cfg
-        kl_everywhere = c.stage != "head" and c.alpha_kl > 0 and c.kl_positions == "all"
-        positions = batch["attention_mask"].bool() if kl_everywhere else labels != -100
-        return {**batch, "input_ids": ids, MLM_LABELS: labels, HEAD_POSITIONS: positions}
+        kl_everywhere = c.alpha_kl > 0 and c.kl_positions == "all"
+        return mask_batch(
+            batch, self.tokenizer, mlm_probability=c.mlm_probability, kl_everywhere=kl_everywhere
+        )
 
     def on_step_end(self, step: int) -> None:
         """PLATON update, pruning on schedule, masks re-applied to the student and the projections."""
-        if self.pruner is None:
-            return
         self.pruner.on_step_end(step)
-        mask = self.modules["pruning"].masks["hidden"]
+        mask = self.prune_state.masks["hidden"]
         projections = [m for m in self.modules.modules() if isinstance(m, nn.Linear)]
         with torch.no_grad():
             for layer in projections:
                 layer.weight.mul_(mask[:, None])  # their output dims are the student's hidden dims
 
-    def export_model(self, student: nn.Module) -> PreTrainedModel:
-        """Loop hook: what ``best/`` and ``student/`` hold (the student sliced to its kept widths).
-
-        The ``head`` stage prunes nothing, so its student is written as it is.
-        """
-        return self.export() if self.pruner is not None else student  # type: ignore[return-value]
+    def export_model(self, student: PreTrainedModel) -> PreTrainedModel:
+        """Loop hook: what ``best/`` and ``student/`` hold (the student sliced to its kept widths)."""
+        return self.export()
 
     def export(self) -> PreTrainedModel:
         """The student physically sliced to its kept widths (what ``student/`` holds)."""
-        assert self.pruner is not None
         self.pruner.sync()  # the live attention scale, if masks changed since the last forward
-        masks = dict(self.modules["pruning"].masks.items())
+        masks = dict(self.prune_state.masks)
         hidden, ffn = kept_widths(self.plan, masks)
         if (hidden, ffn) != (self.plan.num_heads * self.target[0], self.target[1]):
             warnings.warn(
@@ -229,23 +207,20 @@ class HomoDistil:
 
     # --- loss ----------------------------------------------------------------------------------------
 
-    def _prediction_terms(self, batch: dict[str, Any], s: Features, t: Features | None) -> dict[str, Tensor]:
+    def _prediction_terms(self, batch: Batch, s: Features, t: Features | None) -> dict[str, Tensor]:
         c, parts = self.cfg, {}
-        head_stage = c.stage == "head"
         labels, where = None, s.attention_mask.bool()
         if self.token_level and self.causal:
-            labels = next_token_labels(batch["input_ids"], s.attention_mask)
+            labels = next_token_labels(batch.input_ids, s.attention_mask)
         elif self.token_level:
-            if MLM_LABELS not in batch:
+            if batch.mlm_labels is None:
                 raise ConfigError("HomoDistil on a corpus needs masked inputs: call prepare_batch first.")
             if c.kl_positions == "masked":
-                where = batch[MLM_LABELS] != -100
-            labels, where = head_rows(batch, batch[MLM_LABELS], where)
-        if labels is not None and (c.alpha_mlm > 0 or head_stage):
+                where = batch.mlm_labels != -100
+            labels, where = head_rows(batch, batch.mlm_labels, where)
+        if labels is not None and c.alpha_mlm > 0:
             assert s.logits is not None
             parts["next_token" if self.causal else "mlm"] = token_cross_entropy(s.logits, labels)
-        if head_stage:
-            return parts
         if c.alpha_kl > 0:
             assert t is not None and t.logits is not None and s.logits is not None
             if self.is_regression:
@@ -255,18 +230,17 @@ class HomoDistil:
                     s.logits, t.logits, c.temperature, mask=where if self.token_level else None
                 )
         if c.alpha_task > 0 and not self.token_level:
-            assert s.logits is not None
-            parts["task"] = task_loss(s.logits, batch["labels"], self.is_regression)
+            assert s.logits is not None and batch.labels is not None
+            parts["task"] = task_loss(s.logits, batch.labels, self.is_regression)
         return parts
 
     def _layer_terms(self, s: Features, t: Features) -> dict[str, Tensor]:
         c, parts, mask = self.cfg, {}, s.attention_mask
-        assert self.pruner is not None
         kept = self.pruner.kept.get("hidden", self.plan.num_heads * self.plan.head_dim)
         pairs = list(enumerate(self.layer_map, 1))  # (student layer k, teacher layer M(k)), 1-indexed
         if c.alpha_hidden > 0:
             assert s.hidden_states is not None and t.hidden_states is not None
-            proj = self.modules["hidden_proj"]
+            proj = self.hidden_proj
             terms = [
                 _kept_mse(s.hidden_states[k], proj[k - 1](t.hidden_states[g]), mask, kept) for k, g in pairs
             ]
@@ -296,18 +270,17 @@ class HomoDistil:
         qkv = f.qkv[layer]
         module = get_layers(model)[layer].get_submodule(self.plan.attention_path)
         # attention_scores divides by sqrt(full head dim); rescale to the module's own (live) scale.
-        factor = float(module.scaling) * qkv.head_dim**0.5
+        scaling = module.scaling
+        assert isinstance(scaling, float)
+        factor = scaling * qkv.head_dim**0.5
         return attention_scores(qkv.query, qkv.key, qkv.num_heads, qkv.num_kv_heads) * factor
 
-    def loss(self, batch: dict[str, Any], student: Features, teacher: Features | None) -> LossOutput:
+    def loss(self, batch: Batch, student: Features, teacher: Features | None) -> LossOutput:
         """Weighted sum of the terms with a non-zero weight; each is logged unweighted."""
         c = self.cfg
-        parts = self._prediction_terms(batch, student, teacher)
-        if c.stage != "head":
-            assert teacher is not None
-            parts |= self._layer_terms(student, teacher)
-        lm = 1.0 if c.stage == "head" else c.alpha_mlm
-        weight = {"mlm": lm, "next_token": lm, "kl": c.alpha_kl, "task": c.alpha_task}
+        assert teacher is not None
+        parts = self._prediction_terms(batch, student, teacher) | self._layer_terms(student, teacher)
+        weight = {"mlm": c.alpha_mlm, "next_token": c.alpha_mlm, "kl": c.alpha_kl, "task": c.alpha_task}
         weight |= {"hidden": c.alpha_hidden, "emb": c.alpha_emb, "attn": c.alpha_attn}
         total = sum(weight[name] * value for name, value in parts.items())
         return LossOutput(total=total, parts=parts)  # type: ignore[arg-type]

@@ -13,39 +13,16 @@ extractive QA (``[B, 2, S]`` start/end scores, ``[B, 2]`` labels) gives ``(KL_st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from torch import Tensor, nn
+from torch import nn
 
 from distil.errors import ConfigError
-from distil.losses import kd_kl, logit_mse, task_loss
-from distil.losses.baselines import IGNORE_INDEX
-from distil.methods.base import MethodContext
-from distil.types import FeatureRequest, Features, LossOutput
+from distil.losses import kd_kl, logit_mse, soft_target_mask, task_loss
+from distil.methods.base import Method, MethodContext, require_labels
+from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
-__all__ = ["KD", "KDConfig", "soft_target_mask"]
-
-
-def soft_target_mask(batch: dict[str, Any], logits: Tensor) -> Tensor | None:
-    """Positions whose soft targets count in ``kd_kl``: those with a label, for per-position logits.
-
-    Causal-LM labels are already shifted (``labels[:, t]`` is token ``t + 1``), so the KL at position
-    ``t`` (both models' distributions over token ``t + 1``) counts exactly where the next-token loss does:
-    not at the last position and not on padding. QA labels are never ignored, so every start/end row
-    counts, as in the released TED code.
-
-    Args:
-        batch: The collated batch (its ``labels``, if any).
-        logits: The student's logits.
-
-    Returns:
-        ``labels != -100`` when ``logits`` is ``[..., C]`` with per-position ``labels`` of shape
-        ``logits.shape[:-1]`` and more than one leading axis; ``None`` otherwise (class logits).
-    """
-    labels = batch.get("labels")
-    if logits.ndim < 3 or labels is None or tuple(labels.shape) != tuple(logits.shape[:-1]):
-        return None
-    return labels != IGNORE_INDEX
+__all__ = ["KD", "KDConfig"]
 
 
 @dataclass
@@ -67,18 +44,25 @@ class KDConfig:
         if not 0 <= self.alpha <= 1:
             raise ConfigError(f"method.alpha must be in [0, 1], got {self.alpha}.")
 
+    name: ClassVar[str] = "kd"
+
     @classmethod
     def tiny(cls) -> KDConfig:
         """Settings for fast generic tests."""
         return cls()
 
+    def check_run(self, run: RunView) -> None:
+        """KD needs labels (its task term) and the teacher's logits of the task's head."""
+        require_labels("kd", run)
 
-class KD:
+
+class KD(Method):
     """Soft-label distillation mixed with the task loss."""
 
     name: ClassVar[str] = "kd"
     Config: ClassVar[type[KDConfig]] = KDConfig
     uses_teacher: ClassVar[bool] = True
+    card: ClassVar[str] = "kd"
 
     def __init__(self, cfg: KDConfig, ctx: MethodContext) -> None:
         self.cfg = cfg
@@ -96,14 +80,15 @@ class KD:
         """Nothing beside the student."""
         return nn.ModuleDict()
 
-    def loss(self, batch: dict[str, Any], student: Features, teacher: Features | None) -> LossOutput:
+    def loss(self, batch: Batch, student: Features, teacher: Features | None) -> LossOutput:
         """Alpha * soft term + (1 - alpha) * task loss; both parts are logged unweighted."""
         assert student.logits is not None and teacher is not None and teacher.logits is not None
+        assert batch.labels is not None
         if self.is_regression:
             soft = logit_mse(student.logits, teacher.logits)
         else:
-            mask = soft_target_mask(batch, student.logits)
+            mask = soft_target_mask(batch.labels, student.logits)
             soft = kd_kl(student.logits, teacher.logits, self.cfg.temperature, mask)
-        task = task_loss(student.logits, batch["labels"], self.is_regression)
+        task = task_loss(student.logits, batch.labels, self.is_regression)
         total = self.cfg.alpha * soft + (1 - self.cfg.alpha) * task
         return LossOutput(total=total, parts={"kd": soft, "task": task})

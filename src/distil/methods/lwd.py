@@ -14,18 +14,18 @@ This is TED's Stage II with the teacher filters replaced by the identity and the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from torch import nn
 
 from distil.adapters.projections import LayerProjections
 from distil.errors import ConfigError
-from distil.losses import kd_kl, task_loss
-from distil.losses.hidden import mapped_hidden_mse, resolve_layer_map
-from distil.methods.base import MethodContext
-from distil.methods.kd import soft_target_mask
+from distil.losses import kd_kl, soft_target_mask, task_loss
+from distil.losses.hidden import mapped_hidden_mse
+from distil.methods.base import Method, MethodContext, refuse_teacher_cache, require_labels
 from distil.models.architectures import num_layers
-from distil.types import FeatureRequest, Features, LossOutput
+from distil.models.layer_maps import resolve_layer_map
+from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
 __all__ = ["LWD", "LWDConfig"]
 
@@ -58,18 +58,26 @@ class LWDConfig:
         if not self.temperature > 0:
             raise ConfigError(f"method.temperature must be > 0, got {self.temperature}.")
 
+    name: ClassVar[str] = "lwd"
+
     @classmethod
     def tiny(cls) -> LWDConfig:
         """Settings for fast generic tests (the uniform map fits any student no deeper than its teacher)."""
         return cls(layer_map="uniform")
 
+    def check_run(self, run: RunView) -> None:
+        """A labelled task (its task term), and the teacher's hidden states every step."""
+        require_labels("lwd", run)
+        refuse_teacher_cache("lwd", run, "needs the teacher's hidden states")
 
-class LWD:
+
+class LWD(Method):
     """Learned student projections matched to raw teacher hidden states, plus task loss and logit KD."""
 
     name: ClassVar[str] = "lwd"
     Config: ClassVar[type[LWDConfig]] = LWDConfig
     uses_teacher: ClassVar[bool] = True
+    card: ClassVar[str] = "lwd"
 
     def __init__(self, cfg: LWDConfig, ctx: MethodContext) -> None:
         assert ctx.teacher is not None
@@ -79,16 +87,6 @@ class LWD:
         d_s, d_t = int(ctx.student.config.hidden_size), int(ctx.teacher.config.hidden_size)
         # Forced to the teacher's width even when d_s == d_t, as in the released code (a learned map).
         self.projections = LayerProjections(range(1, depth_s + 1), d_s, d_t)
-
-    @classmethod
-    def model_head(cls, task_head: str) -> str:
-        """The task's own head (``seq``, ``qa`` or ``lm``), as TED's Stage II; others are rejected."""
-        if task_head not in ("seq", "qa", "lm"):
-            raise ConfigError(
-                f"Method 'lwd' supports classification and regression (task head 'seq'), extractive QA "
-                f"('qa', data.task=squad/squad_v2) and causal LM ('lm', data.task=lm), not {task_head!r}."
-            )
-        return task_head
 
     def student_request(self) -> FeatureRequest:
         """Logits and hidden states."""
@@ -102,15 +100,14 @@ class LWD:
         """The student projections; saved as ``method.safetensors``."""
         return nn.ModuleDict({"projections": self.projections})
 
-    def loss(self, batch: dict[str, Any], student: Features, teacher: Features | None) -> LossOutput:
+    def loss(self, batch: Batch, student: Features, teacher: Features | None) -> LossOutput:
         """Task + kl_alpha * KL + mse_alpha * mean_k MSE(projected student layer k, teacher layer M(k))."""
         assert teacher is not None and teacher.hidden_states is not None and teacher.logits is not None
-        assert student.hidden_states is not None and student.logits is not None
-        task = task_loss(student.logits, batch["labels"], self.is_regression)
+        assert student.hidden_states is not None and student.logits is not None and batch.labels is not None
+        task = task_loss(student.logits, batch.labels, self.is_regression)
         # QA: start and end rows; causal LM: positions that have a next token (as TED's Stage II).
-        kl = kd_kl(
-            student.logits, teacher.logits, self.cfg.temperature, soft_target_mask(batch, student.logits)
-        )
+        mask = soft_target_mask(batch.labels, student.logits)
+        kl = kd_kl(student.logits, teacher.logits, self.cfg.temperature, mask)
         targets = [teacher.hidden_states[m] for m in self.map]
         mask = student.attention_mask if self.cfg.mask_padding else None
         mse = mapped_hidden_mse(self.projections(student.hidden_states), targets, mask)

@@ -8,15 +8,15 @@ attention heads (MiniLMv2's relation heads lift that restriction). Task-agnostic
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import nn
 
 from distil.errors import ConfigError
 from distil.losses import attention_kl, value_relation_kl
-from distil.methods.base import MethodContext
+from distil.methods.base import Method, MethodContext, refuse_teacher_cache
 from distil.models.architectures import layer_index
-from distil.types import FeatureRequest, Features, LossOutput
+from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
 __all__ = ["MiniLM", "MiniLMConfig"]
 
@@ -35,18 +35,25 @@ class MiniLMConfig:
     attention_weight: float = 1.0
     value_weight: float = 1.0
 
+    name: ClassVar[str] = "minilm"
+
     @classmethod
     def tiny(cls) -> MiniLMConfig:
         """Settings for fast generic tests."""
         return cls()
 
+    def check_run(self, run: RunView) -> None:
+        """Any task; the teacher's Q/K/V are needed every step."""
+        refuse_teacher_cache("minilm", run, "needs the teacher's queries, keys and values")
 
-class MiniLM:
+
+class MiniLM(Method):
     """Attention-distribution KL plus value-relation KL on the last layers."""
 
     name: ClassVar[str] = "minilm"
     Config: ClassVar[type[MiniLMConfig]] = MiniLMConfig
     uses_teacher: ClassVar[bool] = True
+    card: ClassVar[str] = "minilm"
 
     def __init__(self, cfg: MiniLMConfig, ctx: MethodContext) -> None:
         assert ctx.teacher is not None
@@ -72,7 +79,7 @@ class MiniLM:
         """Nothing beside the student."""
         return nn.ModuleDict()
 
-    def loss(self, batch: dict[str, Any], student: Features, teacher: Features | None) -> LossOutput:
+    def loss(self, batch: Batch, student: Features, teacher: Features | None) -> LossOutput:
         """``attention_weight * L_AT + value_weight * L_VR``."""
         assert teacher is not None
         s = next(iter(student.qkv.values()))

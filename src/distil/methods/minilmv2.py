@@ -15,9 +15,9 @@ from torch import nn
 
 from distil.errors import ConfigError
 from distil.losses import relation_kl
-from distil.methods.base import MethodContext
+from distil.methods.base import Method, MethodContext, refuse_teacher_cache
 from distil.models.architectures import layer_index
-from distil.types import QKV, FeatureRequest, Features, LossOutput
+from distil.types import QKV, Batch, FeatureRequest, Features, LossOutput, RunView
 
 __all__ = ["RELATIONS", "MiniLMv2", "MiniLMv2Config"]
 
@@ -33,11 +33,9 @@ class MiniLMv2Config:
         relation_heads: A_r, the number of relation heads; must divide both models' Q/K/V widths.
             The paper uses 48 for base-size and 64 for large teachers.
         teacher_layer: 1-indexed teacher layer whose relations are distilled (``None``: the last layer;
-            the paper uses 21 of 24 for BERT-large and 19 of 24 for RoBERTa-large), or ``auto``: choose it
-            with a short probe before training (``distil.training.layer_probe``; our heuristic, not the
-            paper's).
-        probe_layers: Candidate layers of the ``auto`` probe (default: the upper half of the teacher).
-        probe_steps: Training steps per candidate in the ``auto`` probe.
+            the paper uses 21 of 24 for BERT-large and 19 of 24 for RoBERTa-large), or ``auto``: the
+            teacher-layer probe plan (``plan.name=layer_probe``, `distil.plans.layer_probe`; our
+            heuristic, not the paper's) chooses it with short runs before training.
         relations: Relation pairs, any of QQ KK VV QK KQ QV VQ KV VK (the paper's default is QQ, KK, VV).
         weights: One weight per relation (default 1 each; the losses are summed, as in the paper).
         head_chunk: Relation heads per chunk of the loss computation (``None``: automatic, bounded memory).
@@ -46,8 +44,6 @@ class MiniLMv2Config:
 
     relation_heads: int = 48
     teacher_layer: int | str | None = None
-    probe_layers: list[int] | None = None
-    probe_steps: int = 40
     relations: list[str] = field(default_factory=lambda: ["QQ", "KK", "VV"])
     weights: list[float] | None = None
     head_chunk: int | None = None
@@ -66,10 +62,21 @@ class MiniLMv2Config:
         if self.weights is not None and len(self.weights) != len(self.relations):
             raise ConfigError("method.weights needs one weight per entry of method.relations.")
 
+    name: ClassVar[str] = "minilmv2"
+
     @classmethod
     def tiny(cls) -> MiniLMv2Config:
         """Settings for fast generic tests (tiny models are 32 wide)."""
         return cls(relation_heads=8)
+
+    def check_run(self, run: RunView) -> None:
+        """``auto`` needs the probe plan; the teacher's Q/K/V are needed every step."""
+        if self.teacher_layer == "auto" and run.plan != "layer_probe":
+            raise ConfigError(
+                f"method.teacher_layer=auto is chosen by the teacher-layer probe, but plan.name={run.plan}; "
+                "set plan.name=layer_probe (or leave the plan out), or give the layer as a number."
+            )
+        refuse_teacher_cache("minilmv2", run, "needs the teacher's queries, keys and values")
 
 
 def _width(qkv_part: str, config: Any) -> int:
@@ -81,19 +88,21 @@ def _width(qkv_part: str, config: Any) -> int:
     return hidden // heads * kv_heads
 
 
-class MiniLMv2:
+class MiniLMv2(Method):
     """Relation KL between the teacher's chosen layer and the student's last layer."""
 
     name: ClassVar[str] = "minilmv2"
     Config: ClassVar[type[MiniLMv2Config]] = MiniLMv2Config
     uses_teacher: ClassVar[bool] = True
+    card: ClassVar[str] = "minilmv2"
 
     def __init__(self, cfg: MiniLMv2Config, ctx: MethodContext) -> None:
         assert ctx.teacher is not None
         self.cfg = cfg
         if cfg.teacher_layer == "auto":
             raise ConfigError(
-                "method.teacher_layer=auto is resolved by the training loop's probe, before the method."
+                "method.teacher_layer=auto is resolved by the teacher-layer probe plan, before the method "
+                "is built."
             )
         layer = int(cfg.teacher_layer) if cfg.teacher_layer is not None else None
         self.teacher_layer = layer_index(ctx.teacher.config, layer, "method.teacher_layer")
@@ -129,7 +138,7 @@ class MiniLMv2:
         """Nothing beside the student: relation heads are a view of Q/K/V, not parameters."""
         return nn.ModuleDict()
 
-    def loss(self, batch: dict[str, Any], student: Features, teacher: Features | None) -> LossOutput:
+    def loss(self, batch: Batch, student: Features, teacher: Features | None) -> LossOutput:
         """Weighted sum of the relation KLs; each is logged as ``rel_<pair>``."""
         assert teacher is not None
         s: QKV = next(iter(student.qkv.values()))

@@ -13,7 +13,18 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from distil.errors import ConfigError, ModelError
 
-__all__ = ["SUPPORTED", "ArchSpec", "arch_spec", "get_layers", "layer_index", "num_layers", "submodule"]
+__all__ = [
+    "SUPPORTED",
+    "ArchSpec",
+    "arch_spec",
+    "get_layers",
+    "has_trained_lm_head",
+    "layer_index",
+    "num_layers",
+    "submodule",
+]
+
+_LM_CLASSES = ("ForMaskedLM", "LMHeadModel", "ForCausalLM")
 
 
 @dataclass(frozen=True)
@@ -126,3 +137,14 @@ def layer_index(config: PretrainedConfig, layer: int | None, field: str) -> int:
     if not 1 <= chosen <= depth:
         raise ConfigError(f"{field} must be in 1..{depth} for this model, got {chosen}.")
     return chosen - 1
+
+
+def has_trained_lm_head(model: PreTrainedModel) -> bool:
+    """Whether the checkpoint carried a trained language-model head.
+
+    It did if it was saved as a masked- or causal-LM class, or if it is a decoder whose output layer is
+    tied to its (trained) input embeddings. Otherwise loading it with an LM head gives a random one.
+    """
+    architectures = list(getattr(model.config, "architectures", None) or [])
+    tied = arch_spec(model).causal and bool(getattr(model.config, "tie_word_embeddings", False))
+    return tied or any(a.endswith(_LM_CLASSES) for a in architectures)

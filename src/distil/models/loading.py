@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal, TypeVar
 
+import torch
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -49,7 +50,7 @@ class _LanguageModelHead:
     """
 
     @staticmethod
-    def _auto(config: PretrainedConfig) -> type:
+    def _auto(config: PretrainedConfig) -> Any:
         return AutoModelForCausalLM if arch_spec(config).causal else AutoModelForMaskedLM
 
     @classmethod
@@ -64,7 +65,7 @@ class _LanguageModelHead:
 
 
 Head = Literal["seq", "lm", "base", "mlm", "qa"]
-HEADS: dict[str, type] = {
+HEADS: dict[str, Any] = {  # the auto classes (and the LM one above): from_pretrained / from_config
     "seq": AutoModelForSequenceClassification,
     "lm": AutoModelForCausalLM,
     "base": AutoModel,
@@ -73,6 +74,8 @@ HEADS: dict[str, type] = {
 }
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_model_path(name: str) -> str:
@@ -177,10 +180,11 @@ def _seq_head_kwargs(
 def load_model(
     name: str,
     *,
-    head: Head,
+    head: str,
     num_labels: int | None = None,
     is_regression: bool = False,
     attn_implementation: str = "sdpa",
+    dtype: str | None = None,
 ) -> PreTrainedModel:
     """Load a model with the requested head.
 
@@ -196,6 +200,7 @@ def load_model(
         num_labels: Classes of the ``"seq"`` head; ignored for the other heads.
         is_regression: Build a one-output regression head (``problem_type="regression"``).
         attn_implementation: ``"sdpa"``, ``"eager"`` (needed for ``output_attentions``), ...
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; ``None`` keeps what the checkpoint stores.
 
     Returns:
         The model, in eval mode as ``from_pretrained`` leaves it.
@@ -213,6 +218,8 @@ def load_model(
     except (OSError, ValueError) as exc:
         raise _load_error("model", name, path, exc) from exc
     kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
+    if dtype is not None:
+        kwargs["dtype"] = _DTYPES[dtype]
     if head == "seq":
         kwargs |= _seq_head_kwargs(config, name, num_labels, is_regression)
     try:

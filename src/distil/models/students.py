@@ -7,109 +7,70 @@ Layer numbers are 1-indexed throughout (layer 1 is the first Transformer block),
 from __future__ import annotations
 
 import copy
-import itertools
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from distil.errors import ConfigError
 from distil.models.architectures import arch_spec, get_layers, num_layers
+from distil.models.layer_maps import validate_layer_list
 from distil.models.loading import HEADS
 
 __all__ = [
+    "StudentConfig",
     "count_parameters",
-    "paper_layer_map",
     "student_copy",
     "student_from_config",
     "student_from_layers",
-    "uniform_layer_map",
-    "validate_layer_list",
 ]
 
-_LAYERS_FIELD = "models.student.layers"
 
+@dataclass
+class StudentConfig:
+    """How the student is built (the ``models.student`` section of a run config).
 
-def paper_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
-    """The TED / DistilBERT map: ``M(k) = 2k - 1`` for ``k <= K/2`` and ``M(k) = 2k`` otherwise.
-
-    Liang et al., "Less is More: Task-aware Layer-wise Distillation" (ICML 2023), appendix; it is the
-    layer choice of DistilBERT (Sanh et al., 2019). 12 -> 6 gives ``[1, 3, 5, 8, 10, 12]``.
-
-    The formula does not depend on the teacher depth ``L``: it is defined for halving the depth. With
-    ``L > 2K`` it would silently ignore the teacher's top layers, and with ``L < 2K`` it runs past the
-    last layer, so ``L == 2K`` is required.
-
-    Args:
-        teacher_layers: Teacher depth ``L``.
-        student_layers: Student depth ``K``.
-
-    Returns:
-        The 1-indexed teacher layer for each student layer ``k = 1..K``.
-
-    Raises:
-        ConfigError: ``teacher_layers != 2 * student_layers``.
+    Attributes:
+        init: ``layers``: teacher embeddings and the chosen teacher layers; ``config``: random init of the
+            teacher's family at the given sizes; ``copy``: an exact copy of the teacher;
+            ``pretrained``: load ``path``.
+        path: Checkpoint for ``init: pretrained`` (local dir, hub id or ``embedded``).
+        layers: 1-indexed teacher layers for ``init: layers``; overrides ``num_layers``/``layer_map``.
+        num_layers: Student depth for ``init: layers`` (with ``layer_map``) or ``init: config``.
+        layer_map: ``paper``: M(k) = 2k-1 (k <= K/2), 2k (k > K/2); ``uniform``: k * L / K.
+        hidden_size: Width for ``init: config`` (default: the teacher's).
+        num_heads: Attention heads for ``init: config`` (default: the teacher's).
+        intermediate_size: FFN size for ``init: config`` (default: the teacher's FFN size, not scaled with
+            ``hidden_size``).
     """
-    if student_layers < 1 or teacher_layers != 2 * student_layers:
-        raise ConfigError(
-            f"The paper layer map halves the depth, so it needs teacher layers == 2 x student layers; got "
-            f"{teacher_layers} teacher and {student_layers} student layers. Use the 'uniform' map or give "
-            f"an explicit list in {_LAYERS_FIELD}."
-        )
-    # k <= K/2 written as 2k <= K keeps odd K exact (6 -> 3 gives [1, 4, 6]).
-    return [2 * k - 1 if 2 * k <= student_layers else 2 * k for k in range(1, student_layers + 1)]
 
+    init: Literal["layers", "config", "copy", "pretrained"] = "layers"
+    path: str | None = None
+    layers: list[int] | None = None
+    num_layers: int | None = None
+    layer_map: Literal["paper", "uniform"] = "paper"
+    hidden_size: int | None = None
+    num_heads: int | None = None
+    intermediate_size: int | None = None
 
-def uniform_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
-    """The uniform map ``M(k) = k * L / K`` (TinyBERT's ``g(m) = m * N / M``); the last layer maps to ``L``.
-
-    When ``K`` does not divide ``L`` the value is rounded half up, which keeps the map strictly
-    increasing (12 -> 5 gives ``[2, 5, 7, 10, 12]``).
-
-    Args:
-        teacher_layers: Teacher depth ``L``.
-        student_layers: Student depth ``K``.
-
-    Returns:
-        The 1-indexed teacher layer for each student layer ``k = 1..K``.
-
-    Raises:
-        ConfigError: ``student_layers`` is not in ``1..teacher_layers``.
-    """
-    if not 1 <= student_layers <= teacher_layers:
-        raise ConfigError(
-            f"A uniform layer map needs 1 <= student layers <= teacher layers; got {student_layers} student "
-            f"and {teacher_layers} teacher layers."
-        )
-    return [
-        (2 * k * teacher_layers + student_layers) // (2 * student_layers)
-        for k in range(1, student_layers + 1)
-    ]
-
-
-def validate_layer_list(layers: Sequence[int], teacher_layers: int) -> list[int]:
-    """Check an explicit, 1-indexed list of teacher layers.
-
-    Returns:
-        The layers as a list of ``int``.
-
-    Raises:
-        ConfigError: The list is empty, holds a non-integer or a value outside ``1..teacher_layers``, or is
-            not strictly increasing.
-    """
-    where = f"{_LAYERS_FIELD}={list(layers)!r}"
-    if not layers:
-        raise ConfigError(f"{where} is empty; give at least one teacher layer in 1..{teacher_layers}.")
-    for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= teacher_layers:
+    def __post_init__(self) -> None:
+        if self.init == "pretrained" and not self.path:
+            raise ConfigError("models.student.path is required with models.student.init=pretrained.")
+        if self.init in ("layers", "config") and self.layers is None and self.num_layers is None:
             raise ConfigError(
-                f"{where}: {layer!r} is not a teacher layer; layers are 1-indexed integers "
-                f"in 1..{teacher_layers}."
+                f"models.student.init={self.init} needs models.student.num_layers (or .layers)."
             )
-    if any(b <= a for a, b in itertools.pairwise(layers)):
-        raise ConfigError(f"{where} must be strictly increasing (each teacher layer once, bottom to top).")
-    return list(layers)
+        for name in ("num_layers", "hidden_size", "num_heads", "intermediate_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"models.student.{name} must be >= 1, got {value}.")
+
+    @classmethod
+    def pretrained(cls, path: str) -> StudentConfig:
+        """A student loaded from ``path`` (how a plan hands one stage's student to the next)."""
+        return cls(init="pretrained", path=path)
 
 
 def _layers_path(model: PreTrainedModel) -> str:
@@ -141,7 +102,8 @@ def student_from_layers(teacher: PreTrainedModel, layers: Sequence[int]) -> PreT
     if isinstance(getattr(config, "layer_types", None), list):
         # Per-layer attention kinds (sliding or full) must follow the layers they belong to.
         config.layer_types = [config.layer_types[i - 1] for i in layers]
-    student = type(teacher)(config).to(device=teacher.device, dtype=teacher.dtype)
+    model_class: Any = type(teacher)  # transformers' decorated __init__ is opaque to type checkers
+    student: PreTrainedModel = model_class(config).to(device=teacher.device, dtype=teacher.dtype)
 
     prefix = _layers_path(teacher) + "."
     new_index = {str(src - 1): str(dst) for dst, src in enumerate(layers)}

@@ -1,44 +1,103 @@
-"""What the loop needs from a task: data to train on, how to batch it, how to score a model."""
+"""What the loop needs from a task, and the data-section fields every task kind shares.
+
+A task *kind* (GLUE, custom files, SQuAD, corpus, causal LM) is one module of this package holding its
+data config (the ``data:`` section, only that kind's fields), its loading, collate and evaluation. The
+registry ``distil.tasks.TASKS`` maps kinds to their ``Task`` classes; ``data.task`` names a task of a kind
+(``sst2`` is a GLUE task).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["TaskData"]
+from distil.data.batching import row_lengths
+from distil.errors import ConfigError
+from distil.types import Batch
+
+__all__ = ["DataCommon", "Task", "row_lengths"]
+
+
+@dataclass
+class DataCommon:
+    """Fields of every task kind's data section.
+
+    Attributes:
+        task: The task: a GLUE name (``sst2``, ``mnli``, ...), ``custom``, ``squad``/``squad_v2``,
+            ``corpus`` or ``lm``; it selects the kind and so the other fields that apply.
+        max_length: Truncation (or block) length in tokens.
+    """
+
+    task: str = "sst2"
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8:
+            raise ConfigError(f"data.max_length must be >= 8, got {self.max_length}.")
+
+    def regression(self) -> bool:
+        """The task predicts one real number per example."""
+        return False
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric key the task's evaluation reports (empty: no evaluation)."""
+        return ()
 
 
 @runtime_checkable
-class TaskData(Protocol):
+class Task(Protocol):
     """A task's data and evaluation, independent of the method.
+
+    Class attributes:
+        kind: Registry kind (``glue``, ``custom``, ``squad``, ``corpus``, ``lm``).
+        names: The ``data.task`` values of this kind.
+        Config: The data section of this kind.
+        head: Model head the task's models carry: ``seq`` (sequence classification or regression),
+            ``qa`` (extractive QA), ``lm`` (causal LM) or ``base`` (no head: a corpus).
+        labelled: The training rows have labels.
+        cacheable_teacher: The teacher's outputs per example are small enough to keep (class logits).
 
     Attributes:
         name: Task name (``sst2``, ``custom``, ``corpus``, ...).
-        head: Model head the task's models carry by default: ``seq`` (sequence classification or
-            regression), ``base`` (no head), ``mlm`` or ``lm``.
         num_labels: Classes (1 for regression, 0 when there are no labels).
         is_regression: Labels are real numbers.
         main_metric: Metric that selects the best checkpoint, or ``None`` when there is no evaluation.
+        group_by_length: Batch rows of similar length together.
         train_set: Tokenised training rows (after ``prepare``), each with an ``idx`` column.
         dev_set: Tokenised evaluation rows, or ``None``.
     """
 
+    kind: ClassVar[str]
+    names: ClassVar[tuple[str, ...]]
+    Config: ClassVar[type[Any]]
+    head: ClassVar[str]
+    labelled: ClassVar[bool]
+    cacheable_teacher: ClassVar[bool]
+
     name: str
-    head: str
     num_labels: int
     is_regression: bool
     main_metric: str | None
+    group_by_length: bool
     train_set: Dataset
-    dev_set: Dataset | None
+
+    @property
+    def dev_set(self) -> Dataset | None:
+        """Tokenised evaluation rows (the main split), or ``None``."""
+        ...
+
+    def __init__(self, data: Any, seed: int, *, eval_only: bool = False) -> None:
+        """Read and validate the raw data; ``eval_only`` reads only the evaluation split (``distil eval``)."""
+        ...
 
     def prepare(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
         """Tokenise the raw data (called once the models and their tokenizer are known)."""
         ...
 
-    def collate(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def collate(self, rows: list[dict[str, Any]]) -> Batch:
         """Turn rows of ``train_set`` into a padded batch."""
         ...
 
@@ -49,3 +108,7 @@ class TaskData(Protocol):
     def describe(self) -> dict[str, Any]:
         """A short, JSON-able summary for the recipe file."""
         ...
+
+    def check_model(self, config: Any, what: str) -> None:
+        """Reject a model the task cannot train (e.g. an encoder for causal LM); called before training."""
+        return None

@@ -1,78 +1,82 @@
-"""Sequence classification and regression: the GLUE tasks and custom labelled files."""
+"""Sequence classification and regression, shared by the GLUE and custom task kinds.
+
+Each kind reads its own files into raw splits (text columns plus ``label`` ids or floats); this class
+tokenises them, pads batches and scores a model with the task's metrics.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from distil.config import DataConfig
 from distil.data.batching import collate, tokenize
-from distil.data.sources import load_custom, load_glue_split, load_task_file, resolve_data_dir, subset
-from distil.data.tasks import TaskSpec, custom_task, get_task
-from distil.evaluation.classification import evaluate
+from distil.data.sources import subset
+from distil.data.tasks import TaskSpec
+from distil.errors import ConfigError
+from distil.evaluation.classification import Logits, evaluate
+from distil.types import Batch
 
 __all__ = ["ClassificationTask"]
 
 
 class ClassificationTask:
-    """A labelled task read and validated at construction, tokenised by ``prepare``."""
+    """A labelled task whose raw splits are read by a kind's ``__init__``; tokenised by ``prepare``.
 
-    head = "seq"
+    Attributes:
+        spec: The task's spec (text columns, labels, metrics).
+        dev_sets: Evaluation splits by name; the first is the main one (MNLI adds ``mismatched``).
+    """
 
-    def __init__(self, data: DataConfig, seed: int) -> None:
-        if data.task == "custom":
-            assert data.train_file and data.text_columns
-            spec = custom_task(
-                tuple(data.text_columns),
-                data.label_column,
-                is_regression=data.is_regression,
-                label_names=tuple(data.label_names) if data.label_names else None,
-                train_file=data.train_file,
-            )
-            train = load_custom(data.train_file, spec)
-            dev = load_custom(data.dev_file, spec) if data.dev_file else None
-        else:
-            spec = get_task(data.task)
-            data_dir = resolve_data_dir(data.data_dir)
-            # A file given for a GLUE task (an augmented transfer set, say) has the task's own columns.
-            if data.train_file:
-                train = load_task_file(data.train_file, spec)
-            else:
-                train = load_glue_split(spec, "train", data_dir)
-            if data.dev_file:
-                dev = load_task_file(data.dev_file, spec)
-            else:
-                dev = load_glue_split(spec, spec.dev_splits[0], data_dir)
-        self.spec: TaskSpec = spec
+    head: ClassVar[str] = "seq"
+    labelled: ClassVar[bool] = True
+    cacheable_teacher: ClassVar[bool] = True
+
+    def _init_splits(
+        self, spec: TaskSpec, train: Dataset | None, devs: dict[str, Dataset], data: Any, seed: int
+    ) -> None:
+        self.spec = spec
         self.name = spec.name
         self.num_labels = spec.num_labels
         self.is_regression = spec.is_regression
         self.main_metric: str | None = spec.main_metric
-        self._raw_train = subset(train, data.train_subset, seed)
-        self._raw_dev = subset(dev, data.dev_subset, seed) if dev is not None else None
+        self.group_by_length = bool(data.group_by_length)
+        empty = Dataset.from_dict({c: [] for c in (*spec.text_columns, "label")})
+        self._raw_train = subset(train, data.train_subset, seed) if train is not None else empty
+        self._raw_devs = {name: subset(dev, data.dev_subset, seed) for name, dev in devs.items()}
         self.train_set: Dataset = self._raw_train
-        self.dev_set: Dataset | None = self._raw_dev
+        self.dev_sets: dict[str, Dataset] = dict(self._raw_devs)
         self.pad_token_id = 0
 
+    @property
+    def raw_train(self) -> Dataset:
+        """The training rows before tokenisation (text columns and ``label``)."""
+        return self._raw_train
+
+    @property
+    def dev_set(self) -> Dataset | None:
+        """The main evaluation split, or ``None``."""
+        return next(iter(self.dev_sets.values()), None)
+
     def prepare(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
-        """Tokenise both splits without padding."""
-        self.pad_token_id = int(tokenizer.pad_token_id or 0)
+        """Tokenise every split without padding."""
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else 0)
         self.train_set = tokenize(self._raw_train, tokenizer, self.spec, max_length)
-        if self._raw_dev is not None:
-            self.dev_set = tokenize(self._raw_dev, tokenizer, self.spec, max_length)
+        self.dev_sets = {k: tokenize(v, tokenizer, self.spec, max_length) for k, v in self._raw_devs.items()}
 
-    def collate(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def collate(self, rows: list[dict[str, Any]]) -> Batch:
         """Dynamic padding to the longest row."""
-        return collate(rows, self.pad_token_id)
+        return Batch.from_mapping(collate(rows, self.pad_token_id))
 
-    def evaluate(self, model: PreTrainedModel, batch_size: int) -> dict[str, float]:
-        """The task's official metrics on the dev split."""
-        if self.dev_set is None:
-            return {}
-        return evaluate(model, self.dev_set, self.spec, batch_size=batch_size, pad_token_id=self.pad_token_id)
+    def evaluate(self, model: PreTrainedModel | Logits, batch_size: int) -> dict[str, float]:
+        """The task's official metrics on every dev split; splits after the first get their name as suffix."""
+        metrics: dict[str, float] = {}
+        for i, (split, data) in enumerate(self.dev_sets.items()):
+            scores = evaluate(model, data, self.spec, batch_size=batch_size, pad_token_id=self.pad_token_id)
+            metrics |= scores if i == 0 else {f"{k}_{split}": v for k, v in scores.items()}
+        return metrics
 
     def describe(self) -> dict[str, Any]:
         """Task name and split sizes."""
@@ -81,3 +85,11 @@ class ClassificationTask:
             "train_examples": len(self.train_set),
             "dev_examples": len(self.dev_set) if self.dev_set is not None else 0,
         }
+
+    def check_model(self, config: Any, what: str) -> None:
+        """Any family with a sequence-classification head can train a classification task."""
+        return None
+
+    def use_split(self, split: str) -> None:
+        """Evaluate on another split of the task (``--split``); GLUE tasks have named splits."""
+        raise ConfigError(f"--split applies to GLUE tasks; data.task={self.name} is scored on its dev file.")

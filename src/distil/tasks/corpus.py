@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from distil.config import DataConfig
 from distil.data.corpus import build_blocks, collate_blocks, corpus_files
+from distil.errors import ConfigError
+from distil.tasks.base import DataCommon
+from distil.types import Batch
 
-__all__ = ["CorpusTask", "default_cache_dir"]
+__all__ = ["CorpusData", "CorpusTask", "default_cache_dir"]
 
 
 def default_cache_dir() -> Path:
@@ -21,19 +23,51 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DISTIL_CACHE", Path.home() / ".cache" / "distil"))
 
 
+@dataclass
+class CorpusData(DataCommon):
+    """The data section of task-agnostic distillation on unlabelled text (``data.task=corpus``).
+
+    Attributes:
+        max_length: Tokens per block.
+        corpus: Text files or folders (plain text, or WikiExtractor ``<doc>`` files), packed into blocks
+            of ``max_length`` tokens.
+        max_blocks: Use at most this many blocks (a fixed data budget).
+        cache_dir: Where tokenised blocks are cached (default ``$DISTIL_CACHE`` or ``~/.cache/distil``);
+            reused when files, tokenizer and block size are unchanged.
+    """
+
+    task: str = "corpus"
+    corpus: list[str] | None = None
+    max_blocks: int | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.corpus:
+            raise ConfigError(f"data.task={self.task} needs data.corpus: a list of text files or folders.")
+        if self.max_blocks is not None and self.max_blocks < 1:
+            raise ConfigError(f"data.max_blocks must be >= 1, got {self.max_blocks}.")
+
+
 class CorpusTask:
-    """Blocks of ``data.max_length`` tokens from ``data.corpus``; no labels and no dev metric.
+    """Unlabelled text packed into token blocks, for task-agnostic distillation; no dev metric.
 
     Blocks live in an on-disk, memory-mapped Arrow cache, so a corpus larger than memory works.
     """
 
-    head = "base"
+    kind: ClassVar[str] = "corpus"
+    names: ClassVar[tuple[str, ...]] = ("corpus",)
+    Config: ClassVar[type[CorpusData]] = CorpusData
+    head: ClassVar[str] = "base"
+    labelled: ClassVar[bool] = False
+    cacheable_teacher: ClassVar[bool] = False
     name = "corpus"
     num_labels = 0
     is_regression = False
     main_metric: str | None = None
+    group_by_length = False  # every block has max_length tokens
 
-    def __init__(self, data: DataConfig, seed: int) -> None:
+    def __init__(self, data: CorpusData, seed: int, *, eval_only: bool = False) -> None:
         assert data.corpus
         self.files = corpus_files(data.corpus)  # validates paths before any model is loaded
         self.max_blocks = data.max_blocks
@@ -49,9 +83,9 @@ class CorpusTask:
             self.files, tokenizer, max_length, cache_dir=self.cache_dir, max_blocks=self.max_blocks
         )
 
-    def collate(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def collate(self, rows: list[dict[str, Any]]) -> Batch:
         """Stack blocks into a batch."""
-        return collate_blocks(rows, self.pad_token_id)
+        return Batch.from_mapping(collate_blocks(rows, self.pad_token_id))
 
     def evaluate(self, model: PreTrainedModel, batch_size: int) -> dict[str, float]:
         """No dev metric: task-agnostic students are scored by fine-tuning them afterwards."""
@@ -65,3 +99,7 @@ class CorpusTask:
             "train_blocks": len(self.train_set),
             "block_size": len(self.train_set[0]["input_ids"]) if len(self.train_set) else 0,
         }
+
+    def check_model(self, config: Any, what: str) -> None:
+        """Any supported family can be distilled on a corpus."""
+        return None

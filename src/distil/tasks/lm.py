@@ -19,23 +19,54 @@ LM" head would see the tokens it predicts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import torch
 from datasets import Dataset
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from distil.config import DataConfig
 from distil.data.corpus import build_blocks, collate_blocks, corpus_files
 from distil.data.sources import subset
 from distil.errors import ConfigError, DataError
 from distil.evaluation.perplexity import perplexity_windows, windowed_perplexity
 from distil.losses import next_token_labels
 from distil.models.architectures import arch_spec
-from distil.tasks.corpus import default_cache_dir
+from distil.tasks.corpus import CorpusData, default_cache_dir
+from distil.types import Batch
 
-__all__ = ["LMTask", "check_causal"]
+__all__ = ["LMData", "LMTask", "check_causal"]
+
+
+@dataclass
+class LMData(CorpusData):
+    """The data section of causal language modelling (``data.task=lm``).
+
+    Attributes:
+        max_length: Tokens per training block and per perplexity window.
+        dev_file: The text whose perplexity is reported (e.g. WikiText-2's test text).
+        train_subset: Use a seeded random subset of this many training blocks.
+        dev_subset: Score a seeded subset of this many perplexity windows (each keeps its context).
+        eval_stride: Tokens the perplexity window advances by (only they are scored, with up to
+            ``max_length`` tokens of context); default ``max_length // 2``.
+    """
+
+    task: str = "lm"
+    dev_file: str | None = None
+    train_subset: int | None = None
+    dev_subset: int | None = None
+    eval_stride: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.eval_stride is not None and not 1 <= self.eval_stride <= self.max_length:
+            raise ConfigError(
+                f"data.eval_stride must be in [1, data.max_length={self.max_length}], got {self.eval_stride}."
+            )
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Perplexity and its parts, when a dev text is given."""
+        return ("perplexity", "neg_perplexity", "nll", "eval_tokens") if self.dev_file else ()
 
 
 def check_causal(config: Any, what: str) -> None:
@@ -53,21 +84,27 @@ def check_causal(config: Any, what: str) -> None:
 
 
 class LMTask:
-    """Next-token prediction on corpus blocks; perplexity on a held-out text."""
+    """Causal language modelling on text blocks; perplexity on a held-out text."""
 
-    head = "lm"
+    kind: ClassVar[str] = "lm"
+    names: ClassVar[tuple[str, ...]] = ("lm",)
+    Config: ClassVar[type[LMData]] = LMData
+    head: ClassVar[str] = "lm"
+    labelled: ClassVar[bool] = True  # next-token labels come with every block
+    cacheable_teacher: ClassVar[bool] = False  # [tokens, vocab] logits per block
     name = "lm"
     num_labels = 0
     is_regression = False
+    group_by_length = False  # every block has max_length tokens
 
-    def __init__(self, data: DataConfig, seed: int) -> None:
+    def __init__(self, data: LMData, seed: int, *, eval_only: bool = False) -> None:
         assert data.corpus
         self.files = corpus_files(data.corpus)  # validates paths before any model is loaded
         self.dev_path = Path(data.dev_file).expanduser() if data.dev_file else None
         if self.dev_path is not None and not self.dev_path.is_file():
             raise DataError(f"data.dev_file {str(self.dev_path)!r} does not exist; give the evaluation text.")
         self.main_metric: str | None = "neg_perplexity" if self.dev_path is not None else None
-        self.settings, self.seed = data, seed
+        self.settings, self.seed, self.eval_only = data, seed, eval_only
         self.cache_dir = Path(data.cache_dir) if data.cache_dir else default_cache_dir() / "blocks"
         self.train_set: Dataset = Dataset.from_dict({"input_ids": [], "idx": []})
         self.dev_set: Dataset | None = None
@@ -97,10 +134,11 @@ class LMTask:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_token_id = int(pad if pad is not None else 0)
         s = self.settings
-        blocks = build_blocks(
-            self.files, tokenizer, max_length, cache_dir=self.cache_dir, max_blocks=s.max_blocks
-        )
-        self.train_set = subset(blocks, s.train_subset, self.seed)
+        if not self.eval_only:
+            blocks = build_blocks(
+                self.files, tokenizer, max_length, cache_dir=self.cache_dir, max_blocks=s.max_blocks
+            )
+            self.train_set = subset(blocks, s.train_subset, self.seed)
         if self.dev_path is None:
             return
         ids = tokenizer(self.dev_path.read_text(encoding="utf-8"), verbose=False)["input_ids"]
@@ -111,11 +149,10 @@ class LMTask:
             raise DataError(f"data.dev_file {str(self.dev_path)!r}: {err}") from None
         self.dev_set = subset(windows, s.dev_subset, self.seed)
 
-    def collate(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def collate(self, rows: list[dict[str, Any]]) -> Batch:
         """Stack blocks and add the shifted next-token ``labels`` (-100 where nothing is predicted)."""
-        batch = collate_blocks(rows, self.pad_token_id)
-        batch["labels"] = next_token_labels(batch["input_ids"], batch["attention_mask"])
-        return batch
+        batch = Batch.from_mapping(collate_blocks(rows, self.pad_token_id))
+        return batch.replace(labels=next_token_labels(batch.input_ids, batch.attention_mask))
 
     def evaluate(self, model: PreTrainedModel, batch_size: int) -> dict[str, float]:
         """Sliding-window perplexity on ``data.dev_file`` (empty without one)."""

@@ -1,7 +1,8 @@
 """Resumable checkpoints, written atomically, and the rules for reusing a run directory.
 
-A checkpoint holds the student, the method's own modules, the optimiser, the scheduler, the trainer
-state (step, epoch, position in the epoch, best metric) and every process's RNG state. It is written to
+A checkpoint holds the student, the method's own modules and its non-trainable state, the optimiser, the
+scheduler, the trainer state (step, epoch, position in the epoch, best metric) and every process's RNG
+state. It is written to
 a temporary folder and renamed into place, so a crash never leaves a half-written checkpoint behind.
 """
 
@@ -15,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from distil.errors import ConfigError
+from distil.methods import Method
 from distil.training.env import get_rng_state, set_rng_state
 
 __all__ = [
@@ -118,6 +120,7 @@ def save_checkpoint(
     extras: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    method_state: dict[str, torch.Tensor],
     *,
     keep: int,
     rank: int = 0,
@@ -140,6 +143,10 @@ def save_checkpoint(
         save_model(student, str(tmp / "student.safetensors"))
         if any(True for _ in extras.parameters()):
             save_model(extras, str(tmp / "method.safetensors"))
+        if method_state:
+            save_file(
+                {k: v.contiguous() for k, v in method_state.items()}, str(tmp / "method_state.safetensors")
+            )
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         # state.json last: its presence marks a complete checkpoint.
@@ -160,6 +167,7 @@ def load_checkpoint(
     extras: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    method: Method,
     *,
     rank: int = 0,
 ) -> TrainerState:
@@ -167,6 +175,8 @@ def load_checkpoint(
     load_model(student, str(path / "student.safetensors"))
     if (path / "method.safetensors").exists():
         load_model(extras, str(path / "method.safetensors"))
+    state_file = path / "method_state.safetensors"
+    method.load_state_dict(load_file(str(state_file)) if state_file.exists() else {})
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng_file = path / f"rng-{rank}.pt"

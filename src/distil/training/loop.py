@@ -18,10 +18,8 @@ import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
@@ -30,13 +28,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from distil.adapters import forward_features
-from distil.config import RunConfig
+from distil.checks import check_run
 from distil.data.batching import epoch_batches
 from distil.errors import ConfigError, TrainingError
-from distil.methods import get_method
+from distil.run_config import RunConfig
+from distil.tasks import row_lengths
 from distil.training.checkpoint import (
+    FINISHED_MARKER,
     TrainerState,
-    atomic_write_text,
     check_run_dir,
     clear_run_dir,
     latest_checkpoint,
@@ -45,26 +44,43 @@ from distil.training.checkpoint import (
 )
 from distil.training.env import seed_everything
 from distil.training.export import export_student, save_best
-from distil.training.layer_probe import PROBE_FILE, needs_layer_probe, probe_teacher_layer
 from distil.training.logging import MetricLogger
 from distil.training.optim import build_optimizer, build_scheduler, trainable_parameters
 from distil.training.setup import RunParts, build_run, describe
-from distil.training.stages import run_stages
 from distil.training.teacher_cache import TeacherCache
-from distil.types import FeatureRequest, Features
+from distil.types import Batch, FeatureRequest, Features
 
 __all__ = ["RunResult", "train"]
 
 
 @dataclass
 class RunResult:
-    """What a finished run produced."""
+    """What a finished run produced.
 
+    Attributes:
+        run_dir: The run's folder.
+        student_dir: The exported student (``run_dir/student``).
+        metrics: Dev metrics of the exported student.
+        best_step: Step of the exported student's evaluation (``None`` without one).
+        steps: Optimiser steps taken.
+        train_seconds: Wall time of the training loop.
+    """
+
+    run_dir: Path
     student_dir: Path
     metrics: dict[str, float]
     best_step: int | None
     steps: int
     train_seconds: float
+
+    @classmethod
+    def from_run_dir(cls, run_dir: Path) -> RunResult:
+        """The result of a finished run, read from its recipe."""
+        results = json.loads((run_dir / FINISHED_MARKER).read_text())["results"]
+        return cls(
+            run_dir, run_dir / "student", results.get("dev") or {}, results.get("best_step"),
+            int(results.get("steps") or 0), float(results.get("train_seconds") or 0.0),
+        )  # fmt: skip
 
 
 def _micro_batches(indices: list[int], per_device: int, world: int, rank: int) -> list[list[int]]:
@@ -104,7 +120,7 @@ class _Run:
     def barrier(self) -> None:
         self.acc.wait_for_everyone()
 
-    def teacher_features(self, batch: dict[str, Any]) -> Features | None:
+    def teacher_features(self, batch: Batch) -> Features | None:
         if self.teacher_request is None:
             return None
         if self.cache is not None:
@@ -118,6 +134,7 @@ class _Run:
 
 
 def _setup(cfg: RunConfig, resume: bool, overwrite: bool) -> tuple[RunParts, Accelerator]:
+    check_run(cfg)  # configs built in code (plans, the API) get the checks a YAML config gets
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision)
     run_dir = Path(cfg.run_dir)
     # Every check runs before the first write: a bad run never touches an existing folder.
@@ -127,8 +144,8 @@ def _setup(cfg: RunConfig, resume: bool, overwrite: bool) -> tuple[RunParts, Acc
     # Cached outputs would be of clean inputs, and token-level logits ([N, S, V]) are too large to keep.
     cacheable = (
         parts.method.teacher_request() == FeatureRequest(logits=True)
-        and not hasattr(parts.method, "prepare_batch")
-        and parts.task.head == "seq"
+        and not parts.method.corrupts_inputs
+        and parts.task.cacheable_teacher
     )
     if cfg.train.cache_teacher and not cacheable:
         raise ConfigError(
@@ -149,7 +166,9 @@ def _setup(cfg: RunConfig, resume: bool, overwrite: bool) -> tuple[RunParts, Acc
 def train(
     cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> RunResult:
-    """Train ``cfg.models.student`` with ``cfg.method`` and export the best student.
+    """Train one run: ``cfg.models.student`` with ``cfg.method``, then export the best student.
+
+    One run only: work of several runs (stages, probes) is a plan above this loop (`distil.plans`).
 
     Args:
         cfg: The validated run configuration.
@@ -160,17 +179,7 @@ def train(
     Raises:
         DistilError: Bad input (before anything is written) or a non-finite loss (the run stops).
     """
-    plan_fn = getattr(get_method(cfg.method_name), "stage_plan", None)
-    plan = plan_fn(cfg) if plan_fn is not None else []
-    if plan:
-        return run_stages(cfg, plan, resume=resume, overwrite=overwrite, progress=progress)
-    probe: dict[str, Any] | None = None
-    if needs_layer_probe(cfg):
-        check_run_dir(Path(cfg.run_dir), resume=resume, overwrite=overwrite)  # fail before the probe's cost
-        cfg, probe = probe_teacher_layer(cfg, resume=resume)
     parts, acc = _setup(cfg, resume, overwrite)
-    if probe is not None and acc.is_main_process:
-        atomic_write_text(Path(cfg.run_dir) / PROBE_FILE, json.dumps(probe, indent=2))
     run = _Run(cfg, parts, acc)
     tc = cfg.train
     student, extras = parts.student.to(run.device).train(), run.extras.to(run.device).train()
@@ -181,7 +190,7 @@ def train(
     optimizer = acc.prepare_optimizer(build_optimizer(named, tc), device_placement=True)
     global_batch = tc.batch_size * run.world * tc.grad_accum
     task = parts.task
-    lengths = [len(ids) for ids in task.train_set["input_ids"][:]]
+    lengths = row_lengths(task.train_set)
     steps_per_epoch = (
         len(lengths) // global_batch if run.world > 1 else math.ceil(len(lengths) / global_batch)
     )
@@ -191,7 +200,9 @@ def train(
     if resume:
         ckpt = latest_checkpoint(run.run_dir)
         assert ckpt is not None
-        state = load_checkpoint(ckpt, student, extras, optimizer.optimizer, scheduler, rank=run.rank)
+        state = load_checkpoint(
+            ckpt, student, extras, optimizer.optimizer, scheduler, parts.method, rank=run.rank
+        )
         if state.world_size != run.world:
             raise ConfigError(
                 f"{ckpt} was written by {state.world_size} processes; resume with the same count."
@@ -220,6 +231,7 @@ def train(
             extras,
             optimizer.optimizer,
             scheduler,
+            parts.method.state_dict(),
             keep=tc.keep_checkpoints,
             rank=run.rank,
             barrier=run.barrier,
@@ -237,26 +249,17 @@ def train(
             if cfg.eval.select == "last" or improved:
                 state.best_metric, state.best_step, state.best_eval = metrics[key], state.step, metrics
             if cfg.eval.select == "best" and improved:
-                save_best(exportable(student), parts.tokenizer, run.run_dir, extras)
+                save_best(parts.method.export_model(student), parts.tokenizer, run.run_dir, extras)
             bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         run.barrier()
-
-    # Optional hook: the model to write for a student (e.g. HomoDistil slices its masked student into a
-    # standard checkpoint); resumable checkpoints always hold the training-time student.
-    export_hook: Callable[[nn.Module], nn.Module] | None = getattr(parts.method, "export_model", None)
-
-    def exportable(model: nn.Module) -> Any:
-        return export_hook(model) if export_hook is not None else model
-
-    # Optional hook: methods that corrupt their inputs (MLM masking) do it here, before both forwards;
-    # it may draw from the global RNG, whose state checkpoints restore.
-    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = getattr(parts.method, "prepare_batch", None)
 
     def step_once(indices: list[int]) -> None:
         sums: dict[str, float] = defaultdict(float)
         for chunk in _micro_batches(indices, tc.batch_size, run.world, run.rank):
-            batch = {k: v.to(run.device) for k, v in task.collate([task.train_set[i] for i in chunk]).items()}
-            batch = prepare(batch) if prepare is not None else batch
+            batch = task.collate([task.train_set[i] for i in chunk]).to(run.device)
+            # Methods that corrupt their inputs (MLM masking) do it here, before both forwards; it may
+            # draw from the global RNG, whose state checkpoints restore.
+            batch = parts.method.prepare_batch(batch)
             share = len(chunk) / len(indices)
             with acc.autocast():
                 student_features = forward_features(student, batch, run.student_request)
@@ -281,7 +284,7 @@ def train(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         logger.accumulate(reduced, len(indices))
-        _call_hook(parts.method, "on_step_end", state.step + 1)
+        parts.method.on_step_end(state.step + 1)
 
     while state.step < total_steps:
         # Several processes drop an epoch's last short batch: every process must get a micro-batch.
@@ -290,7 +293,7 @@ def train(
             global_batch,
             seed=tc.seed,
             epoch=state.epoch,
-            group_by_length=cfg.data.group_by_length,
+            group_by_length=task.group_by_length,
             drop_last=run.world > 1,
         )
         for b in range(state.batch_in_epoch, len(batches)):
@@ -302,7 +305,7 @@ def train(
             if state.step % tc.log_every == 0 or state.step == total_steps:
                 record = logger.flush(
                     state.step,
-                    {"lr": scheduler.get_last_lr()[0], "epoch": state.epoch}
+                    {"lr": float(scheduler.get_last_lr()[0]), "epoch": state.epoch}
                     | (
                         {"cuda_peak_mem_gib": torch.cuda.max_memory_allocated(run.device) / 2**30}
                         if run.device.type == "cuda"
@@ -328,7 +331,7 @@ def train(
         evaluate_and_select()
     seconds = time.perf_counter() - start
     metrics = state.best_eval or {}
-    result = RunResult(run.run_dir / "student", metrics, state.best_step, state.step, seconds)
+    result = RunResult(run.run_dir, run.run_dir / "student", metrics, state.best_step, state.step, seconds)
     if acc.is_main_process:
         recipe = {
             "method": cfg.method_name,
@@ -342,10 +345,11 @@ def train(
                 "steps": state.step,
                 "train_seconds": seconds,
                 "world_size": run.world,
-                "teacher_layer_probe": probe,
             },
         }
-        export_student(exportable(student), parts.tokenizer, run.run_dir, recipe, extras=extras)
+        export_student(
+            parts.method.export_model(student), parts.tokenizer, run.run_dir, recipe, extras=extras
+        )
     logger.close()
     acc.wait_for_everyone()
     return result
@@ -357,9 +361,3 @@ def _reduce_sums(sums: dict[str, float], acc: Accelerator) -> dict[str, float]:
     keys = sorted(sums)
     values = acc.reduce(torch.tensor([sums[k] for k in keys], device=acc.device), reduction="sum")
     return {k: float(v) for k, v in zip(keys, values.tolist(), strict=True)}
-
-
-def _call_hook(method: object, name: str, *args: Any) -> None:
-    hook: Callable[..., None] | None = getattr(method, name, None)
-    if hook is not None:
-        hook(*args)

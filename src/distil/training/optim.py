@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from distil.config import TrainConfig
+from distil.run_config import TrainConfig
 
 __all__ = ["build_optimizer", "build_scheduler", "trainable_parameters"]
 

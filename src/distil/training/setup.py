@@ -8,40 +8,28 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from distil.config import RunConfig, StudentConfig
 from distil.errors import ConfigError, ModelError
 from distil.methods import Method, MethodContext, get_method
 from distil.models.architectures import arch_spec, num_layers
+from distil.models.layer_maps import paper_layer_map, uniform_layer_map, validate_layer_list
 from distil.models.loading import check_same_vocabulary, freeze, load_model, load_tokenizer
-from distil.models.students import (
-    paper_layer_map,
-    student_copy,
-    student_from_config,
-    student_from_layers,
-    uniform_layer_map,
-    validate_layer_list,
-)
-from distil.tasks import TaskData, load_task
+from distil.models.students import StudentConfig, student_copy, student_from_config, student_from_layers
+from distil.run_config import RunConfig
+from distil.tasks import Task, load_task
 
-__all__ = ["RunParts", "build_run", "build_student", "describe", "model_head"]
+__all__ = ["RunParts", "build_run", "build_student", "describe"]
 
 
 @dataclass
 class RunParts:
     """Everything the loop trains and evaluates with."""
 
-    task: TaskData
+    task: Task
     tokenizer: PreTrainedTokenizerBase
     student: PreTrainedModel
     teacher: PreTrainedModel | None
     method: Method
     student_layers: list[int] | None
-
-
-def model_head(method_cls: type[Method], task: TaskData) -> str:
-    """The head both models carry: the task's, unless the method asks for another (e.g. ``mlm``)."""
-    chooser = getattr(method_cls, "model_head", None)
-    return str(chooser(task.head)) if chooser is not None else task.head
 
 
 def _teacher_layers_for(spec: StudentConfig, teacher_depth: int) -> list[int]:
@@ -53,7 +41,7 @@ def _teacher_layers_for(spec: StudentConfig, teacher_depth: int) -> list[int]:
 
 
 def build_student(
-    spec: StudentConfig, source: PreTrainedModel | None, task: TaskData, head: str, attn: str
+    spec: StudentConfig, source: PreTrainedModel | None, task: Task, head: str, attn: str
 ) -> tuple[PreTrainedModel, list[int] | None]:
     """Build the student from ``source`` (the loaded teacher checkpoint) as ``spec`` says."""
     if spec.init == "pretrained":
@@ -111,9 +99,7 @@ def build_run(cfg: RunConfig) -> RunParts:
     """Load and validate data, models and method; raises before any file is written."""
     method_cls = get_method(cfg.method_name)
     task = load_task(cfg.data, cfg.train.seed)
-    head = model_head(method_cls, task)
-    # Optional TaskData hook: reject models the task cannot train (e.g. an encoder for causal LM).
-    check_model = getattr(task, "check_model", None)
+    head = method_cls.model_head(task.head)
     attn = cfg.models.attn_implementation
     spec = cfg.models.student
     source = None
@@ -128,17 +114,15 @@ def build_run(cfg: RunConfig) -> RunParts:
             attn_implementation=attn,
         )
         arch_spec(source)
-        if check_model is not None:
-            check_model(source.config, f"models.teacher {cfg.models.teacher!r}")
+        task.check_model(source.config, f"models.teacher {cfg.models.teacher!r}")
     student, layers = build_student(spec, source, task, head, attn)
-    if check_model is not None:
-        check_model(student.config, "the student")
+    task.check_model(student.config, "the student")
     teacher = None
     if method_cls.uses_teacher:
         assert source is not None and cfg.models.teacher
         _check_teacher_head(cfg.models.teacher, source, head)
         teacher = freeze(source)
-    tokenizer = load_tokenizer(spec.path if spec.init == "pretrained" else str(cfg.models.teacher))
+    tokenizer = load_tokenizer(str(spec.path) if spec.init == "pretrained" else str(cfg.models.teacher))
     if teacher is not None and spec.init == "pretrained":
         check_same_vocabulary(load_tokenizer(str(cfg.models.teacher)), tokenizer)
     ctx = MethodContext(

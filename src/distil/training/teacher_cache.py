@@ -15,7 +15,8 @@ from datasets import Dataset
 from transformers import PreTrainedModel
 
 from distil.adapters import model_inputs
-from distil.types import Features
+from distil.data.batching import length_sorted_batches
+from distil.types import Batch, Features
 
 __all__ = ["TeacherCache"]
 
@@ -32,17 +33,15 @@ class TeacherCache:
         cls,
         teacher: PreTrainedModel,
         dataset: Dataset,
-        collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+        collate: Callable[[list[dict[str, Any]]], Batch],
         batch_size: int,
         device: torch.device,
     ) -> TeacherCache:
         """Run the teacher once over ``dataset`` (in length order, to pad little)."""
         teacher.eval()
-        order = np.argsort([len(ids) for ids in dataset["input_ids"][:]], kind="stable")
         idx_all = np.asarray(dataset["idx"][:])
         logits: torch.Tensor | None = None
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in length_sorted_batches(dataset, batch_size):
             batch = collate([dataset[int(i)] for i in rows])
             out = teacher(**{k: v.to(device) for k, v in model_inputs(teacher, batch).items()}).logits.float()
             if logits is None:
@@ -51,6 +50,7 @@ class TeacherCache:
         assert logits is not None, "empty training set"
         return cls(logits, device)
 
-    def features(self, batch: dict[str, Any]) -> Features:
+    def features(self, batch: Batch) -> Features:
         """The cached teacher logits of a batch, as the ``Features`` a forward pass would give."""
-        return Features(attention_mask=batch["attention_mask"], logits=self.logits[batch["idx"]])
+        assert batch.idx is not None
+        return Features(attention_mask=batch.attention_mask, logits=self.logits[batch.idx])

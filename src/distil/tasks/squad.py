@@ -15,32 +15,111 @@ and ``data.dev_subset`` count questions (before windowing).
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from distil.config import DataConfig
 from distil.data.batching import collate
 from distil.data.sources import resolve_data_dir, subset
 from distil.data.squad import check_answer_spans, read_squad, resolve_squad_file, split_by_title
 from distil.data.squad_features import build_features
+from distil.errors import ConfigError
 from distil.evaluation.squad import decode_answers, predict_span_scores
 from distil.metrics import squad_metrics
+from distil.tasks.base import DataCommon
+from distil.types import Batch
 
-__all__ = ["QATask"]
+__all__ = ["SquadData", "SquadTask"]
 
 
-class QATask:
-    """SQuAD questions read and validated at construction, windowed into features by ``prepare``."""
+@dataclass
+class SquadData(DataCommon):
+    """The data section of extractive QA (``data.task=squad`` for v1.1, ``squad_v2`` for v2.0).
 
-    head = "qa"
+    Attributes:
+        max_length: Tokens per window (question and context); HF's ``--max_seq_length`` 384.
+        data_dir: Folder holding ``squad/v1.1/*.json`` (``squad/v2.0`` for v2); else ``$DISTIL_DATA``,
+            else ``../shared/data``.
+        train_file: Training JSON (official SQuAD layout); default ``squad/v1.1/train-v1.1.json`` under
+            the data folder. Paths not found from the working directory are looked up there.
+        dev_file: Evaluation JSON; default ``squad/v1.1/dev-v1.1.json`` under the data folder.
+        train_subset: Train on a seeded random subset of this many questions (before windowing).
+        dev_subset: Evaluate on a seeded random subset of this many questions.
+        group_by_length: Batch windows of similar length together.
+        doc_stride: Tokens shared by consecutive windows of a context longer than ``max_length``
+            (HF's ``--doc_stride``; must be below ``max_length / 2``).
+        max_answer_length: Longest predicted answer, in tokens.
+        n_best: Start and end candidates (each) considered per window when predicting.
+        null_score_threshold: For ``squad_v2``: predict "no answer" when the no-answer score beats the best
+            span's score by more than this (HF's ``null_score_diff_threshold``).
+        split_dev: Without a training file: hold out this fraction of ``dev_file``'s articles (by title, so
+            no article is on both sides) for evaluation and train on the rest.
+        split_seed: Seed of the ``split_dev`` article split (fixed apart from ``train.seed``, so runs with
+            different training seeds are scored on the same held-out articles).
+    """
+
+    task: str = "squad"
+    max_length: int = 384
+    data_dir: str | None = None
+    train_file: str | None = None
+    dev_file: str | None = None
+    train_subset: int | None = None
+    dev_subset: int | None = None
+    group_by_length: bool = True
+    doc_stride: int = 128
+    max_answer_length: int = 30
+    n_best: int = 20
+    null_score_threshold: float = 0.0
+    split_dev: float | None = None
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("doc_stride", "max_answer_length", "n_best"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}.")
+        if 2 * self.doc_stride >= self.max_length:
+            raise ConfigError(
+                f"data.doc_stride={self.doc_stride} must be below data.max_length / 2 "
+                f"({self.max_length} / 2): it is the overlap of two windows of one context. SQuAD runs "
+                "usually set data.max_length=384 (with the default data.doc_stride=128)."
+            )
+        if not math.isfinite(self.null_score_threshold):
+            raise ConfigError(f"data.null_score_threshold must be finite, got {self.null_score_threshold}.")
+        if self.split_dev is not None:
+            if not 0 < self.split_dev < 1:
+                raise ConfigError(f"data.split_dev must be in (0, 1), got {self.split_dev}.")
+            if self.train_file:
+                raise ConfigError(
+                    "data.split_dev splits data.dev_file into training and held-out articles; it cannot be "
+                    "combined with data.train_file (unset one of them)."
+                )
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Official EM/F1 (v2.0 adds the answerable / unanswerable breakdown)."""
+        keys: tuple[str, ...] = ("exact_match", "f1")
+        if self.task == "squad_v2":
+            keys += tuple(f"{part}_{k}" for part in ("has_answer", "no_answer") for k in keys)
+        return keys
+
+
+class SquadTask:
+    """Extractive QA on SQuAD v1.1 / v2.0 JSON files (questions windowed into features); EM and F1."""
+
+    kind: ClassVar[str] = "squad"
+    names: ClassVar[tuple[str, ...]] = ("squad", "squad_v2")
+    Config: ClassVar[type[SquadData]] = SquadData
+    head: ClassVar[str] = "qa"
+    labelled: ClassVar[bool] = True
+    cacheable_teacher: ClassVar[bool] = False  # per-token start/end scores of every window
     num_labels = 2  # two scores per token: answer start and answer end
     is_regression = False
     main_metric: str | None = "f1"
 
-    def __init__(self, data: DataConfig, seed: int) -> None:
+    def __init__(self, data: SquadData, seed: int, *, eval_only: bool = False) -> None:
         self.name = data.task
         self.version_2 = data.task == "squad_v2"
         self.settings = data
@@ -48,7 +127,10 @@ class QATask:
         dev_path = resolve_squad_file(data.task, "dev", data.dev_file, data_dir)
         dev = read_squad(dev_path, version_2=self.version_2)
         self.split: dict[str, Any] = {"dev_file": str(dev_path)}
-        if data.split_dev is not None:
+        if eval_only:
+            train = dev.select([])
+            train_path = dev_path
+        elif data.split_dev is not None:
             train, dev, summary = split_by_title(dev, data.split_dev, data.split_seed)
             train_path = dev_path
             self.split |= summary | {"split_dev": data.split_dev, "split_seed": data.split_seed}
@@ -61,6 +143,7 @@ class QATask:
         self.dev_examples = subset(dev, data.dev_subset, seed)
         self.train_set: Dataset = self.train_examples
         self.dev_set: Dataset | None = self.dev_examples
+        self.group_by_length = data.group_by_length
         self.pad_token_id = 0
 
     def prepare(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
@@ -72,9 +155,9 @@ class QATask:
         )
         self.dev_set = build_features(self.dev_examples, tokenizer, max_length, stride, keep_offsets=True)
 
-    def collate(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def collate(self, rows: list[dict[str, Any]]) -> Batch:
         """Dynamic padding; ``labels`` is ``[B, 2]`` (start, end)."""
-        return collate(rows, self.pad_token_id)
+        return Batch.from_mapping(collate(rows, self.pad_token_id))
 
     def evaluate(self, model: PreTrainedModel, batch_size: int) -> dict[str, float]:
         """Official EM/F1 (percent); SQuAD 2.0 adds the answerable / unanswerable breakdown."""
@@ -111,3 +194,7 @@ class QATask:
         if self.train_set is not self.train_examples and self.dev_set is not None:
             out |= {"train_features": len(self.train_set), "dev_features": len(self.dev_set)}
         return out
+
+    def check_model(self, config: Any, what: str) -> None:
+        """Any family with a question-answering head can train extractive QA."""
+        return None

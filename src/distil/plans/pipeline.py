@@ -1,12 +1,13 @@
 """The main job: fine-tune a teacher, distil it into a shallower student with KD, compare the two.
 
-Stages (each an ordinary run of the shared loop, in its own folder under ``run_dir``):
+A plan of two steps run by `distil.plans.runner.run_steps`, each an ordinary run of the shared loop in its
+own folder under ``run_dir``:
 1. ``teacher/``: fine-tune the teacher checkpoint on the task (method ``finetune``).
 2. ``kd/``: KD into a student initialised from teacher layers chosen by the M(k) map.
-3. A side-by-side table: dev metric, parameters, latency at batch 1 and 32, speedup, student path.
+Then a side-by-side table: dev metric, parameters, latency at batch 1 and 32, speedup, student path.
 
-A finished stage is reused when the pipeline is run again; an interrupted one resumes from its
-latest checkpoint.
+A finished step is reused when the pipeline is run again; an interrupted one resumes from its latest
+checkpoint.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ from typing import Any
 
 import torch
 
-from distil.config import DataConfig, ModelsConfig, RunConfig, StudentConfig, TrainConfig
 from distil.errors import ConfigError
 from distil.evaluation.speed import measure_latency
 from distil.methods.finetune import FinetuneConfig
 from distil.methods.kd import KDConfig
 from distil.models.loading import load_model
-from distil.models.students import count_parameters
+from distil.models.students import StudentConfig, count_parameters
+from distil.plans.base import Step
+from distil.plans.runner import run_steps
+from distil.run_config import ModelsConfig, RunConfig, TrainConfig
 from distil.schema import to_dict
-from distil.training.checkpoint import FINISHED_MARKER, atomic_write_text, latest_checkpoint
-from distil.training.loop import train
+from distil.tasks import GlueData
+from distil.training.checkpoint import FINISHED_MARKER, atomic_write_text
 
 __all__ = ["LatencyConfig", "PipelineConfig", "run_pipeline"]
 
@@ -57,7 +60,7 @@ class PipelineConfig:
         run_dir: Folder of the whole pipeline.
         teacher: Checkpoint to fine-tune as the teacher.
         student_layers: Depth of the student; its layers come from the teacher by the paper's M(k) map.
-        data: Task data (shared by both stages).
+        data: GLUE task data (shared by both stages).
         teacher_train: Optimisation of the teacher fine-tuning.
         student_train: Optimisation of the KD stage.
         kd: KD settings.
@@ -67,26 +70,13 @@ class PipelineConfig:
     run_dir: str = "runs/sst2-pipeline"
     teacher: str = "embedded"
     student_layers: int = 3
-    data: DataConfig = field(
-        default_factory=lambda: DataConfig(task="sst2", max_length=64, train_subset=20000)
-    )
+    data: GlueData = field(default_factory=lambda: GlueData(task="sst2", max_length=64, train_subset=20000))
     teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, batch_size=32, epochs=1))
     student_train: TrainConfig = field(
         default_factory=lambda: TrainConfig(lr=1e-4, batch_size=32, epochs=1, cache_teacher=True)
     )
     kd: KDConfig = field(default_factory=KDConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
-
-
-def _stage(cfg: RunConfig, overwrite: bool, progress: bool) -> dict[str, Any]:
-    run_dir = Path(cfg.run_dir)
-    recipe = run_dir / FINISHED_MARKER
-    if recipe.exists() and not overwrite:
-        print(f"[distil] reusing finished stage {run_dir}")
-    else:
-        resume = not overwrite and latest_checkpoint(run_dir) is not None
-        train(cfg, resume=resume, overwrite=not resume, progress=progress)
-    return json.loads(recipe.read_text())
 
 
 def stage_configs(cfg: PipelineConfig) -> tuple[RunConfig, RunConfig]:
@@ -121,8 +111,9 @@ def run_pipeline(cfg: PipelineConfig, *, overwrite: bool = False, progress: bool
             f"{root} holds a finished pipeline run. Pass --overwrite to redo it, or pick another run_dir."
         )
     teacher_run, kd_run = stage_configs(cfg)
-    teacher_recipe = _stage(teacher_run, overwrite, progress)
-    kd_recipe = _stage(kd_run, overwrite, progress)
+    run_steps([Step("teacher", teacher_run), Step("kd", kd_run)], progress=progress, redo=overwrite)
+    teacher_recipe = json.loads((root / "teacher" / FINISHED_MARKER).read_text())
+    kd_recipe = json.loads((root / "kd" / FINISHED_MARKER).read_text())
     rows = _compare(cfg, root, teacher_recipe, kd_recipe)
     summary = {"config": to_dict(cfg), "rows": rows}
     atomic_write_text(summary_path, json.dumps(summary, indent=2))

@@ -1,4 +1,8 @@
-"""BERT-style dynamic masking for masked-language-model objectives (DistilBERT's ``L_mlm``).
+"""BERT-style dynamic masking for masked-language-model objectives, and the MLM batch plumbing.
+
+Used by every method that corrupts its inputs with masks (DistilBERT-style, HomoDistil on a corpus):
+`mask_batch` masks a `distil.types.Batch` and records what the MLM head must score; `head_rows` aligns
+labels with the logits of a head that ran only at those positions.
 
 Each call draws a fresh mask: per sequence, a share ``mlm_probability`` of the maskable tokens (real tokens
 that are not special tokens) is selected; of those, 80% become ``[MASK]``, 10% a random non-special token
@@ -16,11 +20,12 @@ import pyarrow.compute as pc
 import torch
 
 from distil.errors import ConfigError, DataError
+from distil.types import Batch
 
-if TYPE_CHECKING:  # only for annotations; keeps `import distil.data` from loading transformers
+if TYPE_CHECKING:  # only for annotations
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["mask_tokens", "token_frequency_weights"]
+__all__ = ["head_rows", "mask_batch", "mask_tokens", "token_frequency_weights"]
 
 IGNORE_INDEX = -100  # labels of unselected positions; the default ignore_index of F.cross_entropy
 
@@ -162,3 +167,44 @@ def token_frequency_weights(dataset: datasets.Dataset, vocab_size: int, power: f
             )
         counts += np.bincount(ids, minlength=vocab_size)
     return torch.from_numpy(np.maximum(counts, 1).astype(np.float64) ** power).float()
+
+
+def mask_batch(
+    batch: Batch,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    mlm_probability: float,
+    kl_everywhere: bool,
+    token_weights: torch.Tensor | None = None,
+) -> Batch:
+    """Mask a batch for MLM (global RNG) and say where the language-model head must score.
+
+    Args:
+        batch: The clean batch.
+        tokenizer: The run's tokenizer (mask and special tokens).
+        mlm_probability: Share of the maskable tokens selected.
+        kl_everywhere: A soft-target term reads every real token, so the head scores all of them;
+            otherwise only the masked positions.
+        token_weights: Optional selection weights per vocabulary id (see `mask_tokens`).
+
+    Returns:
+        The batch with masked ``input_ids``, ``mlm_labels`` (original ids at selected positions, -100
+        elsewhere) and ``head_positions``; both models see the same masked inputs, as in DistilBERT.
+    """
+    ids, labels = mask_tokens(
+        batch.input_ids, batch.attention_mask, tokenizer,
+        mlm_probability=mlm_probability, token_weights=token_weights,
+    )  # fmt: skip
+    positions = batch.attention_mask.bool() if kl_everywhere else labels != IGNORE_INDEX
+    return batch.replace(input_ids=ids, mlm_labels=labels, head_positions=positions)
+
+
+def head_rows(batch: Batch, labels: torch.Tensor, where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLM labels and KL positions (both ``[B, S]``) aligned with the logits the head returned.
+
+    When the batch holds ``head_positions`` the head ran only there and its logits are ``[N, V]``, so
+    both are gathered to ``[N]``; otherwise they are returned unchanged.
+    """
+    if batch.head_positions is None:
+        return labels, where
+    return labels[batch.head_positions], where[batch.head_positions]

@@ -1,0 +1,77 @@
+"""HomoDistil's plan: optionally fit the teacher's missing MLM head first, then prune while distilling.
+
+Some teachers (sentence-embedding checkpoints such as the embedded all-MiniLM-L6-v2) are saved without the
+MLM head that HomoDistil's KL term reads. With ``head_steps > 0`` a ``head`` stage
+(`distil.methods.homodistil_head`) fits one on a frozen copy of the teacher; the ``prune`` stage (the run's
+``homodistil`` method) then uses that model as its teacher and starts its student as a copy of it. With
+``head_steps: 0`` the plan is the single prune run.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from distil.errors import ConfigError
+from distil.methods.homodistil_head import HomoDistilHeadConfig
+from distil.models.students import StudentConfig
+from distil.plans.base import Plan, Step, stage_dir
+
+if TYPE_CHECKING:
+    from distil.run_config import RunConfig
+
+__all__ = ["HomoDistilPlan"]
+
+
+@dataclass
+class HomoDistilPlan:
+    """HomoDistil with a head stage first: fit the teacher's missing MLM head, then prune while distilling.
+
+    Attributes:
+        head_steps: Steps of the head stage on the frozen teacher (0: no head stage).
+        head_lr: Learning rate of the head stage (default: ``train.lr``).
+    """
+
+    head_steps: int = 0
+    head_lr: float | None = None
+
+    name: ClassVar[str] = "homodistil"
+    methods: ClassVar[tuple[str, ...]] = ("homodistil_head",)
+
+    def __post_init__(self) -> None:
+        if self.head_steps < 0:
+            raise ConfigError(f"plan.head_steps must be >= 0, got {self.head_steps}.")
+        if self.head_lr is not None and not self.head_lr > 0:
+            raise ConfigError(f"plan.head_lr must be > 0, got {self.head_lr}.")
+
+    def check_run(self, cfg: RunConfig) -> None:
+        """The prune stage is the run's ``homodistil`` method; the head stage needs a corpus."""
+        if cfg.method_name != "homodistil":
+            raise ConfigError(f"plan.name=homodistil runs method 'homodistil', not {cfg.method_name!r}.")
+        if self.head_steps and cfg.data.task != "corpus":
+            raise ConfigError("plan.head_steps fits an MLM head on a corpus; set it to 0 on labelled tasks.")
+
+    def plan(self, cfg: RunConfig) -> Plan:
+        """``head`` then ``prune`` when ``head_steps > 0``, else the prune run alone."""
+        root = Path(cfg.run_dir)
+        if self.head_steps == 0:
+            alone = copy.deepcopy(cfg)
+            alone.plan = None
+            return Plan(root, [Step("run", alone)], cfg, export_last=False)
+        head = copy.deepcopy(cfg)
+        head.run_dir, head.plan = str(stage_dir(root, "head")), None
+        head.method = HomoDistilHeadConfig(mlm_probability=cfg.method.mlm_probability)
+        head.models.student = StudentConfig(init="copy")
+        head.train.max_steps = self.head_steps
+        head.train.lr = self.head_lr or cfg.train.lr
+        head.eval.select = "last"
+        prune = copy.deepcopy(cfg)
+        prune.run_dir, prune.plan = str(stage_dir(root, "prune")), None
+        prune.models.teacher = str(stage_dir(root, "head") / "student")
+        return Plan(root, [Step("head", head), Step("prune", prune)], cfg)
+
+    def step_names(self, cfg: RunConfig) -> list[str]:
+        """``head`` and ``prune``, or the prune run alone."""
+        return ["head", "prune"] if self.head_steps else ["run"]
