@@ -25,8 +25,9 @@ from distil.config import TrainConfig, read_yaml
 from distil.losses import task_loss
 from distil.methods import MethodContext
 from distil.methods.kd import KD, KDConfig
+from distil.models.layer_maps import paper_layer_map
 from distil.models.loading import freeze, load_model
-from distil.models.students import paper_layer_map, student_from_layers
+from distil.models.students import student_from_layers
 from distil.schema import from_dict
 from distil.training.optim import build_optimizer, trainable_parameters
 from distil.types import FeatureRequest, Features

@@ -9,7 +9,7 @@
 #      lwd       glue/<task>/lwd or squad/lwd; starts from the layer-initialised student
 #      ted       glue/<task>/ted or squad/ted: Stage I (teacher filters, learned once with the first seed
 #                and shared; student filters) and Stage II, starting from this seed's finetune student;
-#                the teacher of step 1 is shared (method.finetune_teacher=false)
+#                the teacher of step 1 is shared (plan.finetune_teacher=false)
 # Every run gets the same CPU-scale budget overrides (EPOCHS, MAXLEN, BATCH, LR, no warm-up, no weight
 # decay), which replace the bundled configs' paper values; TED's stages each run that budget.
 # SQuAD (TASKS=squad): the v1.1 dev file split by article (80 % train, 20 % held out, split seed 0).
@@ -51,6 +51,6 @@ for task in ${TASKS:-rte mrpc stsb cola sst2}; do
     [ -f "$filters" ] && shared=(method.teacher_filters="$filters")
     done_run "$dir/ted" || $d distill "${ted[@]}" --run-dir "$dir/ted" "${run[@]}" "${shared[@]}" \
       models.student.init=pretrained models.student.path="$dir/finetune/student" \
-      method.finetune_teacher=false method.finetune_student=false
+      plan.finetune_teacher=false plan.finetune_student=false
   done
 done

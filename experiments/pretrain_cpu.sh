@@ -24,7 +24,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 d=.venv/bin/distil
 corpus=../shared/data/text/enwiki-2015-wikiextractor/train
 common=(--no-progress "data.corpus=[$corpus]" train.max_steps=$steps train.checkpoint_every=0)
-homo=(method.t_i=$((steps * 5 / 100)) method.t_f=$((steps * 72 / 100)) method.head_steps=$HEAD_STEPS)
+homo=(method.t_i=$((steps * 5 / 100)) method.t_f=$((steps * 72 / 100)) plan.head_steps=$HEAD_STEPS)
 
 distill() {  # name, config, extra overrides...
   local name=$1 config=$2; shift 2
@@ -40,7 +40,7 @@ for variant in $variants; do
     distilbert) distill "$variant" pretrain/distilbert ;;
     tinybert) distill "$variant" pretrain/tinybert ;;
     homodistil) distill "$variant" pretrain/homodistil "${homo[@]}" ;;
-    homodistil-nokl) distill "$variant" pretrain/homodistil "${homo[@]}" method.alpha_kl=0 method.head_steps=0 ;;
+    homodistil-nokl) distill "$variant" pretrain/homodistil "${homo[@]}" method.alpha_kl=0 plan.head_steps=0 ;;
     homodistil-scaling-pruned) distill "$variant" pretrain/homodistil "${homo[@]}" method.attention_scaling=pruned ;;
     homodistil-fixedproj) distill "$variant" pretrain/homodistil "${homo[@]}" method.train_projections=false ;;
     *) echo "unknown variant $variant" >&2; exit 2 ;;

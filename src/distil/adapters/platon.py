@@ -40,7 +40,7 @@ def cubic_keep(step: int, full: int, target: int, t_i: int, t_f: int) -> int:
 
     ``keep(t) = target + (full - target) * (1 - (t - t_i) / (t_f - t_i))^3``, rounded to the nearest
     integer; non-increasing in ``t`` and exactly ``target`` from ``t_f`` on (PLATON's schedule,
-    methods.md §3.4, written as a width rather than a ratio). ``t_i == t_f`` prunes in one shot.
+    written as a width rather than a ratio). ``t_i == t_f`` prunes in one shot.
     """
     if step >= t_f:
         return target

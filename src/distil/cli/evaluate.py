@@ -14,7 +14,8 @@ __all__ = ["evaluate_checkpoint"]
 
 def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     """Load ``args.model`` and its tokenizer and evaluate it on the task's dev data (or ``--split``)."""
-    task, data = task_from_args(args, eval_only=True, max_length=args.max_length)
+    lengths = {"max_length": args.max_length, "doc_stride": args.doc_stride, "eval_stride": args.eval_stride}
+    task, data = task_from_args(args, eval_only=True, **lengths)
     if args.split:
         if not isinstance(task, ClassificationTask):
             raise ConfigError(f"--split applies to GLUE tasks; --task {args.task} is scored on its --file.")

@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                 help="Truncation (window) length (default: the task's, as in training).",
             )
             p.add_argument("--batch-size", type=int, default=64, help="Evaluation batch size.")
+            p.add_argument("--doc-stride", type=int, help="SQuAD: tokens shared by consecutive windows.")
+            p.add_argument("--eval-stride", type=int, help="lm: tokens the perplexity window advances by.")
             p.add_argument(
                 "--attn-implementation", choices=["sdpa", "eager"], default="sdpa", help="Attention kernel."
             )

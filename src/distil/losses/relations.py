@@ -9,7 +9,7 @@ One relation ``(left, right)`` of one model is, for each relation head ``a``,
 ``R_a = softmax_row(L_a R_a^T / sqrt(d_r))``, where ``L_a`` and ``R_a`` are the ``a``-th contiguous
 ``d_r``-wide slices of the ``[seq, hidden]`` projection outputs. The loss is the row-wise KL from the
 teacher's relation to the student's. The paper is silent on padding; following the team's method notes
-(``docs/methods.md`` §1.3) padded keys are masked out of both softmaxes, padded query rows are dropped,
+(docs/methods/minilmv2.md) padded keys are masked out of both softmaxes, padded query rows are dropped,
 and each sequence is normalised by ``A_r`` times its own number of real tokens. Everything is computed
 in float32 with autocast disabled (§1.4), and the teacher side is detached.
 """
@@ -345,9 +345,7 @@ class _FusedRelationKL(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad_total: Tensor
-    ) -> tuple[Tensor | None, ...]:
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_total: Tensor) -> tuple[Tensor | None, ...]:
         """Scale the stored per-sequence gradients by the incoming gradient of each sequence's sum."""
         grad_left, grad_right = ctx.saved_tensors  # type: ignore[attr-defined]
         scale = grad_total[:, None, None, None]
@@ -366,7 +364,7 @@ def _split_heads(x: Tensor, keep: Tensor, heads: int, *, scaled: bool) -> Tensor
     if scaled:
         out = out * (1.0 / math.sqrt(hidden // heads))
     # Split the hidden (last) axis, then move heads forward: never reshape a heads-first tensor, which
-    # would mix tokens with heads (MiniLMv2 gotcha, docs/methods.md §1.7).
+    # would mix tokens with heads (a known error of a public re-implementation).
     return out.view(batch, seq, heads, hidden // heads).transpose(1, 2)
 
 

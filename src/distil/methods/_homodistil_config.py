@@ -19,7 +19,7 @@ __all__ = ["HomoDistilConfig"]
 
 @dataclass
 class HomoDistilConfig:
-    """HomoDistil settings (Liang et al., ICLR 2023; methods.md §3).
+    """HomoDistil settings (Liang et al., ICLR 2023; docs/methods/homodistil.md).
 
     Target widths: give widths, a ratio or a budget (none: ``target_width_ratio=0.5``); heads are never
     pruned.

@@ -8,9 +8,10 @@ Stage-I loss is the shared ``task_loss`` for every task:
 - extractive QA (``qa``): `SpanHead`, ``Linear(d_f -> 2)`` per token, returned as ``[B, 2, S]`` (start
   and end scores), so the loss is ``(CE_start + CE_end) / 2`` (released ``learn_filters_qa``);
 - causal LM (``lm``): `TokenHead`, ``Linear(d_f -> vocab)`` per token, ``[B, S, vocab]``, trained with the
-  next-token loss. No code was released for this variant (methods.md §2.9); the head is initialised
-  from the model's own LM head when ``d_f`` equals its input width, else randomly. It has
-  ``vocab x d_f`` weights per filter (38.6M for GPT-2 at d_f = 768), trained and saved with the filters.
+  next-token loss. No code was released for this variant (the paper's appendix A.1 gives data and
+  optimiser only); the head is initialised from the model's own LM head when ``d_f`` equals its input
+  width, else randomly. It has ``vocab x d_f`` weights per filter (38.6M for GPT-2 at d_f = 768), trained
+  and saved with the filters.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""LWD: layer-wise distillation, the baseline of the TED paper (Liang et al., ICML 2023, §2.5 of methods.md).
+"""LWD: layer-wise distillation, the baseline of the TED paper (Liang et al., ICML 2023).
 
 Each student layer ``k`` is mapped by a learned, randomly initialised projection ``W_k: d_s -> d_t`` onto
 the raw hidden states of teacher layer ``M(k)`` (the embedding output excluded; the teacher gets no

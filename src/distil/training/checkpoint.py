@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 FINISHED_MARKER = "student/recipe.json"
+# Version of what a checkpoint folder holds. 2: method state in method_state.safetensors (not among the
+# trained modules), per-stage methods. Older checkpoints cannot be resumed by this version.
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
@@ -49,6 +52,7 @@ class TrainerState:
         best_eval: All metrics of the best evaluation.
         eval_step: Step of the latest evaluation.
         world_size: Processes that trained; a resume must use the same data split.
+        format: ``CHECKPOINT_FORMAT`` of the code that wrote it.
     """
 
     step: int = 0
@@ -59,6 +63,7 @@ class TrainerState:
     best_eval: dict[str, float] | None = None
     eval_step: int | None = None
     world_size: int = 1
+    format: int = CHECKPOINT_FORMAT
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -171,7 +176,18 @@ def load_checkpoint(
     *,
     rank: int = 0,
 ) -> TrainerState:
-    """Restore everything ``save_checkpoint`` wrote, including this process's RNG state."""
+    """Restore everything ``save_checkpoint`` wrote, including this process's RNG state.
+
+    Raises:
+        ConfigError: The checkpoint was written by an older distil whose format this one cannot resume.
+    """
+    saved = json.loads((path / "state.json").read_text())
+    if saved.get("format", 1) != CHECKPOINT_FORMAT:
+        raise ConfigError(
+            f"{path} was written by an older distil (checkpoint format {saved.get('format', 1)}, this "
+            f"version reads {CHECKPOINT_FORMAT}); it cannot be resumed. Start the run anew with --overwrite "
+            "(or another run_dir); finished runs and their exported students stay usable."
+        )
     load_model(student, str(path / "student.safetensors"))
     if (path / "method.safetensors").exists():
         load_model(extras, str(path / "method.safetensors"))
@@ -185,4 +201,4 @@ def load_checkpoint(
             f"{path} was written by fewer processes than this run has; resume with the same count."
         )
     set_rng_state(torch.load(rng_file, weights_only=False))
-    return TrainerState(**json.loads((path / "state.json").read_text()))
+    return TrainerState(**saved)

@@ -1,0 +1,178 @@
+"""`distil validate` rejects what training rejects; `distil eval` scores each task kind as training does."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distil.cli.main import main
+from distil.plans import run
+from distil.tasks import GlueData, GlueTask
+from factories import save_tiny_pair, tiny_tokenizer
+from helpers import tiny_run
+from qa_lm_helpers import CORPUS, SQUAD_V1, lm_run, qa_run
+
+DATA = Path(__file__).parents[1] / "assets" / "data"
+
+
+def _raw(tmp_path: Path, method: str = "kd", **overrides) -> dict:
+    """A valid tiny labelled run as a raw mapping, with overrides (``None`` deletes a key)."""
+    data = tiny_run(tmp_path, "kd").to_dict()
+    data["method"] = {"name": method}
+    data.pop("plan")
+    for key, value in overrides.items():
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return data
+
+
+def _corpus(tmp_path: Path) -> dict:
+    return {"task": "corpus", "corpus": [str(CORPUS)], "max_length": 16}
+
+
+# Each config builds as YAML but cannot train; before, several passed `distil validate` and failed later.
+INVALID = {
+    "homodistil selects the best checkpoint": (
+        lambda t: _raw(t, "homodistil", **{"models.student": {"init": "copy"}}),
+        "eval.select=last",
+    ),
+    "homodistil t_f beyond max_steps": (
+        lambda t: _raw(t, "homodistil", **{"method.t_f": 50, "train.max_steps": 10, "eval.select": "last"}),
+        "never reach",
+    ),
+    "TED filter stage selects the best checkpoint": (lambda t: _raw(t, "ted_filters"), "eval.select=last"),
+    "teacher cache on SQuAD": (
+        lambda t: qa_run(t, "kd").to_dict() | {"train": {"cache_teacher": True}},
+        "per-token outputs",
+    ),
+    "KD on an unlabelled corpus": (lambda t: _raw(t, "kd", data=_corpus(t)), "needs a labelled task"),
+    "LWD on an unlabelled corpus": (lambda t: _raw(t, "lwd", data=_corpus(t)), "needs a labelled task"),
+    "teacher cache with LWD": (lambda t: _raw(t, "lwd", **{"train.cache_teacher": True}), "hidden states"),
+    "teacher cache with fine-tuning": (
+        lambda t: _raw(t, "finetune", **{"train.cache_teacher": True}),
+        "uses no teacher",
+    ),
+    "prediction stage on a corpus": (
+        lambda t: _raw(t, "tinybert_prediction", data=_corpus(t)),
+        "labelled task",
+    ),
+    "TED plan around another method": (lambda t: _raw(t, "kd", plan={"name": "ted"}), "runs method 'ted'"),
+    "probe plan without teacher_layer auto": (
+        lambda t: _raw(t, "minilmv2", data=_corpus(t), plan={"name": "layer_probe"}),
+        "set it to auto",
+    ),
+    "teacher_layer auto without the probe": (
+        lambda t: _raw(
+            t, "minilmv2", data=_corpus(t), plan={"name": "single"}, **{"method.teacher_layer": "auto"}
+        ),
+        "plan.name=layer_probe",
+    ),
+    "selection metric the task lacks": (lambda t: _raw(t, **{"eval.metric": "spearmanr"}), "not a metric"),
+    "head stage on a labelled task": (
+        lambda t: _raw(
+            t, "homodistil", plan={"name": "homodistil", "head_steps": 3}, **{"eval.select": "last"}
+        ),
+        "head_steps",
+    ),
+    "tinybert task plan on a corpus": (
+        lambda t: _raw(t, "tinybert", data=_corpus(t), plan={"name": "tinybert"}),
+        "plan.name=single",
+    ),
+    "DistilBERT-style with no term on a labelled task": (
+        lambda t: _raw(t, "distilbert", **{"method.alpha_ce": 0.0, "method.alpha_cos": 0.0}),
+        "MLM term is off",
+    ),
+    "head fitting on a labelled task": (lambda t: _raw(t, "homodistil_head"), "on a corpus"),
+    "corpus option on a GLUE task": (
+        lambda t: _raw(t, data={"task": "sst2", "corpus": ["x"]}),
+        "Unknown config key 'data.corpus'",
+    ),
+    "SQuAD option on a custom task": (lambda t: _raw(t, **{"data.doc_stride": 64}), "data.doc_stride"),
+    "TED plan with nothing to run": (
+        lambda t: _raw(
+            t,
+            "ted",
+            plan={
+                "name": "ted",
+                "stop_after": "finetune",
+                "finetune_teacher": False,
+                "finetune_student": False,
+            },
+        ),
+        "nothing to run",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_validate_rejects_what_training_rejects(tmp_path, capsys, case):
+    make, message = INVALID[case]
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(make(tmp_path)))
+    capsys.readouterr()
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("distil validate: error:") and message in err
+    code = main(["distill", "--config", str(path), "--no-progress", "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def _metrics(out: str) -> dict[str, float]:
+    return {k: float(v) for k, v in (pair.split("=") for pair in out.split())}
+
+
+def _dev(run_dir: str) -> dict[str, float]:
+    return json.loads((Path(run_dir) / "student" / "recipe.json").read_text())["results"]["dev"]
+
+
+def test_eval_scores_squad_as_training_does(tmp_path, capsys):
+    # Train and dev on the same file, the last student kept: eval must repeat training's last evaluation.
+    same = {"data.split_dev": None, "data.train_file": str(SQUAD_V1), "eval.select": "last"}
+    cfg = qa_run(tmp_path, "finetune", **same, **{"train.max_steps": 2, "models.teacher": None})
+    cfg.models.student.init, cfg.models.student.path = "pretrained", str(tmp_path / "qa-bert")
+    run(cfg, progress=False)
+    capsys.readouterr()
+    args = ["eval", f"{cfg.run_dir}/student", "--task", "squad", "--file", str(SQUAD_V1)]
+    assert main([*args, "--max-length", "48", "--doc-stride", "16"]) == 0
+    got = _metrics(capsys.readouterr().out)
+    assert set(got) == {"exact_match", "f1"}
+    assert got == pytest.approx({k: v for k, v in _dev(cfg.run_dir).items()}, abs=1e-4)
+
+
+def test_eval_scores_causal_lm_perplexity_as_training_does(tmp_path, capsys):
+    cfg = lm_run(tmp_path, "kd", **{"train.max_steps": 2, "eval.select": "last"})
+    run(cfg, progress=False)
+    capsys.readouterr()
+    args = ["eval", f"{cfg.run_dir}/student", "--task", "lm", "--file", str(CORPUS / "plain.txt")]
+    assert main([*args, "--max-length", "16", "--eval-stride", "8", "--attn-implementation", "eager"]) == 0
+    got = _metrics(capsys.readouterr().out)
+    dev = _dev(cfg.run_dir)
+    assert got["perplexity"] == pytest.approx(dev["perplexity"], rel=1e-4)
+    assert got["eval_tokens"] == dev["eval_tokens"]
+
+
+def test_mnli_is_scored_on_both_dev_sets(tmp_path, capsys):
+    task = GlueTask(GlueData(task="mnli", data_dir=str(DATA), max_length=32), 0)
+    assert list(task.dev_sets) == ["dev", "mm"]
+    teacher = save_tiny_pair(tmp_path / "mnli-teacher", "bert", num_labels=3)
+    task.prepare(tiny_tokenizer(), 32)
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(teacher)
+    metrics = task.evaluate(model, batch_size=4)
+    assert set(metrics) == {"accuracy", "accuracy_mm"}
+    cfg = tiny_run(tmp_path, "finetune", data={"task": "mnli", "data_dir": str(DATA), "max_length": 32})
+    cfg.models.student.init, cfg.models.student.path = "pretrained", str(teacher)
+    cfg.train.max_steps = 2
+    result = run(cfg, progress=False)
+    assert set(result.metrics) == {"accuracy", "accuracy_mm"}
+    assert main(["eval", str(result.student_dir), "--task", "mnli", "--data-dir", str(DATA)]) == 0
+    assert set(_metrics(capsys.readouterr().out.splitlines()[-1])) == {"accuracy", "accuracy_mm"}
