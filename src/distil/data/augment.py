@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from distil.data.tasks import TaskSpec
 from distil.errors import ConfigError, DataError
-from distil.training.checkpoint import atomic_write_text
+from distil.files import atomic_write_text
 
 __all__ = [
     "AugmentOptions",

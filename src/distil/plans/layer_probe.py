@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from transformers import AutoConfig
 
 from distil.errors import ConfigError, ModelError
+from distil.files import atomic_write_text
 from distil.models.architectures import num_layers
 from distil.models.loading import resolve_model_path
 from distil.plans.base import Plan, Step, stage_dir
-from distil.training.checkpoint import atomic_write_text
 
 if TYPE_CHECKING:
     from distil.run_config import RunConfig

@@ -21,6 +21,7 @@ import torch
 
 from distil.errors import ConfigError
 from distil.evaluation.speed import measure_latency
+from distil.files import atomic_write_text
 from distil.methods.finetune import FinetuneConfig
 from distil.methods.kd import KDConfig
 from distil.models.loading import load_model
@@ -30,7 +31,7 @@ from distil.plans.runner import run_steps
 from distil.run_config import ModelsConfig, RunConfig, TrainConfig
 from distil.schema import to_dict
 from distil.tasks import GlueData
-from distil.training.checkpoint import FINISHED_MARKER, atomic_write_text
+from distil.training.checkpoint import FINISHED_MARKER
 
 __all__ = ["LatencyConfig", "PipelineConfig", "run_pipeline"]
 

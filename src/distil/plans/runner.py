@@ -17,8 +17,9 @@ from typing import Any
 
 from distil.checks import check_run
 from distil.errors import ConfigError
+from distil.files import atomic_write_text
 from distil.plans.base import Plan, Step
-from distil.training.checkpoint import FINISHED_MARKER, atomic_write_text, check_run_dir, latest_checkpoint
+from distil.training.checkpoint import FINISHED_MARKER, check_run_dir, latest_checkpoint
 from distil.training.loop import RunResult, train
 
 __all__ = ["run_plan", "run_steps"]

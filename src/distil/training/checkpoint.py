@@ -20,12 +20,12 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from distil.errors import ConfigError
+from distil.files import atomic_write_text
 from distil.methods import Method
 from distil.training.env import get_rng_state, set_rng_state
 
 __all__ = [
     "TrainerState",
-    "atomic_write_text",
     "check_run_dir",
     "clear_run_dir",
     "latest_checkpoint",
@@ -64,13 +64,6 @@ class TrainerState:
     eval_step: int | None = None
     world_size: int = 1
     format: int = CHECKPOINT_FORMAT
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file so that readers see either the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
