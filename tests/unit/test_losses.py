@@ -134,3 +134,32 @@ def test_task_loss_regression_squeezes_single_output() -> None:
     loss = task_loss(out, target, is_regression=True)
     assert loss.shape == ()
     torch.testing.assert_close(loss, ((out[:, 0] - target) ** 2).mean())
+
+
+def _direct_kd(s: torch.Tensor, t: torch.Tensor, temperature: float, mask: torch.Tensor) -> torch.Tensor:
+    """The plain computation: every float32 probability of every kept row at once."""
+    keep = mask.reshape(-1).bool()
+    s2, t2 = s.reshape(-1, s.shape[-1])[keep].float(), t.reshape(-1, t.shape[-1])[keep].float()
+    p_t = F.softmax(t2 / temperature, -1)
+    kl = (p_t * (p_t.log() - F.log_softmax(s2 / temperature, -1))).sum(-1).mean()
+    return kl * temperature**2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_token_kd_equals_the_direct_computation(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    monkeypatch.setattr(distil.losses.logits, "_CHUNK_ELEMENTS", 3 * 50)  # 3 rows per chunk: many chunks
+    torch.manual_seed(0)
+    s = (torch.randn(2, 7, 50) * 3).to(dtype).requires_grad_(True)
+    t = (torch.randn(2, 7, 50) * 3).to(dtype)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 4:] = False
+    chunked = kd_kl(s, t, 2.0, mask)
+    (g_chunked,) = torch.autograd.grad(chunked, s)
+    direct = _direct_kd(s, t, 2.0, mask)
+    (g_direct,) = torch.autograd.grad(direct, s)
+    torch.testing.assert_close(chunked, direct, rtol=1e-6, atol=1e-6)
+    tol = 1e-7 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(g_chunked.float(), g_direct.float(), rtol=tol, atol=tol)
+    assert g_chunked.dtype == dtype and g_chunked[1, 4:].abs().sum() == 0  # masked rows get no gradient

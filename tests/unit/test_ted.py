@@ -58,8 +58,8 @@ def _capture(monkeypatch):
     seen = {}
     real = loop.build_run
 
-    def wrapped(cfg):
-        parts = real(cfg)
+    def wrapped(cfg, **kw):
+        parts = real(cfg, **kw)
         seen["parts"] = parts
         seen["student"] = {k: v.clone() for k, v in parts.student.state_dict().items()}
         seen["extras"] = {k: v.clone() for k, v in parts.method.trainable_modules().state_dict().items()}

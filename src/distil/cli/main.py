@@ -168,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--doc-stride", type=int, help="SQuAD: tokens shared by consecutive windows.")
             p.add_argument("--eval-stride", type=int, help="lm: tokens the perplexity window advances by.")
             p.add_argument(
-                "--attn-implementation", choices=["sdpa", "eager"], default="sdpa", help="Attention kernel."
+                "--attn-implementation",
+                choices=["sdpa", "eager"],
+                help="Attention kernel (default: the model's own; sdpa where the family has it).",
             )
             p.add_argument(
                 "--dtype",

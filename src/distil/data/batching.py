@@ -105,6 +105,7 @@ def epoch_batches(
     shuffle: bool = True,
     group_by_length: bool = False,
     drop_last: bool = False,
+    min_last: int = 1,
 ) -> list[list[int]]:
     """Return the batches (lists of row indices) of one epoch, the same in every process for the same args.
 
@@ -121,6 +122,7 @@ def epoch_batches(
         shuffle: Randomise the order; ``False`` keeps rows in order (and sorted chunks with grouping).
         group_by_length: Batch rows of similar length together, as described above.
         drop_last: Drop the one batch smaller than ``batch_size``, if any.
+        min_last: Drop that short batch if it has fewer rows than this (e.g. fewer than micro-batches).
 
     Returns:
         Each batch's row indices; without ``drop_last`` every index appears exactly once.
@@ -142,7 +144,7 @@ def epoch_batches(
         pieces = [order[i : i + chunk] for i in range(0, len(order), chunk)]
         order = np.concatenate([p[np.argsort(-sizes[p], kind="stable")] for p in pieces]) if pieces else order
     batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    if drop_last and batches and len(batches[-1]) < batch_size:
+    if batches and len(batches[-1]) < (batch_size if drop_last else min_last):
         batches.pop()
     if group_by_length and shuffle:
         batches = [batches[i] for i in rng.permutation(len(batches))]

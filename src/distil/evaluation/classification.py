@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,11 +13,13 @@ from transformers import PreTrainedModel
 from distil.adapters import model_inputs
 from distil.data.batching import collate, length_sorted_batches
 from distil.data.tasks import GLUE_TASKS, TaskSpec
+from distil.evaluation.shards import Shard
 from distil.metrics import compute_metrics, glue_metrics
 
 __all__ = ["Logits", "evaluate", "model_logits", "predict", "task_metrics"]
 
 
+_ALONE = Shard()
 Logits = Callable[[dict[str, torch.Tensor]], "torch.Tensor | np.ndarray"]
 
 
@@ -32,7 +35,13 @@ def model_logits(model: PreTrainedModel) -> Logits:
 
 @torch.no_grad()
 def predict(
-    logits_of: Logits, dataset: Dataset, *, batch_size: int, pad_token_id: int, is_regression: bool
+    logits_of: Logits,
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    is_regression: bool,
+    shard: Shard = _ALONE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predictions and references over ``dataset`` (length-sorted batches, returned in row order).
 
@@ -43,15 +52,21 @@ def predict(
         batch_size: Rows per batch.
         pad_token_id: The tokenizer's padding id.
         is_regression: One real-valued output.
+        shard: This process's share when several processes evaluate together.
     """
-    preds = np.zeros(len(dataset), dtype=np.float64 if is_regression else np.int64)
-    refs = np.zeros(len(dataset), dtype=np.float64 if is_regression else np.int64)
-    for rows in length_sorted_batches(dataset, batch_size):
+    dtype = np.float64 if is_regression else np.int64
+    preds, refs = np.zeros(len(dataset), dtype=dtype), np.zeros(len(dataset), dtype=dtype)
+    batches = list(length_sorted_batches(dataset, batch_size))
+    mine, padding = shard.take(batches)
+    done: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for rows in [*mine, *batches[:1] * padding]:
         batch = collate([dataset[int(i)] for i in rows], pad_token_id)
         logits = torch.as_tensor(logits_of(batch)).float()
         out = logits[:, 0] if is_regression else logits.argmax(-1)
-        preds[rows] = out.cpu().numpy()
-        refs[rows] = batch["labels"].numpy()
+        done.append((rows, out.cpu().numpy(), batch["labels"].numpy()))
+    for part in shard.gather(done[: len(mine)]):
+        for rows, pred, ref in part:
+            preds[rows], refs[rows] = pred, ref
     return preds, refs
 
 
@@ -63,19 +78,22 @@ def task_metrics(task: TaskSpec, preds: np.ndarray, refs: np.ndarray) -> dict[st
 
 
 def evaluate(
-    model: PreTrainedModel | Logits, dataset: Dataset, task: TaskSpec, *, batch_size: int, pad_token_id: int
+    model: PreTrainedModel | Logits,
+    dataset: Dataset,
+    task: TaskSpec,
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    shard: Shard = _ALONE,
 ) -> dict[str, float]:
     """Metrics of ``model`` (a PyTorch model or any batch -> logits function) on ``dataset``."""
+    kwargs: dict[str, Any] = {"batch_size": batch_size, "pad_token_id": pad_token_id, "shard": shard}
     if isinstance(model, PreTrainedModel):
         was_training = model.training
         model.eval()
         try:
-            return evaluate(
-                model_logits(model), dataset, task, batch_size=batch_size, pad_token_id=pad_token_id
-            )
+            return evaluate(model_logits(model), dataset, task, **kwargs)
         finally:
             model.train(was_training)
-    preds, refs = predict(
-        model, dataset, batch_size=batch_size, pad_token_id=pad_token_id, is_regression=task.is_regression
-    )
+    preds, refs = predict(model, dataset, is_regression=task.is_regression, **kwargs)
     return task_metrics(task, preds, refs)

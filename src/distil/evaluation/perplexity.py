@@ -21,7 +21,11 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedModel
 
+from distil.evaluation.shards import Shard
+
 __all__ = ["perplexity_windows", "windowed_perplexity"]
+
+_ALONE = Shard()
 
 
 def perplexity_windows(ids: Sequence[int], max_length: int, stride: int) -> dict[str, list[Any]]:
@@ -59,7 +63,9 @@ def perplexity_windows(ids: Sequence[int], max_length: int, stride: int) -> dict
 
 
 @torch.no_grad()
-def windowed_perplexity(model: PreTrainedModel, windows: Dataset, batch_size: int) -> dict[str, float]:
+def windowed_perplexity(
+    model: PreTrainedModel, windows: Dataset, batch_size: int, shard: Shard = _ALONE
+) -> dict[str, float]:
     """Token-level perplexity of ``model`` over ``windows`` (from `perplexity_windows`).
 
     Windows of equal length are batched together (all but the last are full). Each forward pass returns
@@ -69,6 +75,7 @@ def windowed_perplexity(model: PreTrainedModel, windows: Dataset, batch_size: in
         model: A causal language model.
         windows: Rows with ``input_ids`` and ``score_from``.
         batch_size: Windows per forward pass.
+        shard: This process's share when several processes evaluate together.
 
     Returns:
         ``perplexity`` (exp of the mean negative log-likelihood), ``neg_perplexity`` (its negative, a
@@ -78,7 +85,7 @@ def windowed_perplexity(model: PreTrainedModel, windows: Dataset, batch_size: in
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    chunks: list[list[dict[str, Any]]] = []
     i = 0
     while i < len(windows):
         length = len(windows[i]["input_ids"])
@@ -86,15 +93,23 @@ def windowed_perplexity(model: PreTrainedModel, windows: Dataset, batch_size: in
         while i < len(windows) and len(chunk) < batch_size and len(windows[i]["input_ids"]) == length:
             chunk.append(windows[i])
             i += 1
+        chunks.append(chunk)
+    mine, padding = shard.take(chunks)
+    total, count = 0.0, 0
+    for n, chunk in enumerate([*mine, *chunks[:1] * padding]):
         ids = torch.tensor([r["input_ids"] for r in chunk], dtype=torch.long, device=device)
         logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+        if n >= len(mine):
+            continue  # a padding pass: every process runs as many forward passes
         # Position p - 1 predicts token p; token p counts when p >= score_from.
         nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
-        positions = torch.arange(1, length, device=device)
+        positions = torch.arange(1, ids.shape[1], device=device)
         first = torch.tensor([r["score_from"] for r in chunk], device=device)
         scored = positions[None, :] >= first[:, None]
         total += float(nll[scored].sum())
         count += int(scored.sum())
+    parts = shard.gather((total, count))
+    total, count = sum(p[0] for p in parts), sum(p[1] for p in parts)
     model.train(was_training)
     mean = total / max(count, 1)
     ppl = math.exp(min(mean, 700.0))  # exp overflows a float above ~709

@@ -21,13 +21,16 @@ from transformers import PreTrainedModel
 
 from distil.adapters import model_inputs
 from distil.data.batching import collate, length_sorted_batches, row_lengths
+from distil.evaluation.shards import Shard
 
 __all__ = ["decode_answers", "predict_span_scores"]
+
+_ALONE = Shard()
 
 
 @torch.no_grad()
 def predict_span_scores(
-    model: PreTrainedModel, features: Dataset, *, batch_size: int, pad_token_id: int
+    model: PreTrainedModel, features: Dataset, *, batch_size: int, pad_token_id: int, shard: Shard = _ALONE
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start and end scores of every feature (length-sorted batches, returned in feature order).
 
@@ -36,6 +39,7 @@ def predict_span_scores(
         features: Features from `distil.data.squad_features.build_features`.
         batch_size: Features per forward pass.
         pad_token_id: Padding id of ``input_ids``.
+        shard: This process's share when several processes evaluate together.
 
     Returns:
         ``(start, end)``: one float32 array per feature, as long as its unpadded ``input_ids``.
@@ -46,13 +50,20 @@ def predict_span_scores(
     lengths = row_lengths(features)
     starts: list[np.ndarray] = [np.empty(0, np.float32)] * len(lengths)
     ends = list(starts)
-    for order in length_sorted_batches(features, batch_size):
+    batches = list(length_sorted_batches(features, batch_size))
+    mine, padding = shard.take(batches)
+    done: list[tuple[int, np.ndarray, np.ndarray]] = []
+    for n, order in enumerate([*mine, *batches[:1] * padding]):
         rows = [int(i) for i in order]
         batch = collate([features[i] for i in rows], pad_token_id)
         out = model(**{k: v.to(device) for k, v in model_inputs(model, batch).items()})
+        if n >= len(mine):
+            continue  # a padding pass: every process runs as many forward passes
         start, end = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
-        for j, row in enumerate(rows):
-            starts[row], ends[row] = start[j, : lengths[row]], end[j, : lengths[row]]
+        done += [(row, start[j, : lengths[row]], end[j, : lengths[row]]) for j, row in enumerate(rows)]
+    for part in shard.gather(done):
+        for row, start_row, end_row in part:
+            starts[row], ends[row] = start_row, end_row
     model.train(was_training)
     return starts, ends
 

@@ -37,6 +37,56 @@ def soft_target_mask(labels: Tensor | None, logits: Tensor) -> Tensor | None:
     return labels != IGNORE_INDEX
 
 
+# Rows per chunk of the KL: about 16M logits (64 MB in float32) at a time, whatever the vocabulary.
+_CHUNK_ELEMENTS = 2**24
+
+
+class _ChunkedKL(torch.autograd.Function):
+    """``T^2 * sum_rows KL(softmax(t/T) || softmax(s/T)) / n`` over selected rows, in chunks of rows.
+
+    Neither pass keeps a ``[rows, classes]`` float32 intermediate: the forward sums chunk by chunk and the
+    backward recomputes each chunk's softmaxes to write ``T * (softmax(s/T) - softmax(t/T)) / n`` into the
+    gradient. Peak extra memory is a few chunks, not several copies of the logits (a 128k vocabulary over
+    a few thousand tokens is gigabytes per copy).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        student: Tensor,
+        teacher: Tensor,
+        rows: Tensor,
+        temperature: float,
+        chunk: int,
+    ) -> Tensor:
+        total = torch.zeros((), device=student.device, dtype=torch.float32)
+        with torch.autocast(student.device.type, enabled=False):
+            for start in range(0, rows.numel(), chunk):
+                index = rows[start : start + chunk]
+                s = student.index_select(0, index).float() / temperature
+                t = teacher.index_select(0, index).float() / temperature
+                log_p_t = F.log_softmax(t, dim=-1)
+                kl = (log_p_t.exp() * (log_p_t - F.log_softmax(s, dim=-1))).sum()
+                total += kl
+        ctx.save_for_backward(student, teacher, rows)
+        ctx.temperature, ctx.chunk = temperature, chunk  # type: ignore[attr-defined]
+        return total * temperature**2 / max(rows.numel(), 1)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_total: Tensor) -> tuple[Tensor | None, ...]:
+        student, teacher, rows = ctx.saved_tensors  # type: ignore[attr-defined]
+        temperature, chunk = ctx.temperature, ctx.chunk  # type: ignore[attr-defined]
+        grad = torch.zeros_like(student)
+        scale = grad_total.float() * temperature / max(rows.numel(), 1)
+        with torch.autocast(student.device.type, enabled=False):
+            for start in range(0, rows.numel(), chunk):
+                index = rows[start : start + chunk]
+                p_s = F.softmax(student.index_select(0, index).float() / temperature, dim=-1)
+                p_t = F.softmax(teacher.index_select(0, index).float() / temperature, dim=-1)
+                grad.index_copy_(0, index, ((p_s - p_t) * scale).to(grad.dtype))
+        return grad, None, None, None, None
+
+
 def kd_kl(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -49,7 +99,9 @@ def kd_kl(
     dimensions is one example: ``[B, C]`` logits average over ``B`` (``reduction="batchmean"``), and
     ``[B, S, V]`` token logits average over the ``B * S`` positions, or over the masked-in ones when
     ``mask`` is given. The ``T^2`` factor keeps gradient magnitudes comparable across temperatures
-    (Hinton et al., 2015, §2).
+    (Hinton et al., 2015, §2). It is computed in chunks of rows with a recomputing backward
+    (`_ChunkedKL`), so token-level KD over a large vocabulary never holds the float32 probabilities of all
+    tokens at once; value and gradient equal the direct computation (tested).
 
     Args:
         student_logits: ``[..., C]``.
@@ -79,15 +131,15 @@ def kd_kl(
                 f"kd_kl: mask {tuple(mask.shape)} must match the logits without the class axis "
                 f"{tuple(student_logits.shape[:-1])}."
             )
-        keep = mask.reshape(-1).bool()
         # Selecting rows (rather than zeroing their loss) keeps NaN/inf padding out of the backward pass.
-        student, teacher = student[keep], teacher[keep]
-    if student.shape[0] == 0:
+        rows = mask.reshape(-1).bool().nonzero().flatten()
+    else:
+        rows = torch.arange(student.shape[0], device=student.device)
+    if rows.numel() == 0:
         return student.float().sum() * 0.0
-    log_p_student = F.log_softmax(student.float() / temperature, dim=-1)
-    p_teacher = F.softmax(teacher.float() / temperature, dim=-1)
-    kl = F.kl_div(log_p_student, p_teacher, reduction="sum") / student.shape[0]
-    return kl * temperature**2
+    chunk = max(1, _CHUNK_ELEMENTS // num_classes)
+    result: Tensor = _ChunkedKL.apply(student, teacher, rows, float(temperature), chunk)
+    return result
 
 
 def logit_mse(student: Tensor, teacher: Tensor) -> Tensor:

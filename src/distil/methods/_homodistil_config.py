@@ -117,8 +117,14 @@ class HomoDistilConfig:
         Raises:
             ConfigError: ``t_f`` lies beyond ``train.max_steps`` (the target would never be reached), a
                 labelled task selects the best checkpoint (it may predate ``t_f``), or the teacher's
-                outputs are to be cached (HomoDistil reads its hidden states and attentions).
+                outputs are to be cached (HomoDistil reads its hidden states and attentions), or the
+                student is to be sharded (FSDP).
         """
+        if run.parallel == "fsdp":
+            raise ConfigError(
+                "HomoDistil ranks and prunes whole rows and columns of every weight matrix from their "
+                "gradients, which FSDP splits across processes: use train.parallel=ddp (or auto)."
+            )
         if run.max_steps and self.t_f > run.max_steps:
             raise ConfigError(
                 f"method.t_f={self.t_f} is beyond train.max_steps={run.max_steps}: the student would "

@@ -183,8 +183,9 @@ def load_model(
     head: str,
     num_labels: int | None = None,
     is_regression: bool = False,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str | None = None,
     dtype: str | None = None,
+    meta: bool = False,
 ) -> PreTrainedModel:
     """Load a model with the requested head.
 
@@ -199,8 +200,11 @@ def load_model(
             ``"mlm"`` (masked LM for encoders, causal LM for decoders) or ``"qa"`` (extractive QA).
         num_labels: Classes of the ``"seq"`` head; ignored for the other heads.
         is_regression: Build a one-output regression head (``problem_type="regression"``).
-        attn_implementation: ``"sdpa"``, ``"eager"`` (needed for ``output_attentions``), ...
+        attn_implementation: ``"sdpa"``, ``"eager"`` (needed for ``output_attentions``), ...; ``None``: the
+            family's default (sdpa where it is supported, else eager; DeBERTa-v2 has no sdpa kernel).
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; ``None`` keeps what the checkpoint stores.
+        meta: Build the architecture on the meta device without reading the weights (a process that
+            receives its weights from another, ``train.ram_efficient_loading``).
 
     Returns:
         The model, in eval mode as ``from_pretrained`` leaves it.
@@ -217,15 +221,30 @@ def load_model(
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise _load_error("model", name, path, exc) from exc
-    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
+    kwargs: dict[str, Any] = {}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
     if dtype is not None:
         kwargs["dtype"] = _DTYPES[dtype]
     if head == "seq":
         kwargs |= _seq_head_kwargs(config, name, num_labels, is_regression)
     try:
+        if meta:
+            return _on_meta(config, head, kwargs)
         return HEADS[head].from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error("model", name, path, exc) from exc
+
+
+def _on_meta(config: PretrainedConfig, head: str, kwargs: dict[str, Any]) -> PreTrainedModel:
+    """A checkpoint's architecture on the meta device, with the head settings ``from_pretrained`` gets."""
+    for key in ("num_labels", "problem_type"):
+        if key in kwargs:
+            setattr(config, key, kwargs.pop(key))
+    config.architectures = list(getattr(config, "architectures", None) or [])  # kept: the head checks read it
+    with torch.device("meta"):
+        model: PreTrainedModel = HEADS[head].from_config(config, **kwargs)
+    return model
 
 
 def freeze(model: ModuleT) -> ModuleT:

@@ -19,7 +19,7 @@ from distil.checks import check_run
 from distil.errors import ConfigError
 from distil.files import atomic_write_text
 from distil.plans.base import Plan, Step
-from distil.training.checkpoint import FINISHED_MARKER, check_run_dir, latest_checkpoint
+from distil.training.checkpoint import FINISHED_MARKER, check_run_dir, find_checkpoints
 from distil.training.loop import RunResult, train
 
 __all__ = ["run_plan", "run_steps"]
@@ -46,7 +46,7 @@ def run_steps(steps: list[Step], *, progress: bool, redo: bool = False) -> dict[
             results[step.name] = RunResult.from_run_dir(folder)
             continue
         print(f"[distil] stage {step.name} -> {folder}")
-        resume = latest_checkpoint(folder) is not None
+        resume = bool(find_checkpoints(folder))
         results[step.name] = train(cfg, resume=resume, overwrite=not resume, progress=progress)
     return results
 

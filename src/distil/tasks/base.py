@@ -16,6 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.data.batching import row_lengths
 from distil.errors import ConfigError
+from distil.evaluation.shards import Shard
 from distil.types import Batch
 
 __all__ = ["DataCommon", "Task", "row_lengths"]
@@ -101,8 +102,10 @@ class Task(Protocol):
         """Turn rows of ``train_set`` into a padded batch."""
         ...
 
-    def evaluate(self, model: PreTrainedModel, batch_size: int) -> dict[str, float]:
-        """Metrics of ``model`` on ``dev_set`` (empty when there is none)."""
+    def evaluate(
+        self, model: PreTrainedModel, batch_size: int, shard: Shard | None = None
+    ) -> dict[str, float]:
+        """Metrics of ``model`` on ``dev_set`` (empty when there is none); ``shard``: this process's share."""
         ...
 
     def describe(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from distil.data.sources import subset
 from distil.data.tasks import TaskSpec
 from distil.errors import ConfigError
 from distil.evaluation.classification import Logits, evaluate
+from distil.evaluation.shards import Shard
 from distil.types import Batch
 
 __all__ = ["ClassificationTask"]
@@ -70,11 +71,15 @@ class ClassificationTask:
         """Dynamic padding to the longest row."""
         return Batch.from_mapping(collate(rows, self.pad_token_id))
 
-    def evaluate(self, model: PreTrainedModel | Logits, batch_size: int) -> dict[str, float]:
+    def evaluate(
+        self, model: PreTrainedModel | Logits, batch_size: int, shard: Shard | None = None
+    ) -> dict[str, float]:
         """The task's official metrics on every dev split; splits after the first get their name as suffix."""
         metrics: dict[str, float] = {}
+        kwargs: dict[str, Any] = {"batch_size": batch_size, "pad_token_id": self.pad_token_id}
+        kwargs |= {"shard": shard} if shard is not None else {}
         for i, (split, data) in enumerate(self.dev_sets.items()):
-            scores = evaluate(model, data, self.spec, batch_size=batch_size, pad_token_id=self.pad_token_id)
+            scores = evaluate(model, data, self.spec, **kwargs)
             metrics |= scores if i == 0 else {f"{k}_{split}": v for k, v in scores.items()}
         return metrics
 

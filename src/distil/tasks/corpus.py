@@ -12,6 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.data.corpus import build_blocks, collate_blocks, corpus_files
 from distil.errors import ConfigError
+from distil.evaluation.shards import Shard
 from distil.tasks.base import DataCommon
 from distil.types import Batch
 
@@ -87,7 +88,9 @@ class CorpusTask:
         """Stack blocks into a batch."""
         return Batch.from_mapping(collate_blocks(rows, self.pad_token_id))
 
-    def evaluate(self, model: PreTrainedModel, batch_size: int) -> dict[str, float]:
+    def evaluate(
+        self, model: PreTrainedModel, batch_size: int, shard: Shard | None = None
+    ) -> dict[str, float]:
         """No dev metric: task-agnostic students are scored by fine-tuning them afterwards."""
         return {}
 

@@ -30,6 +30,7 @@ from distil.data.corpus import build_blocks, collate_blocks, corpus_files
 from distil.data.sources import subset
 from distil.errors import ConfigError, DataError
 from distil.evaluation.perplexity import perplexity_windows, windowed_perplexity
+from distil.evaluation.shards import Shard
 from distil.losses import next_token_labels
 from distil.models.architectures import arch_spec
 from distil.tasks.corpus import CorpusData, default_cache_dir
@@ -154,12 +155,14 @@ class LMTask:
         batch = Batch.from_mapping(collate_blocks(rows, self.pad_token_id))
         return batch.replace(labels=next_token_labels(batch.input_ids, batch.attention_mask))
 
-    def evaluate(self, model: PreTrainedModel, batch_size: int) -> dict[str, float]:
+    def evaluate(
+        self, model: PreTrainedModel, batch_size: int, shard: Shard | None = None
+    ) -> dict[str, float]:
         """Sliding-window perplexity on ``data.dev_file`` (empty without one)."""
         if self.dev_set is None:
             return {}
         check_causal(model.config, f"the model {type(model).__name__}")
-        return windowed_perplexity(model, self.dev_set, batch_size)
+        return windowed_perplexity(model, self.dev_set, batch_size, shard or Shard())
 
     def describe(self) -> dict[str, Any]:
         """Corpus, block count and the perplexity set-up."""

@@ -27,6 +27,7 @@ from distil.data.sources import resolve_data_dir, subset
 from distil.data.squad import check_answer_spans, read_squad, resolve_squad_file, split_by_title
 from distil.data.squad_features import build_features
 from distil.errors import ConfigError
+from distil.evaluation.shards import Shard
 from distil.evaluation.squad import decode_answers, predict_span_scores
 from distil.metrics import squad_metrics
 from distil.tasks.base import DataCommon
@@ -159,12 +160,14 @@ class SquadTask:
         """Dynamic padding; ``labels`` is ``[B, 2]`` (start, end)."""
         return Batch.from_mapping(collate(rows, self.pad_token_id))
 
-    def evaluate(self, model: PreTrainedModel, batch_size: int) -> dict[str, float]:
+    def evaluate(
+        self, model: PreTrainedModel, batch_size: int, shard: Shard | None = None
+    ) -> dict[str, float]:
         """Official EM/F1 (percent); SQuAD 2.0 adds the answerable / unanswerable breakdown."""
         if self.dev_set is None:
             return {}
         starts, ends = predict_span_scores(
-            model, self.dev_set, batch_size=batch_size, pad_token_id=self.pad_token_id
+            model, self.dev_set, batch_size=batch_size, pad_token_id=self.pad_token_id, shard=shard or Shard()
         )
         s = self.settings
         predictions = decode_answers(

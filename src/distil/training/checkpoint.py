@@ -1,42 +1,69 @@
-"""Resumable checkpoints, written atomically, and the rules for reusing a run directory.
+"""Resumable checkpoints, written by every process, verified on resume; the rules for reusing a run directory.
 
-A checkpoint holds the student, the method's own modules and its non-trainable state, the optimiser, the
-scheduler, the trainer state (step, epoch, position in the epoch, best metric) and every process's RNG
-state. It is written to
-a temporary folder and renamed into place, so a crash never leaves a half-written checkpoint behind.
+A checkpoint (``RUN_DIR/checkpoints/step-<N>``) holds:
+
+- ``weights/``: the student, the method's trainable modules and the optimizer's tensors, keyed by
+  parameter name, through ``torch.distributed.checkpoint`` with safetensors files (each process writes its
+  own shards under FSDP; one copy of replicated tensors otherwise). Any number of processes, sharded or
+  not, can load it: resuming 2 processes in 1 (or 1 in 2) re-shards.
+- ``optimizer.json`` (its hyper-parameters), ``scheduler.json``, ``scaler.json`` (fp16), ``state.json``
+  (step, epoch, position in the epoch, best metric, global batch, format), ``method_state.safetensors``
+  (a method's non-trainable state), and each process's random state (``rng-<rank>.*``).
+- ``manifest.json``, written last: every file's size and the SHA-256 of the small ones. A checkpoint
+  without a manifest, or whose files no longer match it, is incomplete or damaged; resume skips it, says
+  why, and falls back to the newest intact one.
+
+Everything is written to a temporary folder and renamed into place, so a crash never leaves a
+half-written checkpoint under a checkpoint's name. Nothing here is unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+import torch.distributed.checkpoint as dcp
+from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint import (
+    DefaultLoadPlanner,
+    HuggingFaceStorageReader,
+    HuggingFaceStorageWriter,
+)
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+from torch.distributed.checkpoint.state_dict import _init_optim_state, get_state_dict, set_state_dict
+from torch.distributed.tensor import DTensor
 
-from distil.errors import ConfigError
+from distil.errors import ConfigError, DataError
 from distil.files import atomic_write_text
 from distil.methods import Method
-from distil.training.env import get_rng_state, set_rng_state
+from distil.training.dist import DistEnv
+from distil.training.env import load_rng_state, process_seed, save_rng_state, seed_everything
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
+    "FINISHED_MARKER",
     "TrainerState",
     "check_run_dir",
+    "checkpoint_tensors",
     "clear_run_dir",
+    "find_checkpoints",
     "latest_checkpoint",
     "load_checkpoint",
     "save_checkpoint",
+    "verify_checkpoint",
 ]
 
 FINISHED_MARKER = "student/recipe.json"
-# Version of what a checkpoint folder holds. 2: method state in method_state.safetensors (not among the
-# trained modules), per-stage methods. Older checkpoints cannot be resumed by this version.
-CHECKPOINT_FORMAT = 2
+# What a checkpoint folder holds. 3: sharded weights (torch.distributed.checkpoint, safetensors),
+# JSON optimizer/scheduler/random state, a manifest. Older checkpoints cannot be resumed by this version.
+CHECKPOINT_FORMAT = 3
+_HASHED = 64 * 2**20  # files up to this size get a SHA-256 in the manifest; larger ones their size
 
 
 @dataclass
@@ -51,7 +78,8 @@ class TrainerState:
         best_step: Step at which ``best_metric`` was reached.
         best_eval: All metrics of the best evaluation.
         eval_step: Step of the latest evaluation.
-        world_size: Processes that trained; a resume must use the same data split.
+        world_size: Processes that trained.
+        global_batch: Examples per step; a resume must keep it (the data position counts global batches).
         format: ``CHECKPOINT_FORMAT`` of the code that wrote it.
     """
 
@@ -63,6 +91,7 @@ class TrainerState:
     best_eval: dict[str, float] | None = None
     eval_step: int | None = None
     world_size: int = 1
+    global_batch: int = 0
     format: int = CHECKPOINT_FORMAT
 
 
@@ -71,20 +100,15 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
 
     Raises:
         ConfigError: The folder holds a finished or unfinished run and neither ``resume`` nor
-            ``overwrite`` says what to do with it, or ``resume`` finds nothing to resume.
+            ``overwrite`` says what to do with it, or ``resume`` finds a finished run.
     """
     if resume and overwrite:
         raise ConfigError("Choose one of --resume and --overwrite, not both.")
     finished = (run_dir / FINISHED_MARKER).exists()
-    has_checkpoint = latest_checkpoint(run_dir) is not None
     if resume:
         if finished:
             raise ConfigError(
                 f"{run_dir} holds a finished run; nothing to resume. Use --overwrite to redo it."
-            )
-        if not has_checkpoint:
-            raise ConfigError(
-                f"--resume: {run_dir} has no checkpoint to resume from. Drop --resume to start anew."
             )
         return
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
@@ -102,96 +126,244 @@ def clear_run_dir(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run, or ``None``."""
-    pointer = run_dir / "checkpoints" / "latest"
-    if not pointer.is_file():
+def find_checkpoints(run_dir: Path) -> list[Path]:
+    """Every checkpoint folder of a run, newest first (complete or not; see `verify_checkpoint`)."""
+    root = run_dir / "checkpoints"
+    return sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True) if root.is_dir() else []
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    entries = {}
+    for path in _files(folder):
+        size = path.stat().st_size
+        entry: dict[str, Any] = {"size": size}
+        if size <= _HASHED:
+            entry["sha256"] = _digest(path)
+        entries[str(path.relative_to(folder))] = entry
+    return {"format": CHECKPOINT_FORMAT, "files": entries}
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be resumed, or ``None`` when it is complete and intact."""
+    manifest_file = path / "manifest.json"
+    if not manifest_file.is_file():
+        return "it has no manifest.json (its write did not finish, or it predates verified checkpoints)"
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        entries: dict[str, Any] = manifest["files"]
+    except (ValueError, KeyError, TypeError):
+        return "its manifest.json is not readable"
+    for name, entry in entries.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != entry["size"]:
+            return f"{name} has {file.stat().st_size} bytes, {entry['size']} were written"
+        if "sha256" in entry and _digest(file) != entry["sha256"]:
+            return f"{name} does not match its checksum"
+    if int(manifest.get("format", 0)) != CHECKPOINT_FORMAT:
+        return (
+            f"it was written by an older distil (checkpoint format {manifest.get('format')}, this version "
+            f"reads {CHECKPOINT_FORMAT})"
+        )
+    return None
+
+
+def latest_checkpoint(run_dir: Path, *, skipped: list[str] | None = None) -> Path | None:
+    """The newest complete, intact checkpoint of a run, or ``None``.
+
+    Args:
+        run_dir: The run.
+        skipped: If given, receives ``"<checkpoint>: <why>"`` for each newer checkpoint passed over.
+    """
+    for path in find_checkpoints(run_dir):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return path
+        if skipped is not None:
+            skipped.append(f"{path.name}: {problem}")
+    return None
+
+
+def _storage_key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...]] | None:
+    local = t.to_local() if isinstance(t, DTensor) else t
+    if local.numel() == 0:
         return None
-    path = run_dir / "checkpoints" / pointer.read_text().strip()
-    return path if (path / "state.json").is_file() else None
+    return (local.untyped_storage().data_ptr(), int(local.storage_offset()), tuple(local.shape))
+
+
+def _aliases(model_state: dict[str, Any]) -> dict[str, str]:
+    """Tied weights (an LM head sharing the word embeddings): each later name -> the first name of its tensor.
+
+    safetensors stores a tensor once; the aliases are saved under their first name and filled through it.
+    """
+    first: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    out = {}
+    for name, value in model_state.items():
+        key = _storage_key(value) if isinstance(value, torch.Tensor) else None
+        if key is None:
+            continue
+        if key in first:
+            out[name] = first[key]
+        else:
+            first[key] = name
+    return out
+
+
+def _flat(optim_state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {
+        f"optim.{fqn}.{key}": value
+        for fqn, entry in optim_state["state"].items()
+        for key, value in entry.items()
+        if isinstance(value, torch.Tensor)
+    }
+
+
+def _groups_json(optim_state: dict[str, Any]) -> list[dict[str, Any]]:
+    groups = []
+    for group in optim_state["param_groups"]:
+        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()})
+    return groups
 
 
 def save_checkpoint(
+    env: DistEnv,
     run_dir: Path,
     state: TrainerState,
-    student: nn.Module,
-    extras: nn.Module,
+    runner: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    scaler: torch.amp.GradScaler | None,
     method_state: dict[str, torch.Tensor],
     *,
     keep: int,
-    rank: int = 0,
-    barrier: Any = None,
 ) -> Path:
-    """Write a checkpoint atomically and prune old ones; every process calls it (for its RNG state)."""
+    """Write a checkpoint atomically and prune old ones; every process calls it."""
     root = run_dir / "checkpoints"
     name = f"step-{state.step:08d}"
-    tmp = root / f".tmp-{name}"
-    if rank == 0:
+    tmp, final = root / f".tmp-{name}", root / name
+    if env.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    if barrier:
-        barrier()
-    torch.save(get_rng_state(), tmp / f"rng-{rank}.pt")
-    if barrier:
-        barrier()
-    final = root / name
-    if rank == 0:
-        save_model(student, str(tmp / "student.safetensors"))
-        if any(True for _ in extras.parameters()):
-            save_model(extras, str(tmp / "method.safetensors"))
+    env.barrier()
+    model_state, raw_optim = get_state_dict(runner, optimizer)
+    optim_state = cast(dict[str, Any], raw_optim)
+    aliases = _aliases(model_state)
+    tensors = {f"model.{k}": v for k, v in model_state.items() if k not in aliases} | _flat(optim_state)
+    dcp.save(
+        tensors, storage_writer=HuggingFaceStorageWriter(str(tmp / "weights"), save_distributed=env.world > 1)
+    )
+    save_rng_state(tmp, env.rank)
+    env.barrier()
+    if env.is_main:
+        atomic_write_text(tmp / "optimizer.json", json.dumps(_groups_json(optim_state)))
+        atomic_write_text(tmp / "scheduler.json", json.dumps(scheduler.state_dict()))
+        if scaler is not None:
+            atomic_write_text(tmp / "scaler.json", json.dumps(scaler.state_dict()))
         if method_state:
             save_file(
-                {k: v.contiguous() for k, v in method_state.items()}, str(tmp / "method_state.safetensors")
+                {k: v.detach().contiguous().cpu() for k, v in method_state.items()},
+                str(tmp / "method_state.safetensors"),
             )
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        # state.json last: its presence marks a complete checkpoint.
-        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
+        atomic_write_text(tmp / "state.json", json.dumps(asdict(state), indent=2))
+        # The manifest last: its presence (and every file matching it) marks a complete checkpoint.
+        atomic_write_text(tmp / "manifest.json", json.dumps(_manifest(tmp), indent=1))
         shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        tmp.rename(final)
         atomic_write_text(root / "latest", name)
-        for old in sorted(root.glob("step-*"))[:-keep]:
+        for old in find_checkpoints(run_dir)[keep:]:
             shutil.rmtree(old, ignore_errors=True)
-    if barrier:
-        barrier()
+    env.barrier()
     return final
 
 
+def checkpoint_tensors(path: Path, prefix: str = "model.") -> dict[str, torch.Tensor]:
+    """The full (unsharded) tensors a checkpoint holds under ``prefix``, keyed without it; one process.
+
+    For inspection and tools: ``prefix="model.student."`` gives the student's weights (tied aliases once),
+    ``"model.extras."`` the method's modules, ``"optim."`` the optimizer's moments.
+    """
+    reader = HuggingFaceStorageReader(str(path / "weights"))
+    meta = reader.read_metadata().state_dict_metadata
+    tensors = {
+        name: torch.empty(entry.size, dtype=entry.properties.dtype)
+        for name, entry in meta.items()
+        if name.startswith(prefix) and isinstance(entry, TensorStorageMetadata)
+    }
+    dcp.load(tensors, storage_reader=reader, no_dist=True)
+    return {name[len(prefix) :]: value for name, value in tensors.items()}
+
+
+def _checked_state(path: Path) -> TrainerState:
+    try:
+        saved = json.loads((path / "state.json").read_text())
+        return TrainerState(**saved)
+    except (ValueError, TypeError) as err:
+        raise DataError(f"{path / 'state.json'}: not a trainer state distil wrote ({err}).") from err
+
+
 def load_checkpoint(
+    env: DistEnv,
     path: Path,
-    student: nn.Module,
-    extras: nn.Module,
+    runner: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    scaler: torch.amp.GradScaler | None,
     method: Method,
     *,
-    rank: int = 0,
+    seed: int,
 ) -> TrainerState:
-    """Restore everything ``save_checkpoint`` wrote, including this process's RNG state.
+    """Restore everything `save_checkpoint` wrote, re-sharding for this run's processes.
 
-    Raises:
-        ConfigError: The checkpoint was written by an older distil whose format this one cannot resume.
+    A process for which the checkpoint holds no random state (it was written by fewer processes) starts
+    the stream `distil.training.env.process_seed` gives it at that step.
     """
-    saved = json.loads((path / "state.json").read_text())
-    if saved.get("format", 1) != CHECKPOINT_FORMAT:
+    state = _checked_state(path)
+    _init_optim_state(optimizer)  # the optimizer's tensors must exist to be loaded into
+    model_state, raw_optim = get_state_dict(runner, optimizer)
+    optim_state = cast(dict[str, Any], raw_optim)  # {"state": {name: {key: tensor}}, "param_groups": [...]}
+    reader = HuggingFaceStorageReader(str(path / "weights"))
+    saved = set(reader.read_metadata().state_dict_metadata)
+    aliases = _aliases(model_state)
+    missing = [k for k in model_state if f"model.{aliases.get(k, k)}" not in saved]
+    if missing:
         raise ConfigError(
-            f"{path} was written by an older distil (checkpoint format {saved.get('format', 1)}, this "
-            f"version reads {CHECKPOINT_FORMAT}); it cannot be resumed. Start the run anew with --overwrite "
-            "(or another run_dir); finished runs and their exported students stay usable."
+            f"{path} does not hold this run's model ({len(missing)} tensors missing, e.g. {missing[0]}): "
+            "was it written for another student or method? Start anew with --overwrite."
         )
-    load_model(student, str(path / "student.safetensors"))
-    if (path / "method.safetensors").exists():
-        load_model(extras, str(path / "method.safetensors"))
+    # Parameters that never had a gradient have no optimizer state in the checkpoint; they keep the
+    # zeros _init_optim_state gave them, which AdamW ignores as it ignores them.
+    tensors = {
+        k: v
+        for k, v in ({f"model.{k}": v for k, v in model_state.items()} | _flat(optim_state)).items()
+        if k in saved
+    }
+    dcp.load(tensors, storage_reader=reader, planner=DefaultLoadPlanner(allow_partial_load=True))
+    model_state = {k: tensors[f"model.{aliases.get(k, k)}"] for k in model_state}
+    for fqn, entry in optim_state["state"].items():
+        for key in entry:
+            entry[key] = tensors.get(f"optim.{fqn}.{key}", entry[key])
+    saved_groups = json.loads((path / "optimizer.json").read_text())
+    for group, saved in zip(optim_state["param_groups"], saved_groups, strict=True):
+        group.update({k: (tuple(v) if k == "betas" else v) for k, v in saved.items() if k != "params"})
+    set_state_dict(runner, optimizer, model_state_dict=model_state, optim_state_dict=optim_state)
+    scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
+    if scaler is not None and (path / "scaler.json").is_file():
+        scaler.load_state_dict(json.loads((path / "scaler.json").read_text()))
     state_file = path / "method_state.safetensors"
     method.load_state_dict(load_file(str(state_file)) if state_file.exists() else {})
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    rng_file = path / f"rng-{rank}.pt"
-    if not rng_file.exists():
-        raise ConfigError(
-            f"{path} was written by fewer processes than this run has; resume with the same count."
-        )
-    set_rng_state(torch.load(rng_file, weights_only=False))
-    return TrainerState(**saved)
+    if not load_rng_state(path, env.rank):
+        seed_everything(process_seed(seed, env.rank) + state.step)
+    return state

@@ -10,7 +10,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from distil.run_config import TrainConfig
 
-__all__ = ["build_optimizer", "build_scheduler", "trainable_parameters"]
+__all__ = ["build_optimizer", "build_scheduler", "optimizer_step", "trainable_parameters"]
 
 _NO_DECAY = ("bias", "layernorm", "layer_norm", "norm.weight", "ln_")
 
@@ -27,13 +27,46 @@ def trainable_parameters(modules: Iterable[nn.Module]) -> list[tuple[str, nn.Par
     return out
 
 
-def build_optimizer(named: list[tuple[str, nn.Parameter]], cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW where biases and normalisation weights get no weight decay."""
+def build_optimizer(
+    named: list[tuple[str, nn.Parameter]], cfg: TrainConfig, *, fused: bool = False
+) -> torch.optim.AdamW:
+    """AdamW where biases and normalisation weights get no weight decay; ``fused``: one kernel (CUDA)."""
     decay = [p for n, p in named if not any(k in n.lower() for k in _NO_DECAY)]
     no_decay = [p for n, p in named if any(k in n.lower() for k in _NO_DECAY)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     betas = (cfg.adam_betas[0], cfg.adam_betas[1])
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, fused=fused or None)
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    params: list[nn.Parameter],
+    *,
+    max_grad_norm: float,
+    scaler: torch.amp.GradScaler | None = None,
+) -> bool:
+    """Clip, step the optimizer and, when it really stepped, the schedule; returns whether it stepped.
+
+    With a loss scaler (float16) a step whose gradients overflowed is skipped by the scaler, and the
+    schedule must not advance for it, or the learning rate would run ahead of the updates made.
+    """
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    if scaler is None:
+        optimizer.step()
+        stepped = True
+    else:
+        before = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        stepped = scaler.get_scale() >= before  # the scale drops exactly when the step was skipped
+    if stepped:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return stepped
 
 
 def build_scheduler(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.errors import ConfigError, ModelError
@@ -16,6 +19,7 @@ from distil.models.loading import check_same_vocabulary, freeze, load_model, loa
 from distil.models.students import StudentConfig, student_copy, student_from_config, student_from_layers
 from distil.run_config import RunConfig
 from distil.tasks import Task, load_task
+from distil.training.precision import Precision
 
 __all__ = ["RunParts", "build_run", "build_student", "describe"]
 
@@ -41,7 +45,14 @@ def _teacher_layers_for(spec: StudentConfig, teacher_depth: int) -> list[int]:
 
 
 def build_student(
-    spec: StudentConfig, source: PreTrainedModel | None, task: Task, head: str, attn: str
+    spec: StudentConfig,
+    source: PreTrainedModel | None,
+    task: Task,
+    head: str,
+    attn: str | None,
+    *,
+    dtype: str | None = None,
+    meta: bool = False,
 ) -> tuple[PreTrainedModel, list[int] | None]:
     """Build the student from ``source`` (the loaded teacher checkpoint) as ``spec`` says."""
     if spec.init == "pretrained":
@@ -52,6 +63,8 @@ def build_student(
             num_labels=task.num_labels,
             is_regression=task.is_regression,
             attn_implementation=attn,
+            dtype=dtype,
+            meta=meta,
         )
         return model, None
     if source is None:
@@ -95,13 +108,30 @@ def _check_teacher_head(path: str, teacher: PreTrainedModel, head: str) -> None:
     )
 
 
-def build_run(cfg: RunConfig) -> RunParts:
-    """Load and validate data, models and method; raises before any file is written."""
+def build_run(
+    cfg: RunConfig,
+    *,
+    precision: Precision | None = None,
+    meta: bool = False,
+    prepare_order: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> RunParts:
+    """Load and validate data, models and method; raises before any file is written.
+
+    Args:
+        cfg: The run.
+        precision: Dtypes of the student and the teacher (``None``: as their checkpoints store them).
+        meta: Build the models on the meta device (shapes only): their weights come later from process 0
+            (``train.ram_efficient_loading``).
+        prepare_order: Context around tokenisation (e.g. process 0 first, filling the shared cache).
+    """
     method_cls = get_method(cfg.method_name)
     task = load_task(cfg.data, cfg.train.seed)
     head = method_cls.model_head(task.head)
     attn = cfg.models.attn_implementation
     spec = cfg.models.student
+    # The student is built in its own dtype (float32 master weights unless bf16-pure): a teacher it is cut
+    # from is loaded in that dtype too and cast to the teacher's dtype afterwards.
+    student_dtype = _dtype_name(precision.param_dtype) if precision is not None else None
     source = None
     if method_cls.uses_teacher or spec.init != "pretrained":
         if not cfg.models.teacher:
@@ -112,15 +142,21 @@ def build_run(cfg: RunConfig) -> RunParts:
             num_labels=task.num_labels if head == "seq" else None,
             is_regression=task.is_regression,
             attn_implementation=attn,
+            dtype=student_dtype if spec.init != "pretrained" else None,
+            meta=meta,
         )
         arch_spec(source)
         task.check_model(source.config, f"models.teacher {cfg.models.teacher!r}")
-    student, layers = build_student(spec, source, task, head, attn)
+    student, layers = build_student(spec, source, task, head, attn, dtype=student_dtype, meta=meta)
     task.check_model(student.config, "the student")
+    if precision is not None:
+        _cast(student, precision.param_dtype)
     teacher = None
     if method_cls.uses_teacher:
         assert source is not None and cfg.models.teacher
         _check_teacher_head(cfg.models.teacher, source, head)
+        if precision is not None:
+            _cast(source, precision.teacher_dtype)
         teacher = freeze(source)
     tokenizer = load_tokenizer(str(spec.path) if spec.init == "pretrained" else str(cfg.models.teacher))
     if teacher is not None and spec.init == "pretrained":
@@ -133,8 +169,17 @@ def build_run(cfg: RunConfig) -> RunParts:
         tokenizer=tokenizer,
     )
     method = method_cls(cfg.method, ctx)
-    task.prepare(tokenizer, cfg.data.max_length)
+    with prepare_order():
+        task.prepare(tokenizer, cfg.data.max_length)
     return RunParts(task, tokenizer, student, teacher, method, layers)
+
+
+def _cast(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    model.to(dtype)  # in place (nn.Module.to), whatever transformers' wrapper of it declares
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def describe(parts: RunParts, cfg: RunConfig) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from transformers import PreTrainedModel
 
 from distil.adapters import model_inputs
 from distil.data.batching import length_sorted_batches
+from distil.evaluation.shards import Shard
 from distil.types import Batch, Features
 
 __all__ = ["TeacherCache"]
@@ -36,18 +37,29 @@ class TeacherCache:
         collate: Callable[[list[dict[str, Any]]], Batch],
         batch_size: int,
         device: torch.device,
+        shard: Shard | None = None,
     ) -> TeacherCache:
-        """Run the teacher once over ``dataset`` (in length order, to pad little)."""
+        """Run the teacher once over ``dataset`` (in length order, to pad little).
+
+        With several processes each runs its share of the batches (``shard``) and every process gets the
+        whole table.
+        """
+        shard = shard or Shard()
         teacher.eval()
         idx_all = np.asarray(dataset["idx"][:])
-        logits: torch.Tensor | None = None
-        for rows in length_sorted_batches(dataset, batch_size):
+        batches = list(length_sorted_batches(dataset, batch_size))
+        mine, padding = shard.take(batches)
+        done: list[tuple[np.ndarray, np.ndarray]] = []
+        for n, rows in enumerate([*mine, *batches[:1] * padding]):
             batch = collate([dataset[int(i)] for i in rows])
-            out = teacher(**{k: v.to(device) for k, v in model_inputs(teacher, batch).items()}).logits.float()
-            if logits is None:
-                logits = torch.zeros(int(idx_all.max()) + 1, *out.shape[1:])
-            logits[torch.as_tensor(idx_all[rows])] = out.cpu()
-        assert logits is not None, "empty training set"
+            out = teacher(**{k: v.to(device) for k, v in model_inputs(teacher, batch).items()}).logits
+            if n < len(mine):  # padding passes keep every process's forward passes in step (FSDP)
+                done.append((idx_all[rows], out.float().cpu().numpy()))
+        parts = [item for part in shard.gather(done) for item in part]
+        assert parts, "empty training set"
+        logits = torch.zeros(int(idx_all.max()) + 1, *parts[0][1].shape[1:])
+        for idx, values in parts:
+            logits[torch.as_tensor(idx)] = torch.from_numpy(values)
         return cls(logits, device)
 
     def features(self, batch: Batch) -> Features:

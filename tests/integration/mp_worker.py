@@ -1,0 +1,110 @@
+"""Runs inside ``torchrun`` for ``test_multiprocess.py``: the runs a JSON job lists, in order, in one launch.
+
+One launch serves several runs (the process group is made once), which keeps the multi-process tests
+inside the suite's time. Each run entry:
+
+- ``config``: a YAML run config; ``resume``: continue it.
+- ``masks``: a folder; each process appends the positions it masks, one JSON line per micro-batch, to
+  ``masks-<rank>.jsonl`` there.
+- ``kill_after_step``: every process SIGKILLs itself after that optimiser step (a crash mid-run).
+- ``stop_after_step``: every process raises `Stopped` after that step; the launch goes on with the next run.
+- ``footprint``: a JSON file; instead of training, assemble the run's modules on the engine, create the
+  optimizer's state and write each process's local and full bytes there (``footprint-<rank>.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.distributed.checkpoint.state_dict import _init_optim_state
+
+from distil.config import build_run_config
+from distil.methods import METHODS
+from distil.training import loop
+from distil.training.engine import state_bytes
+
+
+class Stopped(Exception):
+    """A run stopped on purpose by ``stop_after_step``."""
+
+
+@contextmanager
+def _patched(cls: type, entry: dict[str, Any], rank: int) -> Iterator[None]:
+    """The run's method class recording its masks and/or killing the process, for one run."""
+    saved = {name: vars(cls)[name] for name in ("prepare_batch", "on_step_end") if name in vars(cls)}
+    prepare, step_end = cls.prepare_batch, cls.on_step_end
+    if entry.get("masks"):
+        out = Path(entry["masks"]) / f"masks-{rank}.jsonl"
+
+        def recording(self: Any, batch: Any) -> Any:
+            prepared = prepare(self, batch)
+            positions = (
+                [] if prepared.mlm_labels is None else (prepared.mlm_labels != -100).nonzero().tolist()
+            )
+            with out.open("a") as handle:
+                handle.write(json.dumps(positions) + "\n")
+            return prepared
+
+        cls.prepare_batch = recording
+    kill, stop = entry.get("kill_after_step"), entry.get("stop_after_step")
+    if kill or stop:
+
+        def ending(self: Any, done: int) -> None:
+            step_end(self, done)
+            if done == kill:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if done == stop:
+                raise Stopped
+
+        cls.on_step_end = ending
+    try:
+        yield
+    finally:
+        for name in ("prepare_batch", "on_step_end"):
+            if name in saved:
+                setattr(cls, name, saved[name])
+            elif name in vars(cls):
+                delattr(cls, name)
+
+
+def _footprint(cfg: Any, out: Path) -> None:
+    prep = loop._prepare(cfg, resume=False, overwrite=True)
+    loop._start(cfg, prep)
+    mods = loop._assemble(cfg, prep)
+    _init_optim_state(mods.optimizer)
+    optim = [t for entry in mods.optimizer.state.values() for k, t in entry.items() if k != "step"]
+    report = {
+        "parallel": prep.engine.mode,
+        "student": state_bytes(mods.step.parameters()),
+        "optimizer": state_bytes(optim),
+        "teacher": state_bytes(mods.teacher.parameters()),
+    }
+    (out.parent / f"{out.stem}-{prep.env.rank}.json").write_text(json.dumps(report))
+
+
+def main(job_file: str) -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    for entry in json.loads(Path(job_file).read_text())["runs"]:
+        cfg = build_run_config(yaml.safe_load(Path(entry["config"]).read_text()))
+        if entry.get("footprint"):
+            _footprint(cfg, Path(entry["footprint"]))
+            continue
+        try:
+            with _patched(METHODS[cfg.method_name], entry, rank):
+                loop.train(cfg, resume=bool(entry.get("resume")), overwrite=False, progress=False)
+        except Stopped:
+            pass
+        torch.distributed.barrier()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
