@@ -8,8 +8,8 @@ inside the suite's time. Each run entry:
   ``masks-<rank>.jsonl`` there.
 - ``kill_after_step``: every process SIGKILLs itself after that optimiser step (a crash mid-run).
 - ``stop_after_step``: every process raises `Stopped` after that step; the launch goes on with the next run.
-- ``footprint``: a JSON file; instead of training, assemble the run's modules on the engine, create the
-  optimizer's state and write each process's local and full bytes there (``footprint-<rank>.json``).
+- ``footprint``: a JSON file; instead of training, take two steps on the loop's modules and write each
+  process's local and full bytes of student, optimizer state and teacher (``<file stem>-<rank>.json``).
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ from typing import Any
 
 import torch
 import yaml
-from torch.distributed.checkpoint.state_dict import _init_optim_state
 
 from distil.config import build_run_config
+from distil.data.batching import row_lengths
 from distil.methods import METHODS
-from distil.training import loop
+from distil.training import assembly
+from distil.training.data import StepPlan, step_loader
 from distil.training.engine import state_bytes
+from distil.training.loop import train
+from distil.training.step import Stepper
 
 
 class Stopped(Exception):
@@ -77,10 +80,20 @@ def _patched(cls: type, entry: dict[str, Any], rank: int) -> Iterator[None]:
 
 
 def _footprint(cfg: Any, out: Path) -> None:
-    prep = loop._prepare(cfg, resume=False, overwrite=True)
-    loop._start(cfg, prep)
-    mods = loop._assemble(cfg, prep)
-    _init_optim_state(mods.optimizer)
+    """Two steps as the loop takes them, then the bytes this process holds (after the teacher's forwards:
+    FSDP would otherwise leave a root's parameters gathered)."""
+    prep = assembly.prepare(cfg, resume=False, overwrite=True)
+    assembly.start(cfg, prep)
+    mods = assembly.assemble(cfg, prep)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(mods.optimizer, lambda _: 1.0)
+    stepper = Stepper(mods, prep.engine, prep.parts.method, prep.precision, scheduler, None, 1.0, prep.env)
+    task = prep.parts.task
+    plan = StepPlan(row_lengths(task.train_set), cfg.train.batch_size, prep.env.world, 1, 0, False)
+    for step_batch in step_loader(
+        plan, task.train_set, task.collate, rank=prep.env.rank, start=(0, 0), steps=2, workers=0,
+        pin_memory=False,
+    ):  # fmt: skip
+        stepper.step(step_batch)
     optim = [t for entry in mods.optimizer.state.values() for k, t in entry.items() if k != "step"]
     report = {
         "parallel": prep.engine.mode,
@@ -100,7 +113,7 @@ def main(job_file: str) -> None:
             continue
         try:
             with _patched(METHODS[cfg.method_name], entry, rank):
-                loop.train(cfg, resume=bool(entry.get("resume")), overwrite=False, progress=False)
+                train(cfg, resume=bool(entry.get("resume")), overwrite=False, progress=False)
         except Stopped:
             pass
         torch.distributed.barrier()

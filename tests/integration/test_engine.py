@@ -16,7 +16,7 @@ from torch import nn
 from distil.cli.main import main
 from distil.errors import ConfigError
 from distil.methods.kd import KD
-from distil.training import loop
+from distil.training import step as step_module
 from distil.training.loop import train
 from distil.training.optim import optimizer_step
 from factories import save_tiny_pair, tiny_model, tiny_tokenizer
@@ -27,7 +27,7 @@ def _dtypes_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[torch.dtype, tor
     """Record (the student's logits dtype, the teacher's weights dtype) at each KD loss call."""
     seen: list[tuple[torch.dtype, torch.dtype]] = []
     teacher_weights: list[torch.dtype] = []
-    original_loss, original_features = KD.loss, loop.forward_features
+    original_loss, original_features = KD.loss, step_module.forward_features
 
     def features(model: Any, batch: Any, request: Any) -> Any:  # the loop calls it for the teacher
         teacher_weights.append(next(model.parameters()).dtype)
@@ -40,7 +40,7 @@ def _dtypes_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[torch.dtype, tor
         return out
 
     monkeypatch.setattr(KD, "loss", loss)
-    monkeypatch.setattr(loop, "forward_features", features)
+    monkeypatch.setattr(step_module, "forward_features", features)
     return seen
 
 

@@ -31,6 +31,9 @@ pytestmark = pytest.mark.multiprocess
 WORKER = Path(__file__).with_name("mp_worker.py")
 STEPS = 10
 CASES = [(m, p) for m in ("kd", "minilmv2", "lwd") for p in ("ddp", "fsdp")]
+# Evaluation every 3 steps (selecting the best student) and the teacher's logits cached up front; a
+# learning rate at which the student's predictions change between evaluations.
+EVALUATED = {"eval_every": 3, "cache_teacher": True, "lr": 1e-2}
 
 
 def _env() -> dict[str, str]:
@@ -83,6 +86,8 @@ def _config(tmp: Path, method: str, name: str, batch: int, **train_: Any) -> Run
         if not rows.exists():
             write_tiny_task(rows, 36, seed=0, words_per_row=8)  # 36 rows: a short last batch of 4
         overrides = {f"train.{k}": v for k, v in settings.items()} | {"data.train_file": str(rows)}
+        if train_.get("eval_every"):  # regression: continuous dev metrics; 15 dev rows: uneven shards
+            overrides |= _regression(tmp)
         return tiny_run(tmp, method, **{"run_dir": str(tmp / name), "data.dev_file": None, **overrides})
     if method == "minilmv2":
         if not (tmp / "teacher").exists():
@@ -94,6 +99,17 @@ def _config(tmp: Path, method: str, name: str, batch: int, **train_: Any) -> Run
     raw = corpus_run(tmp, teacher, student, {"name": method, **spec}, name=name)
     raw["train"] |= {"seed": 3, **settings}
     return build_run_config(raw)
+
+
+def _regression(tmp: Path) -> dict[str, Any]:
+    if not (tmp / "regressor").exists():
+        save_tiny_pair(tmp / "regressor", "bert", num_labels=1)
+        write_tiny_task(tmp / "reg-train.jsonl", 36, seed=0, regression=True, words_per_row=8)
+        write_tiny_task(tmp / "reg-dev.jsonl", 15, seed=1, regression=True)
+    return {
+        "models.teacher": str(tmp / "regressor"), "data.is_regression": True, "data.label_names": None,
+        "data.train_file": str(tmp / "reg-train.jsonl"), "data.dev_file": str(tmp / "reg-dev.jsonl"),
+    }  # fmt: skip
 
 
 def _student(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -118,6 +134,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("mp")
     for method in ("kd", "minilmv2", "lwd"):
         train(_config(tmp, method, f"{method}-one", 8), progress=False)
+    train(_config(tmp, "kd", "evaluated-one", 8, **EVALUATED), progress=False)
     # A one-process KD run killed after step 5 (checkpoint at step 4), resumed below in two processes.
     one_killed = _config(tmp, "kd", "kd-one-to-two", 8, checkpoint_every=2)
     with pytest.MonkeyPatch.context() as patch:
@@ -136,6 +153,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [job(m, f"{m}-{p}", parallel=p) for m, p in CASES]
         + [
             job("kd", "footprint", parallel="fsdp", footprint=str(tmp / "fp.json")),
+            job("kd", "kd-fsdp-rank0-load", parallel="fsdp", ram_efficient_loading=True),
+            job("kd", "evaluated-fsdp", parallel="fsdp", **EVALUATED),
             job("distilbert", "masked-full", **fsdp, masks=str(_folder(tmp / "masks-full"))),
             # Two processes stopping after step 5 (checkpoint at step 4), resumed in one process below.
             job("kd", "kd-two-to-one", **fsdp, stop_after_step=5),
@@ -207,3 +226,33 @@ def test_resume_across_process_counts(runs: Path) -> None:
         recipe = json.loads((runs / name / "student" / "recipe.json").read_text())
         assert recipe["results"]["world_size"] == world and recipe["results"]["steps"] == STEPS
         _assert_same_student(runs / "kd-one", runs / name)
+
+
+def test_fsdp_filled_from_process_0_equals_one_process(runs: Path) -> None:
+    """``ram_efficient_loading``: process 0 reads the checkpoints; the others start on the meta device."""
+    _assert_same_student(runs / "kd-one", runs / "kd-fsdp-rank0-load")
+
+
+def test_sharded_evaluation_and_teacher_cache_equal_one_process(runs: Path) -> None:
+    one, two = (
+        json.loads((runs / n / "student" / "recipe.json").read_text())
+        for n in ("evaluated-one", "evaluated-fsdp")
+    )
+    assert two["results"]["world_size"] == 2
+    assert one["results"]["best_step"] == two["results"]["best_step"]
+    for key, value in one["results"]["dev"].items():
+        assert abs(value - two["results"]["dev"][key]) <= 1e-4, key
+    evals = [
+        [
+            json.loads(line)
+            for line in (runs / n / "log.jsonl").read_text().splitlines()
+            if "eval/pearson" in line
+        ]
+        for n in ("evaluated-one", "evaluated-fsdp")
+    ]
+    assert len(evals[0]) == len(evals[1]) >= 3
+    assert len({e["eval/pearson"] for e in evals[0]}) == len(evals[0])  # predictions changed
+    for a, b in zip(*evals, strict=True):
+        for key in ("eval/pearson", "eval/spearmanr"):
+            assert abs(a[key] - b[key]) <= 1e-4, (a, b)
+    _assert_same_student(runs / "evaluated-one", runs / "evaluated-fsdp")

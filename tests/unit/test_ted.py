@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_model
 from torch import nn
 
-import distil.training.loop as loop
+import distil.training.assembly as assembly
 from distil.adapters import forward_features
 from distil.adapters.projections import LayerProjections
 from distil.config import build_run_config
@@ -56,7 +56,7 @@ def _stage1(tmp_path, **overrides):
 def _capture(monkeypatch):
     """Keep the parts the loop builds, with the weights they started from."""
     seen = {}
-    real = loop.build_run
+    real = assembly.build_run
 
     def wrapped(cfg, **kw):
         parts = real(cfg, **kw)
@@ -66,7 +66,7 @@ def _capture(monkeypatch):
         seen["trainable"] = trainable_parameters([parts.student, parts.method.trainable_modules()])
         return parts
 
-    monkeypatch.setattr(loop, "build_run", wrapped)
+    monkeypatch.setattr(assembly, "build_run", wrapped)
     return seen
 
 

@@ -37,8 +37,9 @@ def soft_target_mask(labels: Tensor | None, logits: Tensor) -> Tensor | None:
     return labels != IGNORE_INDEX
 
 
-# Rows per chunk of the KL: about 16M logits (64 MB in float32) at a time, whatever the vocabulary.
-_CHUNK_ELEMENTS = 2**24
+# Rows per chunk of the KL: about 4M logits (16 MB in float32) at a time, whatever the vocabulary (32
+# rows of a 128k vocabulary); a chunk's few float32 temporaries stay small beside the logits themselves.
+_CHUNK_ELEMENTS = 2**22
 
 
 class _ChunkedKL(torch.autograd.Function):

@@ -69,6 +69,11 @@ def state_bytes(tensors: Iterable[Tensor]) -> dict[str, int]:
     return {"local": local, "full": full}
 
 
+def _reshard_after_forward(module: nn.Module, _args: Any, _output: Any) -> None:
+    assert isinstance(module, FSDPModule)
+    module.reshard()
+
+
 class StepModule(nn.Module):
     """The student and the method's trainable modules as one module, whose forward is the loss.
 
@@ -153,6 +158,10 @@ class Engine:
         for block in get_layers(teacher):
             fully_shard(block, **self._fsdp_kwargs(None))
         fully_shard(teacher, **self._fsdp_kwargs(None))
+        # FSDP keeps a root's parameters gathered after its forward, for the backward that follows; the
+        # teacher has none, so its embeddings and head (the largest tensors of a big-vocabulary model)
+        # would stay whole in every process. Free them after each forward.
+        teacher.register_forward_hook(_reshard_after_forward)
         return teacher
 
     @contextmanager

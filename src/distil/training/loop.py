@@ -19,45 +19,34 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
-import torch.distributed as dist
-import yaml
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from distil.adapters import forward_features
-from distil.checks import check_run
 from distil.data.batching import row_lengths
 from distil.errors import ConfigError, TrainingError
 from distil.evaluation.shards import Shard
-from distil.models.architectures import get_layers
 from distil.run_config import RunConfig
+from distil.training import assembly
 from distil.training.checkpoint import (
     FINISHED_MARKER,
     TrainerState,
-    check_run_dir,
-    clear_run_dir,
-    find_checkpoints,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
 from distil.training.data import StepPlan, step_loader
-from distil.training.dist import DistEnv, check_launcher, check_shared_run_dir, init_distributed
-from distil.training.engine import Engine, StepModule, resolve_parallel
+from distil.training.dist import DistEnv
 from distil.training.env import process_seed, seed_everything
 from distil.training.export import export_student, save_best
 from distil.training.logging import MetricLogger
-from distil.training.optim import build_optimizer, build_scheduler, optimizer_step, trainable_parameters
-from distil.training.precision import Precision, precision_policy
-from distil.training.setup import RunParts, build_run, describe
+from distil.training.optim import build_scheduler
+from distil.training.setup import describe
+from distil.training.step import Stepper
 from distil.training.teacher_cache import TeacherCache
-from distil.types import Batch, FeatureRequest, Features
 
 __all__ = ["RunResult", "train"]
 
@@ -108,147 +97,6 @@ class _Window:
         self.samples += samples
 
 
-@dataclass
-class _Prepared:
-    """What `_prepare` checked and built, before the first write."""
-
-    env: DistEnv
-    engine: Engine
-    precision: Precision
-    parts: RunParts
-    resume: bool
-    clear: bool
-
-
-def _prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> _Prepared:
-    """Every check, then the task, the models and the method; nothing is written before this returns."""
-    tc = cfg.train
-    check_run(cfg)  # configs built in code (plans, the API) get the checks a YAML config gets
-    env = init_distributed(tc.dist_timeout_minutes)
-    parallel = resolve_parallel(tc.parallel, env.world, env.device, cpu_offload=tc.cpu_offload)
-    check_launcher(
-        parallel, tc.precision, cpu_offload=tc.cpu_offload, checkpointing=tc.activation_checkpointing,
-        compile=tc.compile,
-    )  # fmt: skip
-    precision = precision_policy(tc.precision, cfg.models.teacher_dtype, env.device)
-    run_dir = Path(cfg.run_dir)
-    # --resume of a run killed before its first checkpoint starts it again: there is nothing to lose.
-    restart = resume and _never_saved(run_dir)
-    resume = resume and not restart
-    check_run_dir(run_dir, resume=resume, overwrite=overwrite or restart)
-    check_shared_run_dir(env, run_dir)
-    seed_everything(tc.seed)  # identical initialisation in every process
-    meta = parallel == "fsdp" and tc.ram_efficient_loading and not env.is_main
-    parts = build_run(cfg, precision=precision, meta=meta, prepare_order=env.main_first)
-    # Cached outputs would be of clean inputs, and token-level logits ([N, S, V]) are too large to keep.
-    cacheable = (
-        parts.method.teacher_request() == FeatureRequest(logits=True)
-        and not parts.method.corrupts_inputs
-        and parts.task.cacheable_teacher
-    )
-    if tc.cache_teacher and not cacheable:
-        raise ConfigError(
-            "train.cache_teacher needs a method that uses only the teacher's per-example logits of clean "
-            f"inputs (classification/regression); {cfg.method_name!r} needs more: set "
-            "train.cache_teacher=false."
-        )
-    if tc.compile and parts.method.student_request().qkv_layers:
-        raise ConfigError(
-            f"train.compile: method {cfg.method_name!r} captures the student's queries, keys and values with "
-            "hooks, which compiled blocks do not run; set train.compile=false."
-        )
-    engine = Engine(env, precision, parallel, cpu_offload=tc.cpu_offload)
-    return _Prepared(env, engine, precision, parts, resume, overwrite or restart)
-
-
-def _never_saved(run_dir: Path) -> bool:
-    """A run directory a killed run left before its first checkpoint (no checkpoint, not finished)."""
-    return not (run_dir / FINISHED_MARKER).exists() and not find_checkpoints(run_dir)
-
-
-def _start(cfg: RunConfig, prep: _Prepared) -> None:
-    env, run_dir = prep.env, Path(cfg.run_dir)
-    env.barrier()
-    if env.is_main:
-        if prep.clear:
-            clear_run_dir(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    env.barrier()
-
-
-def _rank0_state(module: nn.Module, env: DistEnv) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Process 0's full weights and buffers (on the CPU) before sharding; the module then goes to meta."""
-    if not env.is_main:
-        return {}, {}
-    weights = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    buffers = {k: v.detach().cpu().clone() for k, v in module.named_buffers()}
-    module.to("meta")
-    return weights, buffers
-
-
-def _load_from_rank0(
-    module: nn.Module, env: DistEnv, weights: dict[str, Any], buffers: dict[str, Tensor]
-) -> None:
-    """Fill a sharded module built on the meta device with process 0's weights, shard by shard."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-    module.to_empty(device=env.device)
-    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-    set_model_state_dict(module, weights, options=options)
-    for name, buffer in module.named_buffers():  # non-persistent buffers are in no state dict
-        if env.is_main:
-            buffer.copy_(buffers[name].to(buffer.device))
-        dist.broadcast(buffer, src=0)
-
-
-@dataclass
-class _Modules:
-    """The assembled modules of a run."""
-
-    step: StepModule
-    runner: nn.Module
-    teacher: Any
-    params: list[nn.Parameter]
-    optimizer: torch.optim.AdamW
-
-
-def _assemble(cfg: RunConfig, prep: _Prepared) -> _Modules:
-    """Wrap the student and the method's modules on the engine, shard the teacher, build the optimizer."""
-    tc, env, engine, parts = cfg.train, prep.env, prep.engine, prep.parts
-    method, student = parts.method, parts.student
-    extras = method.trainable_modules().to(dtype=prep.precision.param_dtype)
-    if tc.activation_checkpointing:
-        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if tc.compile:
-        for block in get_layers(student):
-            block.compile()
-    step = StepModule(student, extras, method, method.student_request())
-    ram_efficient = engine.sharded and tc.ram_efficient_loading
-    if ram_efficient:
-        weights, buffers = _rank0_state(step, env)
-    else:
-        step.to(env.device)
-    layers = len(get_layers(student))
-    runner = engine.wrap(step, {i % layers for i in step.request.qkv_layers})
-    if ram_efficient:
-        _load_from_rank0(step, env, weights, buffers)
-    teacher = parts.teacher
-    if teacher is not None:
-        if ram_efficient:
-            t_weights, t_buffers = _rank0_state(teacher, env)
-            teacher = engine.shard_teacher(teacher)
-            _load_from_rank0(teacher, env, t_weights, t_buffers)
-        else:
-            _move(teacher, env.device)
-            teacher = engine.shard_teacher(teacher)
-        teacher.eval()
-    student.train()
-    named = trainable_parameters([step.student, step.extras])
-    optimizer = build_optimizer(named, tc, fused=engine.fused_optimizer())
-    return _Modules(step, runner, teacher, [p for _, p in named], optimizer)
-
-
 def train(
     cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> RunResult:
@@ -266,11 +114,11 @@ def train(
     Raises:
         DistilError: Bad input (before anything is written) or a non-finite loss (the run stops).
     """
-    prep = _prepare(cfg, resume, overwrite)
-    _start(cfg, prep)
+    prep = assembly.prepare(cfg, resume, overwrite)
+    assembly.start(cfg, prep)
     tc, env, engine, parts, precision = cfg.train, prep.env, prep.engine, prep.parts, prep.precision
     run_dir, task, method = Path(cfg.run_dir), parts.task, parts.method
-    mods = _assemble(cfg, prep)
+    mods = assembly.assemble(cfg, prep)
     plan = StepPlan(
         row_lengths(task.train_set), tc.batch_size, env.world, tc.grad_accum, tc.seed, task.group_by_length
     )
@@ -303,27 +151,13 @@ def train(
         if env.is_main:
             print(f"[distil] resuming {run_dir} from {ckpt.name} with {env.world} process(es)")
     shard = Shard(env.rank, env.world, env.gather_objects)
-    teacher_request = method.teacher_request()
     cache: TeacherCache | None = None
     if tc.cache_teacher:
         assert mods.teacher is not None
         cache = TeacherCache.build(
             mods.teacher, task.train_set, task.collate, cfg.eval.batch_size, env.device, shard
         )
-    cast_teacher = (
-        teacher_request is not None
-        and not precision.mixed
-        and precision.teacher_dtype != precision.param_dtype
-    )
-
-    def teacher_features(batch: Batch) -> Features | None:
-        if teacher_request is None:
-            return None
-        if cache is not None:
-            return cache.features(batch)
-        with torch.no_grad():
-            features = forward_features(mods.teacher, batch, teacher_request)
-        return features.to_dtype(precision.param_dtype) if cast_teacher else features
+    stepper = Stepper(mods, engine, method, precision, scheduler, scaler, tc.max_grad_norm, env, cache)
 
     logger = MetricLogger(run_dir, tensorboard=tc.tensorboard, enabled=env.is_main)
     bar = tqdm(
@@ -394,24 +228,11 @@ def train(
         pin_memory=env.device.type == "cuda",
     )  # fmt: skip
     for step_batch in loader:
-        terms: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=env.device))
-        last = len(step_batch.micro) - 1
-        for i, (micro, share) in enumerate(zip(step_batch.micro, step_batch.shares, strict=True)):
-            with engine.accumulating(mods.runner, sync=i == last):
-                batch = method.prepare_batch(micro.to(env.device, non_blocking=True))
-                teacher = teacher_features(batch)
-                with engine.autocast():
-                    total, named_parts = mods.runner(batch, teacher)
-                loss = total * share * env.world
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-            terms["total"] = terms["total"] + total.detach().float() * share
-            for name, value in named_parts.items():
-                terms[name] = terms[name] + value.detach().float() * share
-        optimizer_step(mods.optimizer, scheduler, mods.params, max_grad_norm=tc.max_grad_norm, scaler=scaler)
+        terms = stepper.step(step_batch)
         method.on_step_end(state.step + 1)
         state.step = state.step + 1
         state.epoch, state.batch_in_epoch = step_batch.epoch, step_batch.index + 1
-        window.add(state.step, dict(terms), step_batch.examples)
+        window.add(state.step, terms, step_batch.examples)
         bar.update(1)
         if state.step % tc.log_every == 0 or state.step == total_steps:
             extra = {"lr": float(scheduler.get_last_lr()[0]), "epoch": float(state.epoch)}
@@ -461,10 +282,6 @@ def train(
     logger.close()
     env.barrier()
     return result
-
-
-def _move(model: nn.Module, device: torch.device) -> None:
-    model.to(device)  # in place (nn.Module.to), whatever transformers' wrapper of it declares
 
 
 def _workers(requested: int | None, env: DistEnv) -> int:

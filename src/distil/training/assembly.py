@@ -1,0 +1,179 @@
+"""A run before its first step: every check, the task, models and method, then the engine's wrapping.
+
+`prepare` checks everything and builds the parts without writing anything; `start` clears and prepares the
+run directory; `assemble` wraps the student and the method's modules on the engine (DDP or FSDP2), shards
+the teacher and builds the optimizer. The loop (`distil.training.loop.train`) calls the three in order;
+benchmarks call them to time or measure exactly the modules a run trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import Tensor, nn
+
+from distil.checks import check_run
+from distil.errors import ConfigError
+from distil.models.architectures import get_layers
+from distil.run_config import RunConfig
+from distil.training.checkpoint import FINISHED_MARKER, check_run_dir, clear_run_dir, find_checkpoints
+from distil.training.dist import DistEnv, check_launcher, check_shared_run_dir, init_distributed
+from distil.training.engine import Engine, StepModule, resolve_parallel
+from distil.training.env import seed_everything
+from distil.training.optim import build_optimizer, trainable_parameters
+from distil.training.precision import Precision, precision_policy
+from distil.training.setup import RunParts, build_run
+from distil.types import FeatureRequest
+
+__all__ = ["Modules", "Prepared", "assemble", "prepare", "start"]
+
+
+@dataclass
+class Prepared:
+    """What `prepare` checked and built, before the first write."""
+
+    env: DistEnv
+    engine: Engine
+    precision: Precision
+    parts: RunParts
+    resume: bool
+    clear: bool
+
+
+def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
+    """Every check, then the task, the models and the method; nothing is written before this returns."""
+    tc = cfg.train
+    check_run(cfg)  # configs built in code (plans, the API) get the checks a YAML config gets
+    env = init_distributed(tc.dist_timeout_minutes)
+    parallel = resolve_parallel(tc.parallel, env.world, env.device, cpu_offload=tc.cpu_offload)
+    check_launcher(
+        parallel, tc.precision, cpu_offload=tc.cpu_offload, checkpointing=tc.activation_checkpointing,
+        compile=tc.compile,
+    )  # fmt: skip
+    precision = precision_policy(tc.precision, cfg.models.teacher_dtype, env.device)
+    run_dir = Path(cfg.run_dir)
+    # --resume of a run killed before its first checkpoint starts it again: there is nothing to lose.
+    restart = resume and _never_saved(run_dir)
+    resume = resume and not restart
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite or restart)
+    check_shared_run_dir(env, run_dir)
+    seed_everything(tc.seed)  # identical initialisation in every process
+    meta = parallel == "fsdp" and tc.ram_efficient_loading and not env.is_main
+    parts = build_run(cfg, precision=precision, meta=meta, prepare_order=env.main_first)
+    # Cached outputs would be of clean inputs, and token-level logits ([N, S, V]) are too large to keep.
+    cacheable = (
+        parts.method.teacher_request() == FeatureRequest(logits=True)
+        and not parts.method.corrupts_inputs
+        and parts.task.cacheable_teacher
+    )
+    if tc.cache_teacher and not cacheable:
+        raise ConfigError(
+            "train.cache_teacher needs a method that uses only the teacher's per-example logits of clean "
+            f"inputs (classification/regression); {cfg.method_name!r} needs more: set "
+            "train.cache_teacher=false."
+        )
+    if tc.compile and parts.method.student_request().qkv_layers:
+        raise ConfigError(
+            f"train.compile: method {cfg.method_name!r} captures the student's queries, keys and values with "
+            "hooks, which compiled blocks do not run; set train.compile=false."
+        )
+    engine = Engine(env, precision, parallel, cpu_offload=tc.cpu_offload)
+    return Prepared(env, engine, precision, parts, resume, overwrite or restart)
+
+
+def _never_saved(run_dir: Path) -> bool:
+    """A run directory a killed run left before its first checkpoint (no checkpoint, not finished)."""
+    return not (run_dir / FINISHED_MARKER).exists() and not find_checkpoints(run_dir)
+
+
+def start(cfg: RunConfig, prep: Prepared) -> None:
+    """Clear what `prepare` allowed to be replaced and write the run's config; every process calls it."""
+    env, run_dir = prep.env, Path(cfg.run_dir)
+    env.barrier()
+    if env.is_main:
+        if prep.clear:
+            clear_run_dir(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    env.barrier()
+
+
+def _rank0_state(module: nn.Module, env: DistEnv) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Process 0's full weights and buffers (on the CPU) before sharding; the module then goes to meta."""
+    if not env.is_main:
+        return {}, {}
+    weights = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    buffers = {k: v.detach().cpu().clone() for k, v in module.named_buffers()}
+    module.to("meta")
+    return weights, buffers
+
+
+def _load_from_rank0(
+    module: nn.Module, env: DistEnv, weights: dict[str, Any], buffers: dict[str, Tensor]
+) -> None:
+    """Fill a sharded module built on the meta device with process 0's weights, shard by shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    module.to_empty(device=env.device)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(module, weights, options=options)
+    for name, buffer in module.named_buffers():  # non-persistent buffers are in no state dict
+        if env.is_main:
+            buffer.copy_(buffers[name].to(buffer.device))
+        dist.broadcast(buffer, src=0)
+
+
+@dataclass
+class Modules:
+    """The assembled modules of a run."""
+
+    step: StepModule
+    runner: nn.Module
+    teacher: Any
+    params: list[nn.Parameter]
+    optimizer: torch.optim.AdamW
+
+
+def assemble(cfg: RunConfig, prep: Prepared) -> Modules:
+    """Wrap the student and the method's modules on the engine, shard the teacher, build the optimizer."""
+    tc, env, engine, parts = cfg.train, prep.env, prep.engine, prep.parts
+    method, student = parts.method, parts.student
+    extras = method.trainable_modules().to(dtype=prep.precision.param_dtype)
+    if tc.activation_checkpointing:
+        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if tc.compile:
+        for block in get_layers(student):
+            block.compile()
+    step = StepModule(student, extras, method, method.student_request())
+    ram_efficient = engine.sharded and tc.ram_efficient_loading
+    if ram_efficient:
+        weights, buffers = _rank0_state(step, env)
+    else:
+        step.to(env.device)
+    layers = len(get_layers(student))
+    runner = engine.wrap(step, {i % layers for i in step.request.qkv_layers})
+    if ram_efficient:
+        _load_from_rank0(step, env, weights, buffers)
+    teacher = parts.teacher
+    if teacher is not None:
+        if ram_efficient:
+            t_weights, t_buffers = _rank0_state(teacher, env)
+            teacher = engine.shard_teacher(teacher)
+            _load_from_rank0(teacher, env, t_weights, t_buffers)
+        else:
+            _move(teacher, env.device)
+            teacher = engine.shard_teacher(teacher)
+        teacher.eval()
+    student.train()
+    named = trainable_parameters([step.student, step.extras])
+    optimizer = build_optimizer(named, tc, fused=engine.fused_optimizer())
+    return Modules(step, runner, teacher, [p for _, p in named], optimizer)
+
+
+def _move(model: nn.Module, device: torch.device) -> None:
+    model.to(device)  # in place (nn.Module.to), whatever transformers' wrapper of it declares
