@@ -7,9 +7,10 @@ KD on the ``lm`` task, as ``distil distill`` runs it (the loop's own `_prepare`,
   gradients: the gradients present just before the first optimiser step,
   optimizer: AdamW's state after it,
   teacher:   the frozen teacher's parameters,
-local shards under FSDP, and its peak resident memory (which also counts activations, the Python runtime,
-libraries and allocator slack). Goal: FSDP per process <= 0.55 x DDP (student + gradients + optimizer +
-teacher).
+local shards under FSDP, and its peak resident memory (which also counts activations, the Python
+runtime, libraries, FSDP's transient all-gathers and allocator slack; "RSS loaded" is the high-water mark
+once the modules are assembled: what loading cost). Goal: FSDP per process <= 0.55 x DDP (student +
+gradients + optimizer + teacher).
 
     .venv/bin/python benchmarks/parallel_memory.py --config benchmarks/parallel_memory.yaml
 """
@@ -77,9 +78,13 @@ def _setup(cfg: BenchConfig, folder: Path) -> None:
     (folder / "text.txt").write_text("\n".join(lines) + "\n")
 
 
-def _run_config(cfg: BenchConfig, folder: Path, parallel: str) -> dict[str, Any]:
+MODES = ("ddp", "fsdp", "fsdp-rank0")  # fsdp-rank0: train.ram_efficient_loading (process 0 reads weights)
+
+
+def _run_config(cfg: BenchConfig, folder: Path, mode: str) -> dict[str, Any]:
+    parallel = mode.removesuffix("-rank0")
     return {
-        "run_dir": str(folder / f"run-{parallel}"),
+        "run_dir": str(folder / f"run-{mode}"),
         "models": {
             "teacher": str(folder / "teacher"),
             "student": {"init": "layers", "num_layers": cfg.student_layers},
@@ -94,6 +99,7 @@ def _run_config(cfg: BenchConfig, folder: Path, parallel: str) -> dict[str, Any]
             "batch_size": cfg.batch_size,
             "max_steps": cfg.steps,
             "parallel": parallel,
+            "ram_efficient_loading": mode.endswith("-rank0"),
             "tensorboard": False,
             "seed": cfg.seed,
         },
@@ -101,13 +107,14 @@ def _run_config(cfg: BenchConfig, folder: Path, parallel: str) -> dict[str, Any]
     }
 
 
-def worker(cfg: BenchConfig, folder: Path, parallel: str) -> None:
+def worker(cfg: BenchConfig, folder: Path, mode: str) -> None:
     """One process of a 2-process run: train ``cfg.steps`` steps and write what this process held."""
-    run_cfg = build_run_config(_run_config(cfg, folder, parallel))
+    run_cfg = build_run_config(_run_config(cfg, folder, mode))
     prep = assembly.prepare(run_cfg, resume=False, overwrite=True)
     assembly.start(run_cfg, prep)
     mods = assembly.assemble(run_cfg, prep)
     report: dict[str, Any] = {"parallel": prep.engine.mode, "rank": prep.env.rank}
+    report["peak_rss_loaded"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     real_step = step_module.optimizer_step
 
     def measuring_step(optimizer: Any, scheduler: Any, params: list[Any], **kwargs: Any) -> bool:
@@ -135,7 +142,7 @@ def worker(cfg: BenchConfig, folder: Path, parallel: str) -> None:
     report["student"] = state_bytes(mods.step.parameters())
     report["teacher"] = state_bytes(mods.teacher.parameters())
     report["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    (folder / f"memory-{parallel}-{prep.env.rank}.json").write_text(json.dumps(report))
+    (folder / f"memory-{mode}-{prep.env.rank}.json").write_text(json.dumps(report))
 
 
 def main() -> None:
@@ -151,30 +158,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         _setup(cfg, folder)
-        for parallel in ("ddp", "fsdp"):  # one after the other: one CPU-heavy job at a time
+        for mode in MODES:  # one after the other: one CPU-heavy job at a time
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                   __file__, "--worker", str(folder), parallel]  # fmt: skip
+                   __file__, "--worker", str(folder), mode]  # fmt: skip
             if args.config:
                 cmd += ["--config", args.config]
             subprocess.run(cmd, check=True, env=env, capture_output=True)
         reports = {
-            p: [json.loads((folder / f"memory-{p}-{r}.json").read_text()) for r in (0, 1)]
-            for p in ("ddp", "fsdp")
+            m: [json.loads((folder / f"memory-{m}-{r}.json").read_text()) for r in (0, 1)] for m in MODES
         }
     print(f"Settings: {yaml.safe_dump(asdict(cfg), default_flow_style=True).strip()}")
     parts = ("student", "gradients", "optimizer", "teacher")
-    print(
-        f"{'':<10}" + "".join(f"{p:>12}" for p in parts) + f"{'sum':>12}{'peak RSS':>12}   (MiB per process)"
-    )
+    header = "".join(f"{p:>12}" for p in parts) + f"{'sum':>12}{'RSS loaded':>12}{'peak RSS':>12}   (MiB)"
+    print(f"{'':<14}{header}")
     sums: dict[str, float] = {}
-    for parallel, ranks in reports.items():
+    for mode, ranks in reports.items():
         for report in ranks:
-            assert report["parallel"] == parallel, report
+            assert report["parallel"] == mode.removesuffix("-rank0"), report
             local = [report[p]["local"] / 2**20 for p in parts]
             rss = report["peak_rss"] / 2**20
-            sums[parallel] = max(sums.get(parallel, 0.0), sum(local))
-            label = f"{parallel} r{report['rank']}"
-            print(f"{label:<10}" + "".join(f"{v:12.1f}" for v in local) + f"{sum(local):12.1f}{rss:12.1f}")
+            loaded = report["peak_rss_loaded"] / 2**20
+            sums[mode] = max(sums.get(mode, 0.0), sum(local))
+            label = f"{mode} r{report['rank']}"
+            print(
+                f"{label:<14}"
+                + "".join(f"{v:12.1f}" for v in local)
+                + f"{sum(local):12.1f}{loaded:12.1f}{rss:12.1f}"
+            )
     full = reports["ddp"][0]
     print("full sizes: " + ", ".join(f"{p} {full[p]['full'] / 2**20:.1f} MiB" for p in parts))
     print(f"FSDP / DDP per process (largest rank, student + gradients + optimizer + teacher) = "

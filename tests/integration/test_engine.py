@@ -159,3 +159,24 @@ def test_a_step_the_fp16_scaler_skips_does_not_advance_the_schedule():
     scaler.scale(layer(torch.ones(1, 4)).sum()).backward()
     assert optimizer_step(optimizer, scheduler, list(layer.parameters()), max_grad_norm=0, scaler=scaler)
     assert not torch.equal(layer.weight, before) and scheduler.last_epoch == 1
+
+
+def test_compiled_blocks_give_the_same_student(tmp_path):
+    """``train.compile`` compiles each block (inductor on CPU); the result matches eager to float rounding."""
+    quick = {"data.dev_file": None, "train.max_steps": 3}
+    eager = tiny_run(tmp_path, **{"run_dir": str(tmp_path / "eager"), **quick})
+    compiled = tiny_run(tmp_path, **{"run_dir": str(tmp_path / "compiled"), "train.compile": True, **quick})
+    train(eager, progress=False)
+    train(compiled, progress=False)
+    a = load_file(Path(eager.run_dir) / "student" / "model.safetensors")
+    b = load_file(Path(compiled.run_dir) / "student" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0, msg=key)
+
+
+def test_compile_is_refused_for_methods_that_hook_inside_blocks(tmp_path):
+    cfg = tiny_run(
+        tmp_path, "minilmv2", **{"train.compile": True, "data.dev_file": None, "method.relation_heads": 4}
+    )
+    with pytest.raises(ConfigError, match="train.compile=false"):
+        train(cfg, progress=False)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# GPU check (issue 14): distil's training step beside a plain PyTorch floor, as samples/s and peak memory,
+# for bf16 KD Llama ~1.1B -> ~0.3B at sequence 1024, MiniLMv2 BERT-base -> 6x384 at 32 x 512, and the fp16
+# path (KD, BERT-base -> 6 layers, 32 x 128). Random-weight models from configs, no downloads; under 8
+# minutes on one H200. Each measurement runs in a fresh process, so peak memory is its own.
+#
+#   bash benchmarks/gpu_check.sh            # on the GPU machine; results in $OUT (or /tmp/gpu_check)
+#   bash benchmarks/gpu_check.sh tiny       # tiny sizes: a CPU check of syntax and shapes
+#
+# The GPU machine's image has PyTorch and transformers but not `datasets` (or its dill and multiprocess):
+# carry them as wheels in .whl (see the device tool's README); they are installed here when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${1:-full}
+RESULTS_DIR=${OUT:-/tmp/gpu_check}
+mkdir -p "$RESULTS_DIR"
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+PY=${PYTHON:-python3}
+if [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ]; then PY=.venv/bin/python; fi
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export TOKENIZERS_PARALLELISM=false
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+RESULTS="$RESULTS_DIR/gpu_check-$SIZE.jsonl"
+: > "$RESULTS"
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+for case in kd_llama_bf16 minilmv2_bert_base kd_bert_fp16; do
+  start=$(date +%s)
+  "$PY" benchmarks/gpu_check.py prepare --case "$case" --size "$SIZE" --work "$WORK"
+  for impl in floor distil; do
+    "$PY" benchmarks/gpu_check.py run --case "$case" --impl "$impl" --size "$SIZE" --work "$WORK" \
+      2> >(grep -v -e "it/s]" -e "^\s*$" >&2) | tail -n 1 | tee -a "$RESULTS"
+  done
+  rm -rf "${WORK:?}/$case"
+  echo "$case: $(( $(date +%s) - start )) s"
+done
+"$PY" benchmarks/gpu_check.py report --results "$RESULTS"
