@@ -18,6 +18,7 @@ import yaml
 
 from distil.checks import check_run
 from distil.errors import ConfigError
+from distil.files import not_utf8
 from distil.methods import get_method
 from distil.plans import default_plan, get_plan
 from distil.run_config import EvalConfig, ModelsConfig, RunConfig, StudentConfig, TrainConfig
@@ -41,8 +42,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
+    bad = not_utf8(path)
+    if bad is not None:
+        raise ConfigError(f"Config file {path}: not UTF-8 text at {bad}; re-save it as UTF-8.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"Config file {path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):

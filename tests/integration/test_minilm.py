@@ -112,6 +112,7 @@ def test_corpus_distillation_then_finetune(tmp_path):
             "data.task=custom",
             f"data.train_file={tmp_path / 'train.jsonl'}",
             "data.text_columns=[text]",
+            "data.max_length=32",
             "models.student.init=pretrained",
             f"models.student.path={tmp_path / 'minilmv2' / 'student'}",
             "models.teacher=null",

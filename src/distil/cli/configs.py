@@ -8,6 +8,7 @@ from typing import Any
 
 from distil.config import RunConfig, build_run_config, read_yaml
 from distil.errors import ConfigError, closest
+from distil.methods import get_method
 from distil.schema import apply_overrides, from_dict
 
 __all__ = ["bundled_configs", "describe_registry", "load_pipeline_config", "load_run_config", "validate"]
@@ -47,6 +48,7 @@ def load_run_config(
     if not isinstance(node, dict):
         raise ConfigError("method must be a mapping with at least `name`.")
     if method is not None:
+        get_method(method)  # an unknown name is an error of its own, with the closest known one
         if node.get("name") not in (None, method):
             raise ConfigError(
                 f"The config's method.name is {node['name']!r} but the command asks for {method!r}; "

@@ -205,7 +205,16 @@ def _quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distil`` command; returns the exit status."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Options may come anywhere among the key=value overrides, as users type them: argparse stops the
+    # overrides list at the first option, so what it leaves unparsed is taken back here when it is an
+    # override, and refused as before when it is not.
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        if hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
+            args.overrides = [*args.overrides, *rest]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
     _quiet_libraries()
     try:
         return COMMANDS[args.command](args)

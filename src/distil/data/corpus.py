@@ -29,6 +29,7 @@ import torch
 
 from distil.data.batching import collate
 from distil.errors import ConfigError, DataError
+from distil.files import not_utf8
 
 if TYPE_CHECKING:  # only for annotations; keeps `import distil.data` from loading transformers
     from transformers import PreTrainedTokenizerBase
@@ -106,9 +107,9 @@ def iter_documents(path: str | Path) -> Iterator[str]:
             first = next((line.strip() for line in handle if line.strip()), "")
         with path.open(encoding="utf-8") as handle:
             yield from _split(handle, wiki=_DOC_OPEN.fullmatch(first) is not None)
-    except UnicodeDecodeError as err:
+    except UnicodeDecodeError:
         raise DataError(
-            f"Corpus file {str(path)!r} is not UTF-8 text ({err}); convert it to UTF-8."
+            f"Corpus file {path}: not UTF-8 text at {not_utf8(path)}; convert it to UTF-8."
         ) from None
 
 

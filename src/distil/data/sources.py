@@ -20,6 +20,7 @@ import numpy as np
 
 from distil.data.tasks import TaskSpec, get_task
 from distil.errors import ConfigError, DataError, closest
+from distil.files import not_utf8
 
 __all__ = [
     "infer_label_names",
@@ -73,6 +74,9 @@ def _check_file(path: Path) -> None:
         )
     if path.stat().st_size == 0:
         raise DataError(f"Data file {str(path)!r} is empty; it needs a header line and at least one row.")
+    bad = not_utf8(path)
+    if bad is not None:
+        raise DataError(f"{path}: not UTF-8 text at {bad}; re-save the file as UTF-8.")
 
 
 def _first_row(path: Path, delimiter: str, quoting: _Quoting, encoding: str, headerless: bool) -> list[str]:
@@ -121,7 +125,9 @@ def _load(builder: str, path: Path, **kwargs: Any) -> datasets.Dataset:
                 builder, data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True, **kwargs
             )
         except Exception as err:  # pandas, pyarrow and datasets each raise their own parse errors
-            raise DataError(f"{path}: cannot be read as {builder.upper()}: {err.__cause__ or err}") from err
+            reason = str(err.__cause__ or err).strip()
+            hint = " (a cell that holds the delimiter must be quoted)" if "Expected" in reason else ""
+            raise DataError(f"{path}: cannot be read as {builder.upper()}: {reason}{hint}") from err
     if len(ds) == 0:
         raise DataError(f"{path}: has a header but no rows; a data file needs at least one row.")
     return ds

@@ -18,6 +18,7 @@ import datasets
 import numpy as np
 
 from distil.errors import DataError
+from distil.files import not_utf8
 
 __all__ = ["check_answer_spans", "read_squad", "resolve_squad_file", "split_by_title"]
 
@@ -72,10 +73,13 @@ def _need(node: Any, key: str, kind: type, where: str, path: Path) -> Any:
 def _load_json(path: Path) -> list[Any]:
     if not path.is_file():
         raise DataError(f"SQuAD file {str(path)!r} does not exist; check data.train_file / data.dev_file.")
+    bad = not_utf8(path)
+    if bad is not None:
+        raise DataError(f"{path}: not UTF-8 text at {bad}; give an official SQuAD JSON file.")
     try:
         with path.open(encoding="utf-8") as handle:
             top = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except json.JSONDecodeError as err:
         raise DataError(f"{path}: not a UTF-8 JSON file ({err}); give an official SQuAD JSON file.") from None
     return _need(top, "data", list, "the top level", path)
 

@@ -7,9 +7,11 @@ A model name is either ``"embedded"`` (the all-MiniLM-L6-v2 weights shipped by t
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -31,7 +33,10 @@ __all__ = [
     "EMBEDDED",
     "HEADS",
     "Head",
+    "check_max_length",
     "check_same_vocabulary",
+    "check_tokenizer",
+    "ensure_pad_token",
     "freeze",
     "load_model",
     "load_tokenizer",
@@ -232,8 +237,50 @@ def load_model(
         if meta:
             return _on_meta(config, head, kwargs)
         return HEADS[head].from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
+        damaged = _damaged_weights(path)
+        if damaged is not None:
+            raise ModelError(
+                f"Cannot load the model {name!r}: its weights file {damaged} is damaged or truncated; "
+                "re-download or re-save the model."
+            ) from exc
         raise _load_error("model", name, path, exc) from exc
+
+
+def _damaged_weights(path: str) -> str | None:
+    """The first safetensors file of a local model folder whose header or size is inconsistent."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
+                    handle.get_slice(key).get_shape()
+        except (OSError, SafetensorError):
+            return str(file)
+    return None
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, name: str) -> None:
+    """Refuse a tokenizer that does not fit the model's input embeddings.
+
+    A model folder without tokenizer files can still give a tokenizer (a few special tokens, every word
+    unknown); training on it would run and export a useless model. Real checkpoints pad their embedding
+    table above the tokenizer's size, but never to twice its size, and never below it.
+
+    Raises:
+        ModelError: The tokenizer has more tokens than the embeddings, or fewer than half of them.
+    """
+    embeddings = model.get_input_embeddings()
+    rows = getattr(embeddings, "num_embeddings", None) or int(getattr(model.config, "vocab_size", 0) or 0)
+    size = len(tokenizer)
+    if rows and (size > rows or size < rows // 2):
+        raise ModelError(
+            f"The tokenizer of {name!r} has {size} tokens but the model has {rows} input embeddings: its "
+            "tokenizer files are missing or belong to another model. Copy the tokenizer files "
+            "(tokenizer.json, tokenizer_config.json, vocab files) of the model into the folder."
+        )
 
 
 def _on_meta(config: PretrainedConfig, head: str, kwargs: dict[str, Any]) -> PreTrainedModel:
@@ -271,3 +318,65 @@ def check_same_vocabulary(teacher_tok: PreTrainedTokenizerBase, student_tok: Pre
         "Distillation over logits or tokens needs a shared tokenizer: use the teacher's tokenizer for the "
         "student, or a student from the same model family and vocabulary."
     )
+
+
+def ensure_pad_token(
+    tokenizer: PreTrainedTokenizerBase, models: list[PreTrainedModel], name: str
+) -> str | None:
+    """Give a tokenizer without a pad token (GPT-2 and Llama checkpoints ship so) its end-of-sequence token.
+
+    Padded positions are masked out everywhere, so which id fills them does not matter; the models'
+    ``pad_token_id`` is set too (sequence classification finds each row's last real token through it).
+
+    Returns:
+        A line saying what was done, or ``None`` when the tokenizer had a pad token.
+
+    Raises:
+        ModelError: The tokenizer has neither a pad nor an end-of-sequence token.
+    """
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(
+                f"The tokenizer of {name!r} has no pad token and no end-of-sequence token to pad with: add "
+                "a pad token to its tokenizer files (tokenizer_config.json, pad_token)."
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+        note = f"the tokenizer of {name!r} has no pad token: padding with its end-of-sequence token"
+        note += f" {tokenizer.eos_token!r}"
+    else:
+        note = None
+    for model in models:
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+    return note
+
+
+def _position_limit(config: PretrainedConfig) -> int | None:
+    """The longest input a model's absolute position table takes (``None``: rotary or relative only)."""
+    kind = getattr(config, "model_type", "")
+    if kind == "gpt2":
+        return int(config.n_positions)
+    if kind in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"):
+        return None  # rotary positions: longer inputs run (how well is the model's matter)
+    if kind == "deberta-v2" and not getattr(config, "position_biased_input", True):
+        return None  # DeBERTa-v3: relative positions only
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    if kind in ("roberta", "xlm-roberta", "camembert"):
+        return int(limit) - int(config.pad_token_id) - 1  # positions start after the padding index
+    return int(limit)
+
+
+def check_max_length(config: PretrainedConfig, max_length: int, what: str) -> None:
+    """Refuse a ``data.max_length`` longer than the model's position table (it would fail mid-training).
+
+    Raises:
+        ConfigError: ``max_length`` exceeds the limit; the message names both numbers.
+    """
+    limit = _position_limit(config)
+    if limit is not None and max_length > limit:
+        raise ConfigError(
+            f"data.max_length={max_length} is longer than {what} takes ({limit} positions): set "
+            f"data.max_length <= {limit}."
+        )

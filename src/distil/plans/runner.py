@@ -21,6 +21,7 @@ from distil.files import atomic_write_text
 from distil.plans.base import Plan, Step
 from distil.training.checkpoint import FINISHED_MARKER, check_run_dir, find_checkpoints
 from distil.training.loop import RunResult, train
+from distil.training.resume import check_same_run
 
 __all__ = ["run_plan", "run_steps"]
 
@@ -42,6 +43,7 @@ def run_steps(steps: list[Step], *, progress: bool, redo: bool = False) -> dict[
             results[step.name] = train(cfg, overwrite=True, progress=progress)
             continue
         if _finished(folder):
+            check_same_run(folder, cfg, what=f"stage {step.name}")  # a reused stage must be this stage
             print(f"[distil] stage {step.name}: reusing finished {folder}")
             results[step.name] = RunResult.from_run_dir(folder)
             continue

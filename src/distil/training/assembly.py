@@ -19,14 +19,23 @@ from torch import Tensor, nn
 
 from distil.checks import check_run
 from distil.errors import ConfigError
+from distil.files import atomic_write_text, check_writable, remove_leftovers
 from distil.models.architectures import get_layers
 from distil.run_config import RunConfig
-from distil.training.checkpoint import FINISHED_MARKER, check_run_dir, clear_run_dir, find_checkpoints
+from distil.training.checkpoint import (
+    FINISHED_MARKER,
+    check_run_dir,
+    checkpoint_state,
+    clear_run_dir,
+    find_checkpoints,
+    latest_checkpoint,
+)
 from distil.training.dist import DistEnv, check_launcher, check_shared_run_dir, init_distributed
 from distil.training.engine import Engine, StepModule, resolve_parallel
 from distil.training.env import seed_everything
 from distil.training.optim import build_optimizer, trainable_parameters
 from distil.training.precision import Precision, precision_policy
+from distil.training.resume import check_same_run
 from distil.training.setup import RunParts, build_run
 from distil.types import FeatureRequest
 
@@ -41,8 +50,10 @@ class Prepared:
     engine: Engine
     precision: Precision
     parts: RunParts
-    resume: bool
     clear: bool
+    changes: dict[str, tuple[Any, Any]]  # what a resume changed of the saved config (safe keys only)
+    checkpoint: Path | None  # the checkpoint a resume continues from
+    skipped: list[str]  # newer checkpoints passed over, each with why
 
 
 def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
@@ -61,10 +72,35 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
     restart = resume and _never_saved(run_dir)
     resume = resume and not restart
     check_run_dir(run_dir, resume=resume, overwrite=overwrite or restart)
+    changes: dict[str, tuple[Any, Any]] = {}
+    checkpoint: Path | None = None
+    skipped: list[str] = []
+    if resume:
+        changes = check_same_run(run_dir, cfg)
+        checkpoint = latest_checkpoint(run_dir, skipped=skipped)
+        if checkpoint is None:
+            raise ConfigError(
+                f"--resume: no intact checkpoint in {run_dir / 'checkpoints'} ({'; '.join(skipped)}). "
+                "Start anew with --overwrite."
+            )
+        saved = checkpoint_state(checkpoint)
+        global_batch = tc.batch_size * env.world * tc.grad_accum
+        if saved.global_batch and saved.global_batch != global_batch:
+            raise ConfigError(
+                f"{checkpoint} trained with global batches of {saved.global_batch} examples, this run has "
+                f"{global_batch} (train.batch_size x processes x train.grad_accum); keep the global batch "
+                "(e.g. double train.grad_accum when halving the processes)."
+            )
+    if env.is_main:
+        check_writable(run_dir, needed_bytes=0)
     check_shared_run_dir(env, run_dir)
     seed_everything(tc.seed)  # identical initialisation in every process
     meta = parallel == "fsdp" and tc.ram_efficient_loading and not env.is_main
     parts = build_run(cfg, precision=precision, meta=meta, prepare_order=env.main_first)
+    if env.is_main:
+        check_writable(run_dir, needed_bytes=_needed_bytes(parts, tc.keep_checkpoints))
+        for note in parts.notes:
+            print(f"[distil] {note}")
     # Cached outputs would be of clean inputs, and token-level logits ([N, S, V]) are too large to keep.
     cacheable = (
         parts.method.teacher_request() == FeatureRequest(logits=True)
@@ -83,7 +119,14 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
             "hooks, which compiled blocks do not run; set train.compile=false."
         )
     engine = Engine(env, precision, parallel, cpu_offload=tc.cpu_offload)
-    return Prepared(env, engine, precision, parts, resume, overwrite or restart)
+    return Prepared(env, engine, precision, parts, overwrite or restart, changes, checkpoint, skipped)
+
+
+def _needed_bytes(parts: RunParts, keep: int) -> int:
+    """Disk space a run needs: its checkpoints (weights and two AdamW moments each) and two exports."""
+    params = sum(p.numel() for p in parts.student.parameters())
+    params += sum(p.numel() for p in parts.method.trainable_modules().parameters())
+    return params * (12 * (keep + 1) + 8)
 
 
 def _never_saved(run_dir: Path) -> bool:
@@ -98,8 +141,10 @@ def start(cfg: RunConfig, prep: Prepared) -> None:
     if env.is_main:
         if prep.clear:
             clear_run_dir(run_dir)
+        for leftover in remove_leftovers(run_dir):
+            print(f"[distil] removed {leftover}, left by an interrupted write")
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     env.barrier()
 
 

@@ -28,6 +28,7 @@ from typing import Any, cast
 
 import torch
 import torch.distributed.checkpoint as dcp
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.checkpoint import (
@@ -35,6 +36,7 @@ from torch.distributed.checkpoint import (
     HuggingFaceStorageReader,
     HuggingFaceStorageWriter,
 )
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import _init_optim_state, get_state_dict, set_state_dict
 from torch.distributed.tensor import DTensor
@@ -50,6 +52,7 @@ __all__ = [
     "FINISHED_MARKER",
     "TrainerState",
     "check_run_dir",
+    "checkpoint_state",
     "checkpoint_tensors",
     "clear_run_dir",
     "find_checkpoints",
@@ -306,11 +309,30 @@ def checkpoint_tensors(path: Path, prefix: str = "model.") -> dict[str, torch.Te
     return {name[len(prefix) :]: value for name, value in tensors.items()}
 
 
+def _json(path: Path, kind: type) -> Any:
+    """A JSON file of a checkpoint, checked to hold a ``kind``; errors name the file."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a JSON file distil wrote ({err}).") from err
+    if not isinstance(value, kind):
+        raise DataError(f"{path}: not what distil wrote (a JSON {kind.__name__} was expected).")
+    return value
+
+
+def checkpoint_state(path: Path) -> TrainerState:
+    """The trainer state a checkpoint holds (``state.json``).
+
+    Raises:
+        DataError: The file is not a trainer state distil wrote.
+    """
+    return _checked_state(path)
+
+
 def _checked_state(path: Path) -> TrainerState:
     try:
-        saved = json.loads((path / "state.json").read_text())
-        return TrainerState(**saved)
-    except (ValueError, TypeError) as err:
+        return TrainerState(**_json(path / "state.json", dict))
+    except TypeError as err:
         raise DataError(f"{path / 'state.json'}: not a trainer state distil wrote ({err}).") from err
 
 
@@ -335,7 +357,10 @@ def load_checkpoint(
     model_state, raw_optim = get_state_dict(runner, optimizer)
     optim_state = cast(dict[str, Any], raw_optim)  # {"state": {name: {key: tensor}}, "param_groups": [...]}
     reader = HuggingFaceStorageReader(str(path / "weights"))
-    saved = set(reader.read_metadata().state_dict_metadata)
+    try:
+        saved = set(reader.read_metadata().state_dict_metadata)
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
+        raise DataError(f"{path / 'weights'}: not weights distil wrote ({err}).") from err
     aliases = _aliases(model_state)
     missing = [k for k in model_state if f"model.{aliases.get(k, k)}" not in saved]
     if missing:
@@ -350,20 +375,34 @@ def load_checkpoint(
         for k, v in ({f"model.{k}": v for k, v in model_state.items()} | _flat(optim_state)).items()
         if k in saved
     }
-    dcp.load(tensors, storage_reader=reader, planner=DefaultLoadPlanner(allow_partial_load=True))
+    try:
+        dcp.load(tensors, storage_reader=reader, planner=DefaultLoadPlanner(allow_partial_load=True))
+    except (OSError, ValueError, RuntimeError, SafetensorError, CheckpointException) as err:
+        raise DataError(f"{path / 'weights'}: cannot be read ({err}).") from err
     model_state = {k: tensors[f"model.{aliases.get(k, k)}"] for k in model_state}
     for fqn, entry in optim_state["state"].items():
         for key in entry:
             entry[key] = tensors.get(f"optim.{fqn}.{key}", entry[key])
-    saved_groups = json.loads((path / "optimizer.json").read_text())
-    for group, saved in zip(optim_state["param_groups"], saved_groups, strict=True):
-        group.update({k: (tuple(v) if k == "betas" else v) for k, v in saved.items() if k != "params"})
+    saved_groups = _json(path / "optimizer.json", list)
+    try:
+        for group, saved_group in zip(optim_state["param_groups"], saved_groups, strict=True):
+            items = saved_group.items()
+            group.update({k: (tuple(v) if k == "betas" else v) for k, v in items if k != "params"})
+    except (AttributeError, ValueError, TypeError) as err:
+        raise DataError(f"{path / 'optimizer.json'}: not optimizer settings distil wrote ({err}).") from err
     set_state_dict(runner, optimizer, model_state_dict=model_state, optim_state_dict=optim_state)
-    scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
-    if scaler is not None and (path / "scaler.json").is_file():
-        scaler.load_state_dict(json.loads((path / "scaler.json").read_text()))
+    try:
+        scheduler.load_state_dict(_json(path / "scheduler.json", dict))
+        if scaler is not None and (path / "scaler.json").is_file():
+            scaler.load_state_dict(_json(path / "scaler.json", dict))
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{path}: the scheduler or scaler state is not what distil wrote ({err}).") from err
     state_file = path / "method_state.safetensors"
-    method.load_state_dict(load_file(str(state_file)) if state_file.exists() else {})
+    try:
+        method_state = load_file(str(state_file)) if state_file.exists() else {}
+    except (OSError, SafetensorError) as err:
+        raise DataError(f"{state_file}: not a method state distil wrote ({err}).") from err
+    method.load_state_dict(method_state)
     if not load_rng_state(path, env.rank):
         seed_everything(process_seed(seed, env.rank) + state.step)
     return state

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from distil.errors import DataError
@@ -60,13 +61,16 @@ def load_rng_state(folder: Path, rank: int) -> bool:
         return False
     try:
         tensors = load_file(str(tensor_file))
-        plain = json.loads(json_file.read_text())
+    except (OSError, SafetensorError) as err:
+        raise DataError(f"{tensor_file}: not a random state distil wrote ({err}).") from err
+    try:
+        plain = json.loads(json_file.read_text(encoding="utf-8"))
         version, internal, gauss = plain["python"]
         kind, keys, pos, has_gauss, cached = plain["numpy"]
         torch.set_rng_state(tensors["torch"])
         random.setstate((version, tuple(internal), gauss))
         np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+    except (KeyError, ValueError, TypeError, RuntimeError, SafetensorError) as err:
         raise DataError(f"{json_file}: not a random state distil wrote ({err}).") from err
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
     if cuda and torch.cuda.is_available():

@@ -44,6 +44,7 @@ from distil.training.env import process_seed, seed_everything
 from distil.training.export import export_student, save_best
 from distil.training.logging import MetricLogger
 from distil.training.optim import build_scheduler
+from distil.training.resume import record_resume, resume_history
 from distil.training.setup import describe
 from distil.training.step import Stepper
 from distil.training.teacher_cache import TeacherCache
@@ -127,29 +128,22 @@ def train(
     scaler = torch.amp.GradScaler(env.device.type) if precision.scaled else None
     seed_everything(process_seed(tc.seed, env.rank))  # each process's own dropout and masking stream
     state = TrainerState(world_size=env.world, global_batch=plan.global_batch)
-    if prep.resume:
-        skipped: list[str] = []
-        ckpt = latest_checkpoint(run_dir, skipped=skipped)
-        if ckpt is None:
-            raise ConfigError(
-                f"--resume: no intact checkpoint in {run_dir / 'checkpoints'} ({'; '.join(skipped)}). "
-                "Start anew with --overwrite."
-            )
+    if prep.checkpoint is not None:
+        ckpt = prep.checkpoint
         if env.is_main:
-            for line in skipped:
+            for line in prep.skipped:
                 print(f"[distil] skipping checkpoint {line}; falling back to {ckpt.name}")
         state = load_checkpoint(
             env, ckpt, mods.runner, mods.optimizer, scheduler, scaler, method, seed=tc.seed
         )
-        if state.global_batch and state.global_batch != plan.global_batch:
-            raise ConfigError(
-                f"{ckpt} trained with global batches of {state.global_batch} examples, this run has "
-                f"{plan.global_batch} (train.batch_size x processes x train.grad_accum); keep the global "
-                "batch (e.g. double train.grad_accum when halving the processes)."
-            )
         state.world_size, state.global_batch = env.world, plan.global_batch
         if env.is_main:
-            print(f"[distil] resuming {run_dir} from {ckpt.name} with {env.world} process(es)")
+            record_resume(run_dir, state.step, prep.changes)
+            changed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in prep.changes.items())
+            print(
+                f"[distil] resuming {run_dir} from {ckpt.name} with {env.world} process(es)"
+                + (f"; changed: {changed}" if changed else "")
+            )
     shard = Shard(env.rank, env.world, env.gather_objects)
     cache: TeacherCache | None = None
     if tc.cache_teacher:
@@ -276,6 +270,7 @@ def train(
                 "world_size": env.world,
                 "parallel": engine.mode,
                 "precision": precision.name,
+                "resumes": resume_history(run_dir),
             },
         }
         export_student(method.export_model(full[0]), parts.tokenizer, run_dir, recipe, extras=full[1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,15 @@ from distil.errors import ConfigError, ModelError
 from distil.methods import Method, MethodContext, get_method
 from distil.models.architectures import arch_spec, num_layers
 from distil.models.layer_maps import paper_layer_map, uniform_layer_map, validate_layer_list
-from distil.models.loading import check_same_vocabulary, freeze, load_model, load_tokenizer
+from distil.models.loading import (
+    check_max_length,
+    check_same_vocabulary,
+    check_tokenizer,
+    ensure_pad_token,
+    freeze,
+    load_model,
+    load_tokenizer,
+)
 from distil.models.students import StudentConfig, student_copy, student_from_config, student_from_layers
 from distil.run_config import RunConfig
 from distil.tasks import Task, load_task
@@ -34,6 +42,7 @@ class RunParts:
     teacher: PreTrainedModel | None
     method: Method
     student_layers: list[int] | None
+    notes: list[str] = field(default_factory=list)  # what was decided for the user (logged, recorded)
 
 
 def _teacher_layers_for(spec: StudentConfig, teacher_depth: int) -> list[int]:
@@ -158,9 +167,15 @@ def build_run(
         if precision is not None:
             _cast(source, precision.teacher_dtype)
         teacher = freeze(source)
-    tokenizer = load_tokenizer(str(spec.path) if spec.init == "pretrained" else str(cfg.models.teacher))
+    tokenizer_source = str(spec.path) if spec.init == "pretrained" else str(cfg.models.teacher)
+    tokenizer = load_tokenizer(tokenizer_source)
+    check_tokenizer(tokenizer, student, tokenizer_source)
     if teacher is not None and spec.init == "pretrained":
         check_same_vocabulary(load_tokenizer(str(cfg.models.teacher)), tokenizer)
+    check_max_length(student.config, cfg.data.max_length, "the student")
+    if teacher is not None:
+        check_max_length(teacher.config, cfg.data.max_length, f"the teacher {cfg.models.teacher!r}")
+    pad_note = ensure_pad_token(tokenizer, [m for m in (student, teacher) if m is not None], tokenizer_source)
     ctx = MethodContext(
         student=student,
         teacher=teacher,
@@ -171,7 +186,7 @@ def build_run(
     method = method_cls(cfg.method, ctx)
     with prepare_order():
         task.prepare(tokenizer, cfg.data.max_length)
-    return RunParts(task, tokenizer, student, teacher, method, layers)
+    return RunParts(task, tokenizer, student, teacher, method, layers, [pad_note] if pad_note else [])
 
 
 def _cast(model: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -189,5 +204,7 @@ def describe(parts: RunParts, cfg: RunConfig) -> dict[str, Any]:
         "teacher": cfg.models.teacher if parts.teacher is not None else None,
         "student_init": cfg.models.student.init,
         "student_teacher_layers": parts.student_layers,
+        "pad_token": parts.tokenizer.pad_token,
+        "notes": parts.notes,
         "run_dir": str(Path(cfg.run_dir)),
     }
