@@ -192,8 +192,11 @@ def test_missing_and_empty_files(tmp_path):
     with pytest.raises(DataError, match=r"header\.tsv.*no rows"):
         load_custom(tmp_path / "header.tsv", REVIEWS)
     (tmp_path / "x.parquet").write_text("x")
-    with pytest.raises(DataError, match=r"\.csv, \.tsv or \.jsonl"):
+    with pytest.raises(DataError, match=r"x\.parquet: cannot be read as Parquet"):
         load_custom(tmp_path / "x.parquet", REVIEWS)
+    (tmp_path / "x.xlsx").write_text("x")
+    with pytest.raises(DataError, match=r"\.csv, \.tsv, \.jsonl \(JSON Lines\) or \.parquet"):
+        load_custom(tmp_path / "x.xlsx", REVIEWS)
 
 
 def test_missing_column_lists_columns():

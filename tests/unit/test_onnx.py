@@ -183,3 +183,44 @@ def test_resolve_model_dir(tmp_path):
     assert resolve_model_dir(tmp_path / "run" / "student") == tmp_path / "run" / "student"
     with pytest.raises(ModelError, match="neither a run directory"):
         resolve_model_dir(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("family", "head", "outputs"),
+    [
+        ("bert", "qa", ["start_logits", "end_logits"]),
+        ("gpt2", "lm", ["logits"]),
+        ("bert", "mlm", ["logits"]),
+        ("bert", "base", ["last_hidden_state"]),
+    ],
+)
+def test_every_head_exports_verified(tmp_path, family, head, outputs):
+    """QA, causal-LM, masked-LM and bare-encoder students export and match PyTorch on new shapes."""
+    from transformers import AutoModelForQuestionAnswering
+
+    from distil.deploy.runtime import load_exportable
+    from factories import tiny_config, tiny_model, tiny_tokenizer
+
+    model_dir = tmp_path / head
+    model = (
+        AutoModelForQuestionAnswering.from_config(tiny_config(family))
+        if head == "qa"
+        else tiny_model(family, head)
+    )
+    model.save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    result = export_onnx(model_dir, int8=True)
+    record = json.loads(result.record_path.read_text())
+    assert record["head"] == head and record["outputs"] == outputs
+    assert result.fp32.max_rel <= FP32_MAX_REL_DIFF and result.int8 is not None
+    model, loaded_head = load_exportable(model_dir)
+    assert loaded_head == head
+    batch = _padded_batch(model, rows=3, longest=11)
+    with torch.no_grad():
+        reference = model(**batch, return_dict=True)
+    got = OnnxModel(result.fp32_path, outputs=tuple(outputs)).run_all(batch)
+    mask = batch["attention_mask"].bool().numpy()
+    for name, array in zip(outputs, got, strict=True):
+        expected = reference[name].numpy()
+        assert array.shape == expected.shape
+        np.testing.assert_allclose(array[mask], expected[mask], rtol=0, atol=1e-4 * np.abs(expected).max())

@@ -163,12 +163,14 @@ def test_missing_files_and_bad_settings_are_reported(tmp_path):
         load_task(SquadData(task="squad", dev_file=str(SQUAD_V1), data_dir=str(tmp_path), max_length=384), 0)
     with pytest.raises(ConfigError, match="doc_stride.*max_length=384"):
         SquadData(task="squad", max_length=128)  # too short for the default stride
-    with pytest.raises(ConfigError, match="split_dev must be in"):
-        SquadData(task="squad", split_dev=1.0, max_length=384)
-    with pytest.raises(ConfigError, match="cannot be combined with data.train_file"):
-        SquadData(task="squad", split_dev=0.2, train_file="x.json", max_length=384)
-    with pytest.raises(ConfigError, match="data.split_dev"):  # only SQuAD's data section has the field
-        build_run_config({"data": {"task": "sst2", "split_dev": 0.2}, "method": {"name": "kd"}})
+    with pytest.raises(ConfigError, match="split_dev must be a fraction in"):
+        SquadData(task="squad", split_dev=1.5, max_length=384)
+    with pytest.raises(
+        ConfigError, match="data.split_dev"
+    ):  # a corpus has no evaluation to hold rows out for
+        build_run_config(
+            {"data": {"task": "corpus", "corpus": ["x"], "split_dev": 0.2}, "method": {"name": "minilmv2"}}
+        )
 
 
 def test_relative_squad_paths_are_looked_up_under_the_data_dir():
@@ -197,6 +199,8 @@ def test_split_by_title_is_disjoint_deterministic_and_seeded():
     assert len(held_sets) > 1  # the seed matters
     assert split_by_title(ds, 0.01, seed=0)[2]["held_out_articles"] == 1  # at least one article
     assert split_by_title(ds, 0.99, seed=0)[2]["held_out_articles"] == 3  # at least one left to train
+    by_count = split_by_title(ds, 3, seed=0)[1]  # whole articles until at least 3 questions
+    assert len(by_count) >= 3 and len(set(by_count["title"])) < len(set(ds["title"]))
 
 
 def test_task_describes_its_split():

@@ -6,7 +6,7 @@ import argparse
 
 from distil.cli.task_args import task_from_args
 from distil.errors import ConfigError
-from distil.models.loading import load_model, load_tokenizer
+from distil.models.loading import load_model, load_tokenizer, model_label_names
 from distil.tasks.classification import ClassificationTask
 
 __all__ = ["evaluate_checkpoint"]
@@ -15,7 +15,9 @@ __all__ = ["evaluate_checkpoint"]
 def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     """Load ``args.model`` and its tokenizer and evaluate it on the task's dev data (or ``--split``)."""
     lengths = {"max_length": args.max_length, "doc_stride": args.doc_stride, "eval_stride": args.eval_stride}
-    task, data = task_from_args(args, eval_only=True, **lengths)
+    labels = model_label_names(args.model) if args.task == "custom" and not args.regression else None
+    # The model's own class order, not the file's: a file that lacks a class must still score correctly.
+    task, data = task_from_args(args, eval_only=True, label_names=labels, **lengths)
     if args.split:
         if not isinstance(task, ClassificationTask):
             raise ConfigError(f"--split applies to GLUE tasks; --task {args.task} is scored on its --file.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from distil.errors import ConfigError
+from distil.errors import ConfigError, DistilError
 
 if TYPE_CHECKING:
     from distil.tasks import Task
@@ -24,9 +24,16 @@ def add_task_options(p: argparse.ArgumentParser, role: str) -> None:
         "--file",
         help=f"The {role} file: a custom task's .csv/.tsv/.jsonl, a SQuAD JSON, or the text of --task lm.",
     )
-    p.add_argument("--text-columns", help="Custom task: comma-separated text column(s).")
-    p.add_argument("--label-column", default="label", help="Custom task: label column.")
+    p.add_argument(
+        "--text-columns", help="Custom task: comma-separated text column(s), names or 0-based positions."
+    )
+    p.add_argument("--label-column", default="label", help="Custom task: label column (name or position).")
     p.add_argument("--regression", action="store_true", help="Custom task: real-valued labels.")
+    p.add_argument(
+        "--no-header",
+        action="store_true",
+        help="Custom task: the CSV/TSV file has no header line; name columns by position (0 = the first).",
+    )
 
 
 def _data_fields(args: argparse.Namespace, kind: str, eval_only: bool) -> dict[str, Any]:
@@ -34,11 +41,13 @@ def _data_fields(args: argparse.Namespace, kind: str, eval_only: bool) -> dict[s
     if kind == "custom":
         if not (file and args.text_columns):
             raise ConfigError("--task custom needs --file and --text-columns.")
+        positional = args.no_header
         return {
             "train_file": file,
             "dev_file": file if eval_only else None,
-            "text_columns": args.text_columns.split(","),
-            "label_column": args.label_column,
+            "header": not positional,
+            "text_columns": [_column(c, positional) for c in args.text_columns.split(",")],
+            "label_column": _column(args.label_column, positional),
             "is_regression": args.regression,
         }
     if kind == "glue":
@@ -71,8 +80,38 @@ def task_from_args(args: argparse.Namespace, *, eval_only: bool, **fields: Any) 
     from distil.schema import from_dict
     from distil.tasks import task_class
 
-    cls = task_class(args.task)
-    values = {"task": args.task, **_data_fields(args, cls.kind, eval_only)}
-    values |= {k: v for k, v in fields.items() if v is not None}
-    data = from_dict(cls.Config, values, "data")
-    return cls(data, 0, eval_only=eval_only), data
+    try:
+        cls = task_class(args.task)
+        values = {"task": args.task, **_data_fields(args, cls.kind, eval_only)}
+        values |= {k: v for k, v in fields.items() if v is not None}
+        data = from_dict(cls.Config, values, "data")
+        return cls(data, 0, eval_only=eval_only), data
+    except DistilError as err:  # the readers name config keys; here the user typed flags
+        raise type(err)(_as_flags(str(err))) from err
+
+
+def _column(value: str, positional: bool) -> str | int:
+    value = value.strip()
+    return int(value) if positional and value.isdigit() else value
+
+
+# Config keys the data readers name, and the flags of these commands that set them.
+_FLAGS = (
+    ("data.train_file/data.dev_file", "--file"),
+    ("data.train_file", "--file"),
+    ("data.dev_file", "--file"),
+    ("data.text_columns", "--text-columns"),
+    ("data.label_column", "--label-column"),
+    ("data.is_regression: true", "--regression"),
+    ("data.is_regression", "--regression"),
+    ("data.header=false", "--no-header"),
+    ("data.label_names", "the model's labels (id2label in its config.json)"),
+    ("data.max_length", "--max-length"),
+    ("data.data_dir", "--data-dir"),
+)
+
+
+def _as_flags(message: str) -> str:
+    for key, flag in _FLAGS:
+        message = message.replace(key, flag)
+    return message

@@ -17,16 +17,20 @@ from typing import Any, Literal
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from distil.data.tasks import TaskSpec, get_task
 from distil.errors import ConfigError, DataError, closest
 from distil.files import not_utf8
 
 __all__ = [
+    "file_columns",
     "infer_label_names",
     "load_custom",
     "load_glue_split",
     "load_task_file",
+    "resolve_columns",
     "resolve_data_dir",
     "subset",
 ]
@@ -65,6 +69,13 @@ def resolve_data_dir(explicit: str | Path | None = None) -> Path | None:
         return path
     shared = (Path.cwd() / ".." / "shared" / "data").resolve()
     return shared if shared.is_dir() else None
+
+
+def _check_exists(path: Path) -> None:
+    if not path.is_file():
+        raise DataError(
+            f"Data file {str(path)!r} does not exist; check the path (data.train_file/data.dev_file)."
+        )
 
 
 def _check_file(path: Path) -> None:
@@ -113,7 +124,8 @@ def _json_keys(path: Path) -> list[str]:
 def _check_columns(path: Path, found: list[str], needed: dict[str, str], fix: str) -> None:
     for column, role in needed.items():
         if column not in found:
-            raise DataError(f"{path}: no {role} {column!r}; the columns found are {found}. {fix}")
+            hint = f" {_HEADER_HINT}" if _looks_like_data(found) else ""
+            raise DataError(f"{path}: no {role} {column!r}; the columns found are {found}. {fix}{hint}")
 
 
 def _load(builder: str, path: Path, **kwargs: Any) -> datasets.Dataset:
@@ -167,9 +179,15 @@ def _read_delimited(
     )
 
 
-def _read_user_file(path: str | Path, needed: dict[str, str], fix: str) -> datasets.Dataset:
+def _read_user_file(
+    path: str | Path, needed: dict[str, str], fix: str, header: bool = True
+) -> datasets.Dataset:
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        _check_exists(path)
+        _check_columns(path, file_columns(path), needed, fix)
+        return _load("parquet", path)
     if suffix in (".jsonl", ".json"):
         _check_file(path)
         _check_columns(path, _json_keys(path), needed, fix)
@@ -177,11 +195,85 @@ def _read_user_file(path: str | Path, needed: dict[str, str], fix: str) -> datas
     if suffix in (".csv", ".tsv"):
         # TSV cells are taken verbatim (no quoting) as in GLUE; CSV follows RFC 4180 quoting.
         tsv = suffix == ".tsv"
+        delimiter = "\t" if tsv else ","
+        quoting: _Quoting = csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL
+        names = None if header else tuple(file_columns(path, header=False))
         return _read_delimited(
-            path, needed, fix, delimiter="\t" if tsv else ",", encoding="utf-8-sig",
-            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
-        )  # fmt: skip
-    raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .jsonl (JSON Lines).")
+            path, needed, fix, delimiter=delimiter, encoding="utf-8-sig", quoting=quoting, column_names=names
+        )
+    raise DataError(
+        f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl (JSON Lines) or .parquet."
+    )
+
+
+def file_columns(path: str | Path, header: bool = True) -> list[str]:
+    """A user file's column names: CSV/TSV header, first JSON object's keys, or Parquet schema.
+
+    Without a header line (``header=False``) CSV/TSV columns are numbered ``"0"``, ``"1"``, ...
+
+    Raises:
+        DataError: The file is missing, empty, not UTF-8 or not of a supported type.
+    """
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        _check_exists(path)
+        try:
+            return list(pq.read_schema(path).names)
+        except (OSError, ValueError, pa.ArrowException) as err:
+            raise DataError(f"{path}: cannot be read as Parquet ({err}).") from err
+    _check_file(path)
+    if suffix in (".jsonl", ".json"):
+        return _json_keys(path)
+    if suffix in (".csv", ".tsv"):
+        tsv = suffix == ".tsv"
+        first = _first_row(
+            path, "\t" if tsv else ",", csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, "utf-8-sig", not header
+        )
+        return [str(i) for i in range(len(first))] if not header else first
+    raise DataError(
+        f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl (JSON Lines) or .parquet."
+    )
+
+
+def resolve_columns(path: str | Path, header: bool, columns: list[str | int], field: str) -> list[str]:
+    """The file's names for ``columns`` given by name or by position (0 = the first column).
+
+    Raises:
+        DataError: A position beyond the file's columns, or a name it lacks (with the header hint when the
+            file's first line looks like data rather than names).
+    """
+    found = file_columns(path, header)
+    out = []
+    for column in columns:
+        if isinstance(column, int):
+            if not 0 <= column < len(found):
+                raise DataError(
+                    f"{path}: {field} position {column} is beyond the file's {len(found)} columns "
+                    "(positions count from 0)."
+                )
+            out.append(found[column])
+        elif column not in found:
+            hint = _HEADER_HINT if header and _looks_like_data(found) else _CUSTOM_FIX
+            raise DataError(f"{path}: no {field} {column!r}; the columns found are {found}. {hint}")
+        else:
+            out.append(column)
+    return out
+
+
+_HEADER_HINT = (
+    "Its first line looks like data, not column names: if the file has no header line, set "
+    "data.header=false and name the columns by position (e.g. data.text_columns=[0] data.label_column=1)."
+)
+
+
+def _looks_like_data(names: list[str]) -> bool:
+    """Column names that read like a data row: long, several words, or numbers."""
+
+    def data_like(name: str) -> bool:
+        return len(name) > 40 or len(name.split()) > 3 or name.replace(".", "", 1).lstrip("-").isdigit()
+
+    return any(data_like(n) for n in names)
 
 
 def _values(ds: datasets.Dataset, column: str) -> list[Any]:
@@ -318,12 +410,22 @@ def _load_hub(task: TaskSpec, split: str, relative: str) -> datasets.Dataset:
     return ds.select_columns([*task.text_columns, "label"])
 
 
-def load_custom(path: str | Path, task: TaskSpec) -> datasets.Dataset:
-    """Load a user's CSV (comma, quoted), TSV (tab, verbatim) or JSON Lines file, chosen by extension.
+def load_custom(
+    path: str | Path,
+    task: TaskSpec,
+    *,
+    header: bool = True,
+    source_text: tuple[str, ...] | None = None,
+    source_label: str | None = None,
+) -> datasets.Dataset:
+    """Load a user's CSV (comma, quoted), TSV (tab, verbatim), JSON Lines or Parquet file, by extension.
 
     Args:
-        path: A ``.csv``, ``.tsv``, ``.jsonl`` or ``.json`` (JSON Lines) file with a header / keys.
+        path: A ``.csv``, ``.tsv``, ``.jsonl``/``.json`` (JSON Lines) or ``.parquet`` file.
         task: A spec from ``custom_task``; its ``text_columns`` and ``label_column`` name the file's columns.
+        header: CSV/TSV: the first line names the columns; ``False``: they are ``"0"``, ``"1"``, ...
+        source_text: This file's names of the text columns when they differ from the spec's.
+        source_label: This file's name of the label column when it differs from the spec's.
 
     Returns:
         A dataset with ``task.text_columns`` and ``label`` (ids in ``task.label_names`` order, or floats).
@@ -335,10 +437,12 @@ def load_custom(path: str | Path, task: TaskSpec) -> datasets.Dataset:
         "Fix the row, or set data.label_names to the file's label values in id order "
         "(data.is_regression: true for real-valued labels)."
     )
-    needed = {c: "text column (data.text_columns)" for c in task.text_columns}
-    needed[task.label_column] = "label column (data.label_column)"
-    ds = _read_user_file(path, needed, _CUSTOM_FIX)
-    return _to_task_columns(ds, task, Path(path), task.text_columns, task.label_column, fix)
+    text = tuple(source_text or task.text_columns)
+    label = source_label or task.label_column
+    needed = {c: "text column (data.text_columns)" for c in text}
+    needed[label] = "label column (data.label_column)"
+    ds = _read_user_file(path, needed, _CUSTOM_FIX, header)
+    return _to_task_columns(ds, task, Path(path), text, label, fix)
 
 
 def load_task_file(path: str | Path, task: TaskSpec) -> datasets.Dataset:
@@ -362,7 +466,7 @@ def load_task_file(path: str | Path, task: TaskSpec) -> datasets.Dataset:
     return _to_task_columns(ds, task, Path(path), task.text_columns, "label", fix)
 
 
-def infer_label_names(path: str | Path, label_column: str) -> tuple[str, ...]:
+def infer_label_names(path: str | Path, label_column: str, header: bool = True) -> tuple[str, ...]:
     """Derive class names from a training file: its distinct label values, sorted.
 
     Integer labels sort numerically (``2`` before ``10``) and come before other labels, which sort as text.
@@ -370,6 +474,7 @@ def infer_label_names(path: str | Path, label_column: str) -> tuple[str, ...]:
     Args:
         path: The training file (``.csv``, ``.tsv`` or ``.jsonl``).
         label_column: Its label column.
+        header: CSV/TSV: the first line names the columns (else they are numbered from ``"0"``).
 
     Returns:
         The label values in id order.
@@ -377,7 +482,7 @@ def infer_label_names(path: str | Path, label_column: str) -> tuple[str, ...]:
     Raises:
         DataError: The file cannot be read, lacks the column, or has fewer than two distinct labels.
     """
-    ds = _read_user_file(path, {label_column: "label column (data.label_column)"}, _CUSTOM_FIX)
+    ds = _read_user_file(path, {label_column: "label column (data.label_column)"}, _CUSTOM_FIX, header)
     values = {v.strip() if isinstance(v, str) else str(v) for v in _values(ds, label_column)}
     if len(values) < 2:
         raise DataError(

@@ -11,6 +11,7 @@ Tokenisation into model features lives in `distil.data.squad_features`.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,8 @@ def split_by_title(
 
     Args:
         ds: Rows from `read_squad`.
-        held_out: Fraction of the articles (rounded, at least one, at most all but one) held out.
+        held_out: Fraction of the articles (rounded, at least one, at most all but one) held out; a value
+            >= 1 holds out whole articles until at least that many questions are held out.
         seed: Seed of the article permutation; the same file and seed always give the same split.
 
     Returns:
@@ -190,8 +192,15 @@ def split_by_title(
     titles = list(dict.fromkeys(ds["title"]))
     if len(titles) < 2:
         raise DataError("data.split_dev needs a SQuAD file with at least two articles (titles).")
-    count = min(max(1, round(held_out * len(titles))), len(titles) - 1)
     order = np.random.default_rng(seed).permutation(len(titles))
+    if held_out < 1:
+        count = min(max(1, round(held_out * len(titles))), len(titles) - 1)
+    else:  # whole articles, in the seeded order, until enough questions
+        per_title = Counter(ds["title"])
+        count, questions = 0, 0
+        while questions < held_out and count < len(titles) - 1:
+            questions += per_title[titles[order[count]]]
+            count += 1
     held = {titles[i] for i in order[:count]}
     is_held = [t in held for t in ds["title"]]
     train = ds.select([i for i, h in enumerate(is_held) if not h])

@@ -1,8 +1,10 @@
-"""Export a saved sequence classifier to ONNX (fp32, optionally dynamic int8), verified before it is kept.
+"""Export a saved model to ONNX (fp32, optionally dynamic int8), verified before it is kept.
 
-Both files are checked against PyTorch on a padded probe batch with a real attention mask, at a batch size
-and length other than the traced ones (so the dynamic axes are exercised too). A file that fails its
-tolerance is deleted and `ExportError` names the measured difference.
+Every head distil trains exports: a sequence classifier (``logits``), extractive QA (``start_logits``,
+``end_logits``), a causal or masked LM (token ``logits``) and a bare encoder (``last_hidden_state``). Both
+files are checked against PyTorch on a padded probe batch with a real attention mask, at a batch size and
+length other than the traced ones (so the dynamic axes are exercised too), on every output. A file that
+fails its tolerance is deleted and `ExportError` names the measured difference.
 
 With ``optimize``, the graph is traced with eager attention and fused by onnxruntime's transformer
 optimiser (attention, embedding + LayerNorm, skip LayerNorm, bias GELU) before it is checked and
@@ -11,9 +13,10 @@ quantised; the fused graph uses onnxruntime's contrib operators, so it runs on o
 Tolerances (``docs/deploy.md``):
 - fp32: ``max|onnx - torch| / max|torch| <= 1e-4`` over the probe logits (measured: about 1e-7).
 - int8: ``max|int8 - torch| / max|torch| <= 0.2`` and the argmax agrees on at least 90 % of the probe
-  rows. Dynamic quantisation rounds weights to 8 bits and activations per batch, so a few per cent of
-  the logit scale is expected (measured: 1-6 %); the bound catches broken graphs (saturated int8
-  products, a wrong input order), whose errors reach the logit scale itself.
+  rows (real tokens' rows for token-level outputs; a bare encoder's hidden states have no argmax).
+  Dynamic quantisation rounds weights to 8 bits and activations per batch, so a few per cent of the logit
+  scale is expected (measured: 1-6 %); the bound catches broken graphs (saturated int8 products, a wrong
+  input order), whose errors reach the logit scale itself.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ from transformers import PreTrainedModel
 
 from distil.deploy.probe import probe_batches
 from distil.deploy.record import versions, write_record
-from distil.deploy.runtime import EXPORT_FILES, OnnxModel, load_classifier, resolve_model_dir
+from distil.deploy.runtime import (
+    EXPORT_FILES,
+    HEAD_OUTPUTS,
+    OnnxModel,
+    head_of,
+    load_exportable,
+    resolve_model_dir,
+)
 from distil.errors import DistilError
 from distil.models.architectures import arch_spec
 
@@ -107,39 +117,82 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> LogitDiff:
     return LogitDiff(abs_diff, abs_diff / scale, agree, int(reference.shape[0]))
 
 
-class _LogitsOnly(nn.Module):
-    """Positional tensors in, logits out: the signature the TorchScript exporter can trace."""
+class _Outputs(nn.Module):
+    """Positional tensors in, the head's outputs out: the signature the TorchScript exporter can trace."""
 
-    def __init__(self, model: PreTrainedModel, names: list[str]) -> None:
+    def __init__(self, model: PreTrainedModel, names: list[str], outputs: tuple[str, ...]) -> None:
         super().__init__()
-        self.model, self.names = model, names
+        self.model, self.names, self.outputs = model, names, outputs
         self.extra = {"use_cache": False} if arch_spec(model).causal else {}
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.names, inputs, strict=True)), **self.extra, return_dict=True).logits
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(**dict(zip(self.names, inputs, strict=True)), **self.extra, return_dict=True)
+        return tuple(out[name] for name in self.outputs)
 
 
-def _trace(model: PreTrainedModel, batch: dict[str, torch.Tensor], path: Path, opset: int) -> None:
+def _trace(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], path: Path, opset: int, outputs: tuple[str, ...]
+) -> None:
     names = list(batch)
-    axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
+    pooled = outputs == ("logits",) and _head(model) == "seq"  # one row per example
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    axes |= {o: ({0: "batch"} if pooled else {0: "batch", 1: "sequence"}) for o in outputs}
     with warnings.catch_warnings(), torch.no_grad():
         # The legacy exporter warns that it is deprecated and that traced shapes may be constant; both are
         # covered by the verification below, which runs other shapes.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _LogitsOnly(model, names),
+            _Outputs(model, names, outputs),
             tuple(batch.values()),
             str(path),
             input_names=names,
-            output_names=["logits"],
+            output_names=list(outputs),
             dynamic_axes=axes,
             opset_version=opset,
             dynamo=False,
         )
 
 
-def _check(path: Path, reference: np.ndarray, probe: dict[str, torch.Tensor], int8: bool) -> LogitDiff:
-    diff = compare_logits(reference, OnnxModel(path)(probe))
+def _head(model: PreTrainedModel) -> str:
+    return head_of(model.config)
+
+
+def _rows(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Token-level outputs as rows of their last axis, real tokens only (padding is never read)."""
+    if array.ndim == 3 and mask is not None:
+        return array[mask.astype(bool)]
+    return array.reshape(-1, array.shape[-1]) if array.ndim > 1 else array.reshape(1, -1)
+
+
+def _compare_all(
+    references: list[np.ndarray], candidates: list[np.ndarray], mask: np.ndarray | None, argmax: bool
+) -> LogitDiff:
+    """The worst difference over every output (QA has two), on real tokens."""
+    diffs = []
+    for ref, cand in zip(references, candidates, strict=True):
+        if ref.shape != cand.shape:
+            raise ExportError(f"Exported outputs have shape {cand.shape}, PyTorch's {ref.shape}.")
+        if ref.ndim == 2 and mask is not None and ref.shape == mask.shape:  # QA: one score per token
+            ref, cand = np.where(mask.astype(bool), ref, 0.0), np.where(mask.astype(bool), cand, 0.0)
+        diffs.append(compare_logits(_rows(ref, mask), _rows(cand, mask)))
+    return LogitDiff(
+        max(d.max_abs for d in diffs),
+        max(d.max_rel for d in diffs),
+        min(d.agreement for d in diffs) if argmax else 1.0,
+        sum(d.rows for d in diffs),
+    )
+
+
+def _check(
+    path: Path,
+    references: list[np.ndarray],
+    probe: dict[str, torch.Tensor],
+    int8: bool,
+    outputs: tuple[str, ...],
+    argmax: bool,
+) -> LogitDiff:
+    mask = probe["attention_mask"].numpy() if "attention_mask" in probe else None
+    diff = _compare_all(references, OnnxModel(path, outputs=outputs).run_all(probe), mask, argmax)
     limit = INT8_MAX_REL_DIFF if int8 else FP32_MAX_REL_DIFF
     kind = "int8" if int8 else "fp32"
     hint = (
@@ -220,7 +273,7 @@ def export_onnx(
     overwrite: bool = False,
     opset: int = OPSET,
 ) -> ExportResult:
-    """Export a saved classifier to ``<model>/onnx/model.onnx`` (and ``model.int8.onnx``), verified.
+    """Export a saved model to ``<model>/onnx/model.onnx`` (and ``model.int8.onnx``), verified.
 
     Args:
         run_or_model: A run directory (its ``student/`` is exported) or a saved model directory.
@@ -234,13 +287,14 @@ def export_onnx(
         The written files and their measured differences from PyTorch.
 
     Raises:
-        ModelError: The directory does not hold a loadable classifier.
+        ModelError: The directory does not hold a loadable model.
         ExportError: An export exists and ``overwrite`` is false, a causal model has no pad token,
             ``optimize`` is asked for another family, or an exported model is outside its tolerance
             (nothing is kept then).
     """
     model_dir = resolve_model_dir(run_or_model)
-    model = load_classifier(model_dir)
+    model, head = load_exportable(model_dir)
+    outputs = HEAD_OUTPUTS[head]
     if optimize and model.config.model_type not in OPTIMIZABLE:
         raise ExportError(
             f"--optimize supports {', '.join(OPTIMIZABLE)}, not {model.config.model_type}; export without it."
@@ -248,7 +302,7 @@ def export_onnx(
     if optimize:
         # onnxruntime's fusion patterns match the eager attention graph, not the SDPA one.
         model.set_attn_implementation("eager")
-    if arch_spec(model).causal and model.config.pad_token_id is None:
+    if head == "seq" and arch_spec(model).causal and model.config.pad_token_id is None:
         raise ExportError(
             f"{model_dir}: a {model.config.model_type} classifier needs pad_token_id in config.json to "
             "find each row's last token in a padded batch; set it (e.g. to the eos id) and export again."
@@ -257,18 +311,21 @@ def export_onnx(
     _prepare_dir(onnx_dir, int8, overwrite)
     trace_batch, probe = probe_batches(model, model_dir)
     with torch.no_grad():
-        reference = model(**probe).logits.float().numpy()
+        extra = {"use_cache": False} if arch_spec(model).causal else {}
+        out = model(**probe, **extra, return_dict=True)
+        references = [out[name].float().numpy() for name in outputs]
+    argmax = head != "base"
     fp32_path, int8_path = onnx_dir / EXPORT_FILES["onnx-fp32"], onnx_dir / EXPORT_FILES["onnx-int8"]
     tmp32, tmp8 = onnx_dir / f".tmp{os.getpid()}.onnx", onnx_dir / f".tmp{os.getpid()}.int8.onnx"
     try:
-        _trace(model, trace_batch, tmp32, opset)
+        _trace(model, trace_batch, tmp32, opset, outputs)
         if optimize:
             _optimize(tmp32, model)
-        fp32 = _check(tmp32, reference, probe, int8=False)
+        fp32 = _check(tmp32, references, probe, False, outputs, argmax)
         int8_diff = None
         if int8:
             _quantize(tmp32, tmp8)
-            int8_diff = _check(tmp8, reference, probe, int8=True)
+            int8_diff = _check(tmp8, references, probe, True, outputs, argmax)
             os.replace(tmp8, int8_path)
         os.replace(tmp32, fp32_path)
     finally:
@@ -283,12 +340,18 @@ def export_onnx(
         list(probe),
         onnx_dir / "export.json",
     )
-    _write_record(result, model, opset, probe, optimize)
+    _write_record(result, model, opset, probe, optimize, head, outputs)
     return result
 
 
 def _write_record(
-    result: ExportResult, model: PreTrainedModel, opset: int, probe: dict[str, Any], optimize: bool
+    result: ExportResult,
+    model: PreTrainedModel,
+    opset: int,
+    probe: dict[str, Any],
+    optimize: bool,
+    head: str,
+    outputs: tuple[str, ...],
 ) -> None:
     files: dict[str, Any] = {
         "onnx-fp32": {
@@ -317,9 +380,13 @@ def _write_record(
         "versions": versions(),
         "model_type": model.config.model_type,
         "attn_implementation": model.config._attn_implementation,
+        "head": head,
         "inputs": result.inputs,
-        "outputs": ["logits"],
-        "dynamic_axes": {**{n: ["batch", "sequence"] for n in result.inputs}, "logits": ["batch"]},
+        "outputs": list(outputs),
+        "dynamic_axes": {
+            **{n: ["batch", "sequence"] for n in result.inputs},
+            **{o: ["batch"] if head == "seq" else ["batch", "sequence"] for o in outputs},
+        },
         "probe": {"rows": int(probe["input_ids"].shape[0]), "length": int(probe["input_ids"].shape[1])},
         "files": files,
     }

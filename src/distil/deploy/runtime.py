@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoConfig, PreTrainedModel
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
 from distil.errors import ModelError
@@ -19,9 +19,12 @@ from distil.models.loading import load_model, resolve_model_path
 
 __all__ = [
     "EXPORT_FILES",
+    "HEAD_OUTPUTS",
     "OnnxModel",
     "find_exports",
+    "head_of",
     "load_classifier",
+    "load_exportable",
     "resolve_model_dir",
 ]
 
@@ -48,11 +51,51 @@ def resolve_model_dir(run_or_model: str | Path) -> Path:
     )
 
 
+# A saved model's head (from its architectures) -> the outputs an export keeps, in order.
+HEAD_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "seq": ("logits",),
+    "qa": ("start_logits", "end_logits"),
+    "lm": ("logits",),
+    "mlm": ("logits",),
+    "base": ("last_hidden_state",),
+}
+_SUFFIXES = (
+    ("ForSequenceClassification", "seq"),
+    ("ForQuestionAnswering", "qa"),
+    ("ForCausalLM", "lm"),
+    ("LMHeadModel", "lm"),
+    ("ForMaskedLM", "mlm"),
+)
+
+
+def head_of(config: PretrainedConfig) -> str:
+    """The head a saved model carries: ``seq``, ``qa``, ``lm``, ``mlm`` or ``base`` (a bare encoder)."""
+    for arch in getattr(config, "architectures", None) or ():
+        for suffix, head in _SUFFIXES:
+            if arch.endswith(suffix):
+                return head
+    return "base"
+
+
 def _attention_for(model_dir: Path) -> str:
     # Some families (DeBERTa-v2) refuse sdpa outright; pick what the class supports instead of failing.
     config = AutoConfig.from_pretrained(model_dir)
     cls = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING.get(type(config), None)
     return "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
+
+
+def load_exportable(model_dir: str | Path) -> tuple[PreTrainedModel, str]:
+    """Load a saved model of any head for export: fp32, eval mode, no gradients; returns it and its head.
+
+    Raises:
+        ModelError: The directory cannot be loaded.
+    """
+    path = resolve_model_dir(model_dir)
+    head = head_of(AutoConfig.from_pretrained(path))
+    if head == "seq":
+        return load_classifier(path), head
+    model = load_model(str(path), head=head, attn_implementation=_attention_for(path))
+    return model.float().eval().requires_grad_(False), head
 
 
 def load_classifier(model_dir: str | Path) -> PreTrainedModel:
@@ -82,7 +125,14 @@ class OnnxModel:
             process runs with). Off by default: spinning threads starve a PyTorch model timed right after.
     """
 
-    def __init__(self, path: str | Path, *, threads: int | None = None, spin: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        threads: int | None = None,
+        spin: bool = False,
+        outputs: tuple[str, ...] = ("logits",),
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -97,6 +147,7 @@ class OnnxModel:
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.outputs = list(outputs)
 
     def feeds(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """The session inputs from a collated batch (int64 arrays; extra keys are dropped).
@@ -117,8 +168,12 @@ class OnnxModel:
         }
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Logits ``(B, num_labels)`` for prepared ``feeds`` (see `feeds`)."""
-        return self.session.run(["logits"], feeds)[0]
+        """Logits ``(B, num_labels)`` for prepared ``feeds`` (see `feeds`): the first output."""
+        return self.session.run(self.outputs[:1], feeds)[0]
+
+    def run_all(self, batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
+        """Every output of the session, in ``outputs`` order, for a collated batch."""
+        return list(self.session.run(self.outputs, self.feeds(batch)))
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         """Logits ``(B, num_labels)`` of a collated batch."""

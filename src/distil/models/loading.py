@@ -7,6 +7,7 @@ A model name is either ``"embedded"`` (the all-MiniLM-L6-v2 weights shipped by t
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -40,7 +41,9 @@ __all__ = [
     "freeze",
     "load_model",
     "load_tokenizer",
+    "model_label_names",
     "resolve_model_path",
+    "set_label_names",
 ]
 
 EMBEDDED = "embedded"
@@ -380,3 +383,44 @@ def check_max_length(config: PretrainedConfig, max_length: int, what: str) -> No
             f"data.max_length={max_length} is longer than {what} takes ({limit} positions): set "
             f"data.max_length <= {limit}."
         )
+
+
+def _named(id2label: dict[Any, Any] | None) -> list[str] | None:
+    """Class names in id order, or ``None`` when they are transformers' placeholders (``LABEL_0``...)."""
+    if not id2label:
+        return None
+    names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    return None if all(n == f"LABEL_{i}" for i, n in enumerate(names)) else names
+
+
+def model_label_names(name: str) -> list[str] | None:
+    """A saved classifier's class names in id order (``id2label``), or ``None`` without real names.
+
+    Raises:
+        ModelError: The model's config cannot be read.
+    """
+    path = resolve_model_path(name)
+    _check_local("model", name, path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise _load_error("model", name, path, exc) from exc
+    return _named(getattr(config, "id2label", None)) if _is_classifier(config) else None
+
+
+def set_label_names(model: PreTrainedModel, names: Sequence[str], what: str) -> None:
+    """Name a classifier's outputs (``id2label``/``label2id``) with the data's class names.
+
+    Raises:
+        ModelError: The model already names its classes as a reordering of ``names``: its outputs would be
+            read in the wrong order.
+    """
+    current = _named(getattr(model.config, "id2label", None))
+    wanted = [str(n) for n in names]
+    if current is not None and current != wanted and sorted(current) == sorted(wanted):
+        raise ModelError(
+            f"{what} orders its classes {current}, the data {wanted}: set data.label_names to {current} "
+            "so that its outputs are read in its own order."
+        )
+    model.config.id2label = dict(enumerate(wanted))
+    model.config.label2id = {n: i for i, n in enumerate(wanted)}

@@ -15,6 +15,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.data.batching import row_lengths
+from distil.data.splits import check_split_dev
 from distil.errors import ConfigError
 from distil.evaluation.shards import Shard
 from distil.types import Batch
@@ -30,14 +31,22 @@ class DataCommon:
         task: The task: a GLUE name (``sst2``, ``mnli``, ...), ``custom``, ``squad``/``squad_v2``,
             ``corpus`` or ``lm``; it selects the kind and so the other fields that apply.
         max_length: Truncation (or block) length in tokens.
+        split_dev: Hold out this fraction (``0 < v < 1``) or number (``v >= 1``) of the training rows as the
+            dev split that evaluation and model selection use (stratified by label for classification);
+            a dev file, if any, is then scored as ``test`` (metrics suffixed ``_test``).
+        split_seed: Seed of ``split_dev`` (apart from ``train.seed``, so runs with different training seeds
+            are scored on the same rows).
     """
 
     task: str = "sst2"
     max_length: int = 128
+    split_dev: float | None = None
+    split_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
             raise ConfigError(f"data.max_length must be >= 8, got {self.max_length}.")
+        check_split_dev(self.split_dev)
 
     def regression(self) -> bool:
         """The task predicts one real number per example."""
@@ -69,6 +78,8 @@ class Task(Protocol):
         group_by_length: Batch rows of similar length together.
         train_set: Tokenised training rows (after ``prepare``), each with an ``idx`` column.
         dev_set: Tokenised evaluation rows, or ``None``.
+        notes: What loading found that the user should hear (texts shared by training and evaluation
+            data, rows dropped); printed once and recorded in the recipe.
     """
 
     kind: ClassVar[str]
@@ -84,6 +95,7 @@ class Task(Protocol):
     main_metric: str | None
     group_by_length: bool
     train_set: Dataset
+    notes: list[str]
 
     @property
     def dev_set(self) -> Dataset | None:

@@ -13,6 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.data.batching import collate, tokenize
 from distil.data.sources import subset
+from distil.data.splits import held_out_count, overlap, split_rows
 from distil.data.tasks import TaskSpec
 from distil.errors import ConfigError
 from distil.evaluation.classification import Logits, evaluate
@@ -43,12 +44,49 @@ class ClassificationTask:
         self.is_regression = spec.is_regression
         self.main_metric: str | None = spec.main_metric
         self.group_by_length = bool(data.group_by_length)
+        self.notes: list[str] = []
+        self.split: dict[str, Any] = {}
+        if train is not None and data.split_dev is not None:
+            train, devs = self._carve_dev(train, devs, data)
         empty = Dataset.from_dict({c: [] for c in (*spec.text_columns, "label")})
         self._raw_train = subset(train, data.train_subset, seed) if train is not None else empty
         self._raw_devs = {name: subset(dev, data.dev_subset, seed) for name, dev in devs.items()}
+        if train is not None and self._raw_devs:
+            self._raw_train = self._check_overlap(self._raw_train, bool(data.drop_overlap))
         self.train_set: Dataset = self._raw_train
         self.dev_sets: dict[str, Dataset] = dict(self._raw_devs)
         self.pad_token_id = 0
+
+    def _carve_dev(
+        self, train: Dataset, devs: dict[str, Dataset], data: Any
+    ) -> tuple[Dataset, dict[str, Dataset]]:
+        """Hold ``data.split_dev`` of the training rows out as ``dev``; dev files become ``test`` splits."""
+        count = held_out_count(len(train), data.split_dev)
+        labels = None if self.is_regression else train["label"][:]
+        keep, held = split_rows(len(train), count, data.split_seed, labels)
+        tests = {("test" if name == "dev" else f"test_{name}"): ds for name, ds in devs.items()}
+        self.split = {
+            "split_dev": data.split_dev,
+            "split_seed": data.split_seed,
+            "held_out_rows": len(held),
+            "stratified": labels is not None,
+            "test_splits": sorted(tests),
+        }
+        return train.select(keep), {"dev": train.select(held), **tests}
+
+    def _check_overlap(self, train: Dataset, drop: bool) -> Dataset:
+        train, shared, dropped = overlap(train, self._raw_devs, self.spec.text_columns, drop=drop)
+        for name, count in shared.items():
+            if count:
+                total = len(self._raw_devs[name])
+                self.notes.append(
+                    f"{count} of {total} {name} texts also appear in the training data"
+                    + ("" if drop else " (data.drop_overlap=true drops them from training)")
+                )
+        if dropped:
+            self.notes.append(f"dropped {dropped} training rows whose text is in the evaluation data")
+        self.split |= {"shared_with_train": shared, "dropped_from_train": dropped}
+        return train
 
     @property
     def raw_train(self) -> Dataset:
@@ -84,11 +122,14 @@ class ClassificationTask:
         return metrics
 
     def describe(self) -> dict[str, Any]:
-        """Task name and split sizes."""
+        """Task name, split sizes, class names and how the splits were made."""
         return {
             "task": self.name,
             "train_examples": len(self.train_set),
             "dev_examples": len(self.dev_set) if self.dev_set is not None else 0,
+            "eval_splits": {name: len(ds) for name, ds in self.dev_sets.items()},
+            "label_names": list(self.spec.label_names) if self.spec.label_names else None,
+            **({"split": self.split} if self.split else {}),
         }
 
     def check_model(self, config: Any, what: str) -> None:

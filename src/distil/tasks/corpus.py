@@ -48,6 +48,10 @@ class CorpusData(DataCommon):
             raise ConfigError(f"data.task={self.task} needs data.corpus: a list of text files or folders.")
         if self.max_blocks is not None and self.max_blocks < 1:
             raise ConfigError(f"data.max_blocks must be >= 1, got {self.max_blocks}.")
+        if self.task == "corpus" and self.split_dev is not None:
+            raise ConfigError(
+                "data.split_dev: a task-agnostic corpus run has no evaluation to hold rows out for; unset it."
+            )
 
 
 class CorpusTask:
@@ -76,6 +80,7 @@ class CorpusTask:
         self.train_set: Dataset = Dataset.from_dict({"input_ids": [], "idx": []})
         self.dev_set: Dataset | None = None
         self.pad_token_id = 0
+        self.notes: list[str] = []
 
     def prepare(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
         """Tokenise and pack the corpus (or reuse the cached blocks)."""

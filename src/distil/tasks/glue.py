@@ -33,6 +33,8 @@ class GlueData(DataCommon):
         train_subset: Use a seeded random subset of this many training rows (``None``: all).
         dev_subset: Evaluate on a seeded random subset of this many dev rows (``None``: all).
         group_by_length: Batch examples of similar length together (less padding, same randomness).
+        drop_overlap: Drop training rows whose text is also an evaluation row's (they are counted and
+            reported either way).
     """
 
     data_dir: str | None = None
@@ -41,6 +43,7 @@ class GlueData(DataCommon):
     train_subset: int | None = None
     dev_subset: int | None = None
     group_by_length: bool = True
+    drop_overlap: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -53,7 +56,10 @@ class GlueData(DataCommon):
     def metric_names(self) -> tuple[str, ...]:
         """GLUE's metrics for the task (MNLI adds the mismatched ones)."""
         keys = GLUE_METRIC_KEYS[self.task]
-        return keys + tuple(f"{k}_mm" for k in keys) if self.task == "mnli" and not self.dev_file else keys
+        splits: tuple[str, ...] = ("", "_mm") if self.task == "mnli" and not self.dev_file else ("",)
+        if self.split_dev:  # the carved dev split, then the official dev split(s) as test
+            splits = ("", *(f"_test{s}" for s in splits))
+        return tuple(f"{k}{s}" for s in splits for k in keys)
 
 
 class GlueTask(ClassificationTask):

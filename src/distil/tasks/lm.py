@@ -28,6 +28,7 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.data.corpus import build_blocks, collate_blocks, corpus_files
 from distil.data.sources import subset
+from distil.data.splits import held_out_count, split_rows
 from distil.errors import ConfigError, DataError
 from distil.evaluation.perplexity import perplexity_windows, windowed_perplexity
 from distil.evaluation.shards import Shard
@@ -45,7 +46,9 @@ class LMData(CorpusData):
 
     Attributes:
         max_length: Tokens per training block and per perplexity window.
-        dev_file: The text whose perplexity is reported (e.g. WikiText-2's test text).
+        dev_file: The text whose perplexity is reported (e.g. WikiText-2's test text); with
+            ``split_dev`` the held-out training blocks are the dev split and this text is scored as
+            ``test`` (metrics suffixed ``_test``).
         train_subset: Use a seeded random subset of this many training blocks.
         dev_subset: Score a seeded subset of this many perplexity windows (each keeps its context).
         eval_stride: Tokens the perplexity window advances by (only they are scored, with up to
@@ -66,8 +69,11 @@ class LMData(CorpusData):
             )
 
     def metric_names(self) -> tuple[str, ...]:
-        """Perplexity and its parts, when a dev text is given."""
-        return ("perplexity", "neg_perplexity", "nll", "eval_tokens") if self.dev_file else ()
+        """Perplexity and its parts, on held-out blocks (``split_dev``) and/or the dev text."""
+        keys = ("perplexity", "neg_perplexity", "nll", "eval_tokens")
+        if self.split_dev is not None:
+            return keys + tuple(f"{k}_test" for k in keys) if self.dev_file else keys
+        return keys if self.dev_file else ()
 
 
 def check_causal(config: Any, what: str) -> None:
@@ -104,7 +110,11 @@ class LMTask:
         self.dev_path = Path(data.dev_file).expanduser() if data.dev_file else None
         if self.dev_path is not None and not self.dev_path.is_file():
             raise DataError(f"data.dev_file {str(self.dev_path)!r} does not exist; give the evaluation text.")
-        self.main_metric: str | None = "neg_perplexity" if self.dev_path is not None else None
+        scored = self.dev_path is not None or data.split_dev is not None
+        self.main_metric: str | None = "neg_perplexity" if scored else None
+        self.test_set: Dataset | None = None  # the dev text, when split_dev makes the dev split
+        self.notes: list[str] = []
+        self.split: dict[str, Any] = {}
         self.settings, self.seed, self.eval_only = data, seed, eval_only
         self.cache_dir = Path(data.cache_dir) if data.cache_dir else default_cache_dir() / "blocks"
         self.train_set: Dataset = Dataset.from_dict({"input_ids": [], "idx": []})
@@ -139,7 +149,21 @@ class LMTask:
             blocks = build_blocks(
                 self.files, tokenizer, max_length, cache_dir=self.cache_dir, max_blocks=s.max_blocks
             )
+            held: Dataset | None = None
+            if s.split_dev is not None:  # whole blocks held out: each a window scored from its 2nd token
+                keep, out = split_rows(len(blocks), held_out_count(len(blocks), s.split_dev), s.split_seed)
+                held = blocks.select(out)
+                blocks = blocks.select(keep)
+                windows = {"input_ids": held["input_ids"][:], "score_from": [1] * len(held)}
+                held = Dataset.from_dict(windows | {"idx": list(range(len(held)))})
+                self.split = {
+                    "split_dev": s.split_dev,
+                    "split_seed": s.split_seed,
+                    "held_out_blocks": len(out),
+                }
             self.train_set = subset(blocks, s.train_subset, self.seed)
+            if held is not None:
+                self.dev_set = subset(held, s.dev_subset, self.seed)
         if self.dev_path is None:
             return
         ids = tokenizer(self.dev_path.read_text(encoding="utf-8"), verbose=False)["input_ids"]
@@ -148,7 +172,10 @@ class LMTask:
             windows = Dataset.from_dict(perplexity_windows(ids, max_length, self.stride))
         except ValueError as err:
             raise DataError(f"data.dev_file {str(self.dev_path)!r}: {err}") from None
-        self.dev_set = subset(windows, s.dev_subset, self.seed)
+        if self.dev_set is not None:
+            self.test_set = subset(windows, s.dev_subset, self.seed)
+        else:
+            self.dev_set = subset(windows, s.dev_subset, self.seed)
 
     def collate(self, rows: list[dict[str, Any]]) -> Batch:
         """Stack blocks and add the shifted next-token ``labels`` (-100 where nothing is predicted)."""
@@ -162,7 +189,11 @@ class LMTask:
         if self.dev_set is None:
             return {}
         check_causal(model.config, f"the model {type(model).__name__}")
-        return windowed_perplexity(model, self.dev_set, batch_size, shard or Shard())
+        metrics = windowed_perplexity(model, self.dev_set, batch_size, shard or Shard())
+        if self.test_set is not None:
+            test = windowed_perplexity(model, self.test_set, batch_size, shard or Shard())
+            metrics |= {f"{k}_test": v for k, v in test.items()}
+        return metrics
 
     def describe(self) -> dict[str, Any]:
         """Corpus, block count and the perplexity set-up."""
@@ -173,5 +204,9 @@ class LMTask:
         }
         if self.dev_path is not None:
             out |= {"dev_file": str(self.dev_path), "eval_stride": self.stride}
-            out["eval_windows"] = len(self.dev_set) if self.dev_set is not None else 0
+        out["eval_windows"] = len(self.dev_set) if self.dev_set is not None else 0
+        if self.split:
+            out["split"] = self.split | {
+                "test_windows": len(self.test_set) if self.test_set is not None else 0
+            }
         return out

@@ -56,8 +56,10 @@ class SquadData(DataCommon):
         n_best: Start and end candidates (each) considered per window when predicting.
         null_score_threshold: For ``squad_v2``: predict "no answer" when the no-answer score beats the best
             span's score by more than this (HF's ``null_score_diff_threshold``).
-        split_dev: Without a training file: hold out this fraction of ``dev_file``'s articles (by title, so
-            no article is on both sides) for evaluation and train on the rest.
+        split_dev: Hold out this fraction of the articles (``0 < v < 1``), or whole articles until at least
+            this many questions (``v >= 1``), by title so that no article is on both sides, as the dev split:
+            from ``train_file`` when one is given (``dev_file`` is then not scored), else from ``dev_file``
+            (train on the rest of it).
         split_seed: Seed of the ``split_dev`` article split (fixed apart from ``train.seed``, so runs with
             different training seeds are scored on the same held-out articles).
     """
@@ -90,14 +92,6 @@ class SquadData(DataCommon):
             )
         if not math.isfinite(self.null_score_threshold):
             raise ConfigError(f"data.null_score_threshold must be finite, got {self.null_score_threshold}.")
-        if self.split_dev is not None:
-            if not 0 < self.split_dev < 1:
-                raise ConfigError(f"data.split_dev must be in (0, 1), got {self.split_dev}.")
-            if self.train_file:
-                raise ConfigError(
-                    "data.split_dev splits data.dev_file into training and held-out articles; it cannot be "
-                    "combined with data.train_file (unset one of them)."
-                )
 
     def metric_names(self) -> tuple[str, ...]:
         """Official EM/F1 (v2.0 adds the answerable / unanswerable breakdown)."""
@@ -132,8 +126,13 @@ class SquadTask:
             train = dev.select([])
             train_path = dev_path
         elif data.split_dev is not None:
-            train, dev, summary = split_by_title(dev, data.split_dev, data.split_seed)
+            source = dev
             train_path = dev_path
+            if data.train_file:  # the dev split comes out of the training file; dev_file is not scored
+                train_path = resolve_squad_file(data.task, "train", data.train_file, data_dir)
+                source = read_squad(train_path, version_2=self.version_2)
+                self.split = {"train_file": str(train_path)}
+            train, dev, summary = split_by_title(source, data.split_dev, data.split_seed)
             self.split |= summary | {"split_dev": data.split_dev, "split_seed": data.split_seed}
         else:
             train_path = resolve_squad_file(data.task, "train", data.train_file, data_dir)
@@ -146,6 +145,7 @@ class SquadTask:
         self.dev_set: Dataset | None = self.dev_examples
         self.group_by_length = data.group_by_length
         self.pad_token_id = 0
+        self.notes: list[str] = []
 
     def prepare(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
         """Window both splits into features (the dev features keep offsets for decoding)."""

@@ -23,10 +23,12 @@ from distil.models.loading import (
     freeze,
     load_model,
     load_tokenizer,
+    set_label_names,
 )
 from distil.models.students import StudentConfig, student_copy, student_from_config, student_from_layers
 from distil.run_config import RunConfig
 from distil.tasks import Task, load_task
+from distil.tasks.classification import ClassificationTask
 from distil.training.precision import Precision
 
 __all__ = ["RunParts", "build_run", "build_student", "describe"]
@@ -176,6 +178,11 @@ def build_run(
     if teacher is not None:
         check_max_length(teacher.config, cfg.data.max_length, f"the teacher {cfg.models.teacher!r}")
     pad_note = ensure_pad_token(tokenizer, [m for m in (student, teacher) if m is not None], tokenizer_source)
+    labels = task.spec.label_names if isinstance(task, ClassificationTask) else None
+    if labels and head == "seq":  # classification: the exported model names the data's classes
+        if teacher is not None:
+            set_label_names(teacher, labels, f"The teacher {cfg.models.teacher!r}")
+        set_label_names(student, labels, "The student")
     ctx = MethodContext(
         student=student,
         teacher=teacher,
@@ -186,7 +193,8 @@ def build_run(
     method = method_cls(cfg.method, ctx)
     with prepare_order():
         task.prepare(tokenizer, cfg.data.max_length)
-    return RunParts(task, tokenizer, student, teacher, method, layers, [pad_note] if pad_note else [])
+    notes = [*task.notes, *([pad_note] if pad_note else [])]
+    return RunParts(task, tokenizer, student, teacher, method, layers, notes)
 
 
 def _cast(model: torch.nn.Module, dtype: torch.dtype) -> None:
