@@ -42,6 +42,12 @@ def add_export_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="Replace an existing export.")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17).")
+    p.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        help="Then upload the model folder (weights, tokenizer, ONNX files, model card) to this Hugging Face "
+        "Hub repository (created if needed; needs a token: `huggingface-cli login` or HF_TOKEN).",
+    )
 
 
 def add_bench_options(p: argparse.ArgumentParser) -> None:
@@ -81,11 +87,18 @@ def add_report_options(p: argparse.ArgumentParser) -> None:
 
 def export_command(args: argparse.Namespace) -> int:
     """Run ``distil export``."""
-    from distil.deploy import export_onnx
+    from distil.card import write_card
+    from distil.deploy import export_onnx, resolve_model_dir
+    from distil.deploy.hub import check_hub, push_folder
 
+    if args.push_to_hub:
+        check_hub(args.push_to_hub)  # before anything is written: offline or without a token it stops here
     result = export_onnx(
         args.model, int8=args.int8, optimize=args.optimize, overwrite=args.overwrite, opset=args.opset
     )
+    model_dir = resolve_model_dir(args.model)
+    if (model_dir / "recipe.json").is_file():
+        print(f"[distil] model card: {write_card(model_dir)}")
     print(f"[distil] {result.fp32_path}: max relative difference from PyTorch {result.fp32.max_rel:.2g}")
     if result.int8_path is not None and result.int8 is not None:
         print(
@@ -93,6 +106,8 @@ def export_command(args: argparse.Namespace) -> int:
             f"argmax agreement {result.int8.agreement:.0%}"
         )
     print(f"[distil] how they were made: {result.record_path.with_name('EXPORT.md')}")
+    if args.push_to_hub:
+        print(f"[distil] uploaded to {push_folder(model_dir, args.push_to_hub)}")
     return 0
 
 
@@ -122,6 +137,8 @@ def _dev_split(args: argparse.Namespace) -> DevSplit | None:
 
 def bench_command(args: argparse.Namespace) -> int:
     """Run ``distil bench``."""
+    from distil.card import write_card
+    from distil.deploy import resolve_model_dir
     from distil.evaluation.bench import format_bench, run_bench
 
     for name in ("seq_length", "repeats"):
@@ -139,6 +156,9 @@ def bench_command(args: argparse.Namespace) -> int:
         dev=_dev_split(args),
     )
     print(format_bench(result))
+    student_dir = resolve_model_dir(args.student)
+    if (student_dir / "recipe.json").is_file():
+        print(f"[distil] model card: {write_card(student_dir, bench=result)}")
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

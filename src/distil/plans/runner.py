@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from distil.card import write_card
 from distil.checks import check_run
 from distil.errors import ConfigError
 from distil.files import atomic_write_text
@@ -82,6 +83,7 @@ def _export_last(plan: Plan, results: Mapping[str, RunResult]) -> RunResult:
     shutil.copytree(last.student_dir, tmp)
     # The recipe marks a finished run, so it is written into the copy before the copy takes its name.
     atomic_write_text(tmp / "recipe.json", json.dumps(recipe, indent=2, default=str))
+    write_card(tmp)  # the whole plan's recipe, not the last stage's alone
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return RunResult.from_run_dir(plan.root)

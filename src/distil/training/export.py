@@ -13,6 +13,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil import __version__
+from distil.card import write_card
 
 __all__ = ["METHOD_MODULES", "export_student", "save_best"]
 
@@ -81,5 +82,6 @@ def export_student(
     recipe = {"distil_version": __version__, **recipe}
     # The recipe marks a finished run: it is in the folder before the folder takes its name.
     (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, default=str), encoding="utf-8")
+    write_card(tmp)
     _publish(tmp, target)
     return target

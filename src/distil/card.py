@@ -1,0 +1,253 @@
+"""The model card of an exported student: ``README.md`` in the Hugging Face format.
+
+YAML front matter (``library_name``, ``base_model`` = the teacher, ``tags``, ``datasets``, ``metrics``,
+``pipeline_tag``) and a markdown body: method and paper, teacher, data, hyper-parameters, dev results,
+parameters, speed after ``distil bench``, ONNX files after ``distil export``, and how to load it. It is
+written from ``recipe.json`` when a run exports its student and rewritten, with what they measured, by
+``distil bench`` and ``distil export``; everything in it comes from files beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from safetensors import safe_open
+
+from distil.files import atomic_write_text
+
+__all__ = ["CARD", "PAPERS", "write_card"]
+
+CARD = "README.md"
+BENCH_FILE = "bench.json"  # the latest `distil bench` results for this student, kept beside it
+_EMBEDDED = "sentence-transformers/all-MiniLM-L6-v2"
+
+PAPERS: dict[str, tuple[str, str]] = {
+    "kd": ("Hinton et al., Distilling the Knowledge in a Neural Network (2015)", "1503.02531"),
+    "minilmv2": (
+        "Wang et al., MiniLMv2: Multi-Head Self-Attention Relation Distillation for Compressing Pretrained "
+        "Transformers (2021)",
+        "2012.15828",
+    ),
+    "minilm": ("Wang et al., MiniLM: Deep Self-Attention Distillation (2020)", "2002.10957"),
+    "ted": ("Liang et al., Less is More: Task-aware Layer-wise Distillation (2023)", "2210.01351"),
+    "lwd": ("layer-wise distillation, the baseline of Liang et al., Less is More (2023)", "2210.01351"),
+    "homodistil": ("Liang et al., HomoDistil: Homotopic Task-Agnostic Distillation (2023)", "2302.09632"),
+    "distilbert": ("Sanh et al., DistilBERT, a distilled version of BERT (2019)", "1910.01108"),
+    "tinybert": (
+        "Jiao et al., TinyBERT: Distilling BERT for Natural Language Understanding (2020)",
+        "1909.10351",
+    ),
+}
+_PIPELINES = {"seq": "text-classification", "qa": "question-answering", "lm": "text-generation",
+              "mlm": "fill-mask", "base": "feature-extraction"}  # fmt: skip
+_CLASSES = {"seq": "AutoModelForSequenceClassification", "qa": "AutoModelForQuestionAnswering",
+            "lm": "AutoModelForCausalLM", "mlm": "AutoModelForMaskedLM", "base": "AutoModel"}  # fmt: skip
+# Metric keys distil reports -> the metric ids model cards list.
+_METRIC_IDS = {"accuracy": "accuracy", "f1": "f1", "matthews_correlation": "matthews_correlation",
+               "pearson": "pearsonr", "spearmanr": "spearmanr", "exact_match": "exact_match",
+               "perplexity": "perplexity"}  # fmt: skip
+_GLUE = {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}
+
+
+_HEADS = (
+    ("ForSequenceClassification", "seq"),
+    ("ForQuestionAnswering", "qa"),
+    ("ForCausalLM", "lm"),
+    ("LMHeadModel", "lm"),
+    ("ForMaskedLM", "mlm"),
+)
+
+
+def _head(config: dict[str, Any]) -> str:
+    for arch in config.get("architectures") or ():
+        for suffix, head in _HEADS:
+            if arch.endswith(suffix):
+                return head
+    return "base"
+
+
+def _parameters(folder: Path) -> int | None:
+    total = 0
+    files = sorted(folder.glob("*.safetensors"))
+    for file in (f for f in files if f.name != "method.safetensors"):
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
+                n = 1
+                for dim in handle.get_slice(key).get_shape():
+                    n *= dim
+                total += n
+    return total or None
+
+
+def _datasets(data: dict[str, Any]) -> list[str]:
+    task = str(data.get("task", ""))
+    if task in _GLUE:
+        return ["nyu-mll/glue"]
+    if task in ("squad", "squad_v2"):
+        return ["rajpurkar/squad" if task == "squad" else "rajpurkar/squad_v2"]
+    files = [data.get("train_file"), *(data.get("corpus") or [])]
+    return [Path(str(f)).name for f in files if f]
+
+
+def _teacher(recipe: dict[str, Any]) -> str | None:
+    teacher = (recipe.get("config") or {}).get("models", {}).get("teacher")
+    if teacher in ("embedded", "all-MiniLM-L6-v2", _EMBEDDED):
+        return _EMBEDDED
+    return str(teacher) if teacher else None
+
+
+def _front_matter(recipe: dict[str, Any], head: str, metrics: dict[str, float]) -> dict[str, Any]:
+    method = str(recipe.get("method", ""))
+    data = (recipe.get("config") or {}).get("data", {})
+    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": _PIPELINES[head]}
+    teacher = _teacher(recipe)
+    if teacher:
+        meta["base_model"] = teacher
+    meta["tags"] = [
+        "distillation",
+        "distil",
+        method,
+        *(["knowledge-distillation"] if method != "finetune" else []),
+    ]
+    found = _datasets(data)
+    if found:
+        meta["datasets"] = found
+    named = sorted({_METRIC_IDS[k] for k in metrics if k in _METRIC_IDS})
+    if named:
+        meta["metrics"] = named
+    return meta
+
+
+def _table(rows: list[tuple[str, Any]]) -> list[str]:
+    return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+
+
+def write_card(
+    folder: Path, *, bench: dict[str, Any] | None = None, export: dict[str, Any] | None = None
+) -> Path:
+    """Write (or rewrite) ``folder/README.md`` from the recipe and what ``bench`` / ``export`` measured.
+
+    Args:
+        folder: An exported student (``config.json``, weights, ``recipe.json``).
+        bench: ``distil bench`` results to record (kept as ``bench.json`` beside the card); ``None`` keeps
+            the last ones recorded, if any.
+        export: ``distil export``'s record (``onnx/export.json``); ``None`` reads it when it exists.
+
+    Returns:
+        The card's path.
+    """
+    recipe_file = folder / "recipe.json"
+    recipe = json.loads(recipe_file.read_text(encoding="utf-8")) if recipe_file.is_file() else {}
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if bench is not None:
+        atomic_write_text(folder / BENCH_FILE, json.dumps(bench, indent=2))
+    elif (folder / BENCH_FILE).is_file():
+        bench = json.loads((folder / BENCH_FILE).read_text(encoding="utf-8"))
+    record = folder / "onnx" / "export.json"
+    if export is None and record.is_file():
+        export = json.loads(record.read_text(encoding="utf-8"))
+    head = _head(config)
+    results = recipe.get("results") or {}
+    metrics = {k: v for k, v in (results.get("dev") or {}).items() if isinstance(v, int | float)}
+    front = yaml.safe_dump(_front_matter(recipe, head, metrics), sort_keys=False).strip()
+    title = folder.parent.name if folder.name == "student" else folder.name
+    lines = ["---", front, "---", "", f"# {title}", ""]
+    lines += _intro(recipe, config) + _model(recipe, folder) + _training(recipe) + _results(results, metrics)
+    lines += _bench_lines(bench) if bench else []
+    lines += _onnx(export) if export else []
+    lines += _usage(head)
+    path = folder / CARD
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def _intro(recipe: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    method = str(recipe.get("method", "unknown"))
+    paper = PAPERS.get(method)
+    how = f"[{paper[0]}](https://arxiv.org/abs/{paper[1]})" if paper else "task fine-tuning (no teacher)"
+    return [f"A {config.get('model_type', '')} model trained with distil by **{method}**: {how}.", ""]
+
+
+def _model(recipe: dict[str, Any], folder: Path) -> list[str]:
+    cfg, built = recipe.get("config") or {}, recipe.get("built") or {}
+    data = cfg.get("data") or {}
+    teacher = _teacher(recipe)
+    params = _parameters(folder)
+    init = built.get("student_init") or (cfg.get("models") or {}).get("student", {}).get("init")
+    rows = [
+        ("teacher", f"`{teacher}`" if teacher else "none"),
+        ("student initialisation", init),
+        ("teacher layers kept", built.get("student_teacher_layers")),
+        ("task", data.get("task")),
+        ("training data", ", ".join(_datasets(data)) or None),
+        ("training examples", built.get("train_examples") or built.get("train_blocks")),
+        ("classes", ", ".join(built["label_names"]) if built.get("label_names") else None),
+        ("parameters", f"{params:,}" if params else None),
+    ]
+    return ["## Model", "", *_table([(k, v) for k, v in rows if v not in (None, "", [])]), ""]
+
+
+_HYPER: tuple[str, ...] = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "warmup_ratio")
+_HYPER += ("weight_decay", "precision", "seed")
+
+
+def _training(recipe: dict[str, Any]) -> list[str]:
+    cfg, results = recipe.get("config") or {}, recipe.get("results") or {}
+    train = cfg.get("train") or {}
+    rows: list[tuple[str, Any]] = [(k, train[k]) for k in _HYPER if train.get(k) is not None]
+    rows += [(f"method.{k}", v) for k, v in (cfg.get("method") or {}).items() if k != "name"]
+    out = ["## Training", "", *_table(rows), ""]
+    if results.get("steps") is not None:
+        seconds = float(results.get("train_seconds") or 0)
+        where = f"{results.get('world_size', 1)} process(es), {results.get('precision', 'fp32')}"
+        out += [f"{results['steps']} steps in {seconds:.0f} s ({where}).", ""]
+    return out
+
+
+def _results(results: dict[str, Any], metrics: dict[str, float]) -> list[str]:
+    if not metrics:
+        return []
+    chosen = f"selected on `{results.get('selection_metric')}` at step {results.get('best_step')}"
+    rows = [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
+    return ["## Results", "", f"Dev set ({chosen}):", "", "| metric | value |", "|---|---|", *rows, ""]
+
+
+def _onnx(export: dict[str, Any]) -> list[str]:
+    out = ["## ONNX", "", f"Verified against PyTorch (`onnx/EXPORT.md`), opset {export.get('opset')}:", ""]
+    for name, entry in (export.get("files") or {}).items():
+        diff = (entry.get("check") or {}).get("max_rel", 0.0)
+        out.append(f"- `onnx/{entry.get('file')}` ({name}): max relative difference {diff:.2g}")
+    return [*out, ""]
+
+
+def _bench_lines(bench: dict[str, Any]) -> list[str]:
+    from distil.evaluation.bench import format_bench
+
+    settings = bench.get("settings") or {}
+    where = f"{settings.get('threads', '?')} threads, sequences of {settings.get('seq_length', '?')} tokens"
+    return [
+        "## Speed",
+        "",
+        f"`distil bench` ({where}; speed-ups against the teacher):",
+        "",
+        format_bench(bench),
+        "",
+    ]
+
+
+def _usage(head: str) -> list[str]:
+    cls = _CLASSES[head]
+    return [
+        "## Use",
+        "",
+        "```python",
+        f"from transformers import AutoTokenizer, {cls}",
+        "",
+        'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO")',
+        f'model = {cls}.from_pretrained("PATH_OR_REPO")',
+        "```",
+        "",
+    ]
