@@ -8,6 +8,7 @@ below the plans (the training loop, tasks, methods) only reads these records.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -82,7 +83,11 @@ class TrainConfig:
         log_every: Log averaged loss terms every N steps.
         cache_teacher: Compute the teacher's logits once and reuse them every epoch (only for methods
             that need nothing but teacher logits; exact, since the teacher is frozen in eval mode).
-        tensorboard: Also write TensorBoard event files.
+        tensorboard: ``false`` drops ``tensorboard`` from ``report_to`` (a shortcut kept for old configs).
+        report_to: Experiment trackers, through Accelerate's: ``tensorboard`` (``RUN_DIR/tb``), ``wandb``,
+            ``mlflow``; a tracker whose package is missing is an error when the config is read.
+        progress_seconds: Without a progress bar (``--no-progress``, or output not to a terminal), print a
+            line (step, loss terms, samples/s, time left) at most this often; 0 turns them off.
     """
 
     epochs: int = 1
@@ -110,6 +115,10 @@ class TrainConfig:
     log_every: int = 10
     cache_teacher: bool = False
     tensorboard: bool = True
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = field(
+        default_factory=lambda: ["tensorboard"]
+    )
+    progress_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum", "log_every", "keep_checkpoints")
@@ -132,6 +141,20 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}.")
         self._check_engine()
+        if self.progress_seconds < 0:
+            raise ConfigError(f"train.progress_seconds must be >= 0, got {self.progress_seconds}.")
+        for tracker in self.report_to:
+            package = "tensorboard" if tracker == "tensorboard" else tracker
+            if importlib.util.find_spec(package) is None:
+                raise ConfigError(
+                    f"train.report_to={tracker} needs the {package} package: pip install {package} (or drop "
+                    f"{tracker} from train.report_to)."
+                )
+
+    @property
+    def trackers(self) -> list[str]:
+        """The trackers a run reports to (``report_to`` without tensorboard when ``tensorboard`` is false)."""
+        return [t for t in dict.fromkeys(self.report_to) if self.tensorboard or t != "tensorboard"]
 
     def _check_engine(self) -> None:
         """Engine choices that no machine can run (those that depend on the machine are checked at start)."""

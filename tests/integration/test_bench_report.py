@@ -152,3 +152,34 @@ def test_cli_errors_exit_2(tmp_path, capsys, pair):
     assert main([*bad, "--batch-sizes", "0,x"]) == 2
     assert main([*bad, "--seq-length", "65", "--threads", "1"]) == 2  # the tiny models have 64 positions
     assert "longer than the teacher's 64 positions" in capsys.readouterr().err
+
+
+def test_report_covers_staged_and_task_agnostic_runs(tmp_path):
+    from distil.plans import run
+
+    staged = tiny_run(
+        tmp_path, "tinybert", **{"train.max_steps": 2, "data.dev_file": None, "eval.select": "last"}
+    )
+    run(staged, progress=False)
+    from distil.config import build_run_config
+    from helpers import corpus_run
+
+    agnostic = build_run_config(
+        corpus_run(
+            tmp_path,
+            tmp_path / "teacher",
+            {"init": "layers", "layers": [2]},
+            {"name": "minilmv2", "relation_heads": 4},
+            name="agnostic",
+            max_steps=2,
+        )
+    )
+    run(agnostic, progress=False)
+    out = tmp_path / "report"
+    assert main(["report", staged.run_dir, agnostic.run_dir, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    for stage in ("intermediate", "prediction"):  # one loss figure per stage of the TinyBERT plan
+        assert f"## Training losses: run-tinybert/{stage}" in text
+        _assert_png(out / f"loss_run-tinybert_{stage}.png")
+    assert "| agnostic | minilmv2 | 2 | - (finished, no evaluation) |" in text
+    assert "(unfinished)" not in text

@@ -180,3 +180,30 @@ def test_compile_is_refused_for_methods_that_hook_inside_blocks(tmp_path):
     )
     with pytest.raises(ConfigError, match="train.compile=false"):
         train(cfg, progress=False)
+
+
+def test_without_a_progress_bar_a_run_prints_progress_lines(tmp_path, capsys):
+    cfg = tiny_run(tmp_path, **{"data.dev_file": None, "train.max_steps": 3, "train.progress_seconds": 1e-9})
+    train(cfg, progress=False)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[distil] step ")]
+    assert len(lines) == 3 and lines[-1].startswith("[distil] step 3/3 (100%): loss ")
+    assert "samples/s" in lines[0] and "left" in lines[0] and "(kd " in lines[0]
+
+
+def test_trackers_are_accelerates_and_a_missing_one_is_refused_when_read(tmp_path):
+    cfg = tiny_run(tmp_path, **{"data.dev_file": None, "train.max_steps": 2, "train.tensorboard": True})
+    assert cfg.train.trackers == ["tensorboard"]
+    train(cfg, progress=False)
+    events = list((Path(cfg.run_dir) / "tb").rglob("events.out.tfevents.*"))
+    assert events  # written by accelerate's TensorBoardTracker
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = set()
+    for event_file in events:
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        scalars |= set(accumulator.Tags()["scalars"])
+    assert "loss/total" in scalars
+    for missing in ("wandb", "mlflow"):
+        with pytest.raises(ConfigError, match=f"train.report_to={missing} needs the {missing} package"):
+            tiny_run(tmp_path, **{"train.report_to": [missing]})

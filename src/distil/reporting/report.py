@@ -35,7 +35,8 @@ def _runs_table(runs: list[Run]) -> list[str]:
     ]
     for run in runs:
         results = (run.recipe or {}).get("results", {})
-        dev = ", ".join(f"{k} {v:.4f}" for k, v in run.dev.items()) or "- (unfinished)"
+        dev = ", ".join(f"{k} {v:.4f}" for k, v in run.dev.items())
+        dev = dev or ("- (finished, no evaluation)" if run.finished else "- (unfinished)")
         params = None if run.parameters is None else run.parameters / 1e6
         cells = [
             run.name,
@@ -97,6 +98,8 @@ def build_report(
     if sources.runs:
         lines += ["", "## Runs", "", *_runs_table(sources.runs)]
     for run in sources.runs:
+        if run.stages and not run.log:  # its losses are its stages'
+            continue
         png = f"loss_{_slug(run.name)}.png"
         drawn = plots.loss_curves(run, out / png)
         _section(

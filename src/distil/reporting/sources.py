@@ -23,6 +23,8 @@ class Run:
         recipe: ``student/recipe.json``, or ``None`` for an unfinished run.
         size_mb: Size of the student's weight files on disk, or ``None`` without a student.
         parameters: Parameters of the student (from the safetensors header), or ``None``.
+        stages: For a run of several stages (TED, TinyBERT, HomoDistil with a head stage), the names of
+            its stage runs, which the sources list after it (``<run>/<stage>``) with their own logs.
     """
 
     name: str
@@ -31,6 +33,12 @@ class Run:
     recipe: dict[str, Any] | None
     size_mb: float | None
     parameters: int | None
+    stages: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        """The run exported its student (its recipe exists), with or without a dev metric."""
+        return self.recipe is not None
 
     @property
     def metric(self) -> str | None:
@@ -103,6 +111,20 @@ def _is_run(path: Path) -> bool:
     return (path / "log.jsonl").is_file() or (path / "student" / "recipe.json").is_file()
 
 
+def _with_stages(path: Path) -> list[Run]:
+    """A run, followed by its stage runs (``stages/<name>``) when it has any."""
+    root = _run(path)
+    folder = path / "stages"
+    stages = [p for p in sorted(folder.iterdir()) if p.is_dir() and _is_run(p)] if folder.is_dir() else []
+    root.stages = [p.name for p in stages]
+    out = [root]
+    for stage in stages:
+        run = _run(stage)
+        run.name = f"{path.name}/{stage.name}"
+        out.append(run)
+    return out
+
+
 def load_sources(paths: list[str | Path], bench: list[str | Path] | None = None) -> Sources:
     """Sort inputs into runs, pipeline summaries and bench results.
 
@@ -128,8 +150,8 @@ def load_sources(paths: list[str | Path], bench: list[str | Path] | None = None)
         elif path.is_dir() and (path / "summary.json").is_file():
             out.summaries.append((path, json.loads((path / "summary.json").read_text())))
             out.runs += [_run(p) for p in sorted(path.iterdir()) if p.is_dir() and _is_run(p)]
-        elif path.is_dir() and _is_run(path):
-            out.runs.append(_run(path))
+        elif path.is_dir() and (_is_run(path) or (path / "stages").is_dir()):
+            out.runs += _with_stages(path)
         else:
             raise DataError(
                 f"{path} is not a run directory (log.jsonl or student/recipe.json), a pipeline directory "

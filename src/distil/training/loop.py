@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from distil.training.data import StepPlan, step_loader
 from distil.training.dist import DistEnv
 from distil.training.env import process_seed, seed_everything
 from distil.training.export import export_student, save_best
-from distil.training.logging import MetricLogger
+from distil.training.logging import MetricLogger, progress_line
 from distil.training.optim import build_scheduler
 from distil.training.resume import record_resume, resume_history
 from distil.training.setup import describe
@@ -153,7 +154,7 @@ def train(
         )
     stepper = Stepper(mods, engine, method, precision, scheduler, scaler, tc.max_grad_norm, env, cache)
 
-    logger = MetricLogger(run_dir, tensorboard=tc.tensorboard, enabled=env.is_main)
+    logger = MetricLogger(run_dir, trackers=tc.trackers, config=cfg.to_dict(), enabled=env.is_main)
     bar = tqdm(
         total=total_steps, initial=state.step, disable=not (progress and env.is_main),
         desc=f"{cfg.method_name} {task.name}", unit="step", dynamic_ncols=True,
@@ -161,6 +162,9 @@ def train(
     window = _Window()
     selection = cfg.eval.metric or task.main_metric
     start = time.perf_counter()
+    # No progress bar (--no-progress, or output not to a terminal): occasional lines instead of silence.
+    lines_due = tc.progress_seconds > 0 and not (progress and sys.stderr.isatty())
+    last_line, first_step = start, state.step
 
     def flush(extra: dict[str, float]) -> dict[str, float]:
         """Synchronise the window's terms once; stop on a non-finite step; write the log line."""
@@ -228,12 +232,20 @@ def train(
         state.epoch, state.batch_in_epoch = step_batch.epoch, step_batch.index + 1
         window.add(state.step, terms, step_batch.examples)
         bar.update(1)
-        if state.step % tc.log_every == 0 or state.step == total_steps:
+        # Without a progress bar, a line every progress_seconds: one process synchronises its window for
+        # it; several print at their logging steps (each process's clock must not decide a collective).
+        due = lines_due and time.perf_counter() - last_line >= tc.progress_seconds
+        if state.step % tc.log_every == 0 or state.step == total_steps or (due and env.world == 1):
             extra = {"lr": float(scheduler.get_last_lr()[0]), "epoch": float(state.epoch)}
             if env.device.type == "cuda":
                 extra["cuda_peak_mem_gib"] = torch.cuda.max_memory_allocated(env.device) / 2**30
             record = flush(extra)
             bar.set_postfix_str(f"loss {record.get('loss/total', float('nan')):.4f}", refresh=False)
+            if due and env.is_main:
+                last_line = time.perf_counter()
+                print(
+                    progress_line(state.step, total_steps, record, last_line - start, state.step - first_step)
+                )
         evaluated = tc.eval_every > 0 and state.step % tc.eval_every == 0
         if evaluated:
             evaluate_and_select()

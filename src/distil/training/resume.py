@@ -31,6 +31,8 @@ SAFE_TO_CHANGE = frozenset(
         "train.checkpoint_every",
         "train.keep_checkpoints",
         "train.tensorboard",
+        "train.report_to",
+        "train.progress_seconds",
         "train.num_workers",
         "train.dist_timeout_minutes",
         "train.batch_size",  # with train.grad_accum and the process count: the global batch is checked
