@@ -334,3 +334,22 @@ def test_finetune_only_plan(tmp_path):
     off = {"plan.stop_after": "finetune", "plan.finetune_teacher": False, "plan.finetune_student": False}
     with pytest.raises(ConfigError, match="nothing to run"):
         _ted(tmp_path, **off)
+
+
+def test_filter_stage_scores_each_filter_and_warns_about_one_at_chance(tmp_path, capsys):
+    cfg = _stage1(tmp_path, **{"train.lr": 1e-9, "eval.select": "last", "train.eval_every": 2, "train.epochs": 1})
+    result = train(cfg, progress=False)
+    records = [json.loads(x) for x in (Path(cfg.run_dir) / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in records if any(k.startswith("eval/") for k in r)]
+    assert evals and all("eval/filter_1/accuracy" in r for r in evals)  # the 1-layer student's one filter
+    out = capsys.readouterr().out
+    assert "warning: TED filter on layer 1 ended at chance-level loss" in out and "ln 2 = 0.693" in out
+    assert "filter_1/accuracy" in out  # the filters' own scores are printed, not only the frozen model's
+    recipe = json.loads((result.student_dir / "recipe.json").read_text())
+    assert any("layer 1" in w for w in recipe["results"]["warnings"])
+
+
+def test_a_filter_that_learns_is_not_flagged(tmp_path, capsys):
+    cfg = _stage1(tmp_path, **{"train.lr": 3e-2, "eval.select": "last", "train.epochs": 6})
+    train(cfg, progress=False)
+    assert "chance-level" not in capsys.readouterr().out

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from datasets import Dataset
+from torch import nn
 from transformers import PreTrainedModel
 
 from distil.adapters import model_inputs
@@ -23,12 +24,16 @@ _ALONE = Shard()
 Logits = Callable[[dict[str, torch.Tensor]], "torch.Tensor | np.ndarray"]
 
 
-def model_logits(model: PreTrainedModel) -> Logits:
-    """A PyTorch model as a function from a collated batch to its logits (on the model's device)."""
+def model_logits(model: PreTrainedModel | nn.Module) -> Logits:
+    """A PyTorch model as a function from a collated batch to its logits (on the model's device).
+
+    A module that is not a ``PreTrainedModel`` must carry the model's ``config`` and take its inputs.
+    """
     device = next(model.parameters()).device
+    family = cast(PreTrainedModel, model)  # model_inputs reads only .config (the family's inputs)
 
     def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(**{k: v.to(device) for k, v in model_inputs(model, batch).items()}).logits
+        return model(**{k: v.to(device) for k, v in model_inputs(family, batch).items()}).logits
 
     return logits
 
@@ -88,7 +93,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of ``model`` (a PyTorch model or any batch -> logits function) on ``dataset``."""
     kwargs: dict[str, Any] = {"batch_size": batch_size, "pad_token_id": pad_token_id, "shard": shard}
-    if isinstance(model, PreTrainedModel):
+    if isinstance(model, nn.Module):  # a model, or a module called like one (TED's filter heads)
         was_training = model.training
         model.eval()
         try:

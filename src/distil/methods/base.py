@@ -150,6 +150,18 @@ class Method(Protocol):
         """The model written to ``best/`` and ``student/`` in place of the training-time student."""
         return student
 
+    def evaluation_models(self, student: PreTrainedModel) -> dict[str, nn.Module]:
+        """More models to score at each evaluation beside the student, by name (TED's filter heads).
+
+        Each is called like the student (``input_ids``, ``attention_mask``...) and returns the student's
+        output type; their metrics are logged as ``eval/<name>/<metric>``. They never select checkpoints.
+        """
+        return {}
+
+    def end_notes(self) -> list[str]:
+        """Warnings about what the run learned, printed after training and kept in the recipe."""
+        return []
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Non-trainable state a resumed run needs (token counts, pruning scores); checkpoints save it."""
         return {}

@@ -9,17 +9,25 @@ plan (`distil.plans.ted`) runs this stage for both models before Stage II (`dist
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
+from transformers.modeling_outputs import (
+    CausalLMOutput,
+    ModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+)
 
+from distil.adapters import forward_features
 from distil.adapters.projections import LayerProjections, activation_of
 from distil.errors import ConfigError
 from distil.losses import task_loss
-from distil.methods._ted_heads import filter_heads
+from distil.methods._ted_heads import filter_heads, head_kind
 from distil.methods.base import Method, MethodContext, refuse_teacher_cache, require_labels
 from distil.models.architectures import num_layers
 from distil.models.layer_maps import resolve_layer_map
@@ -104,6 +112,11 @@ class TEDFilters(Method):
         dim = cfg.filter_dim or side_out
         self.filters = LayerProjections(layers, hidden, dim, cfg.filter_type, activation_of(model.config))
         self.heads = filter_heads(model, layers, dim, ctx.num_labels, cfg.head_dropout)
+        self.kind = head_kind(model)
+        # Chance-level loss of a classification head (predicting the class prior, uniform): ln C.
+        self.num_labels = ctx.num_labels
+        self.chance = math.log(ctx.num_labels) if self.kind == "seq" and ctx.num_labels > 1 else None
+        self._recent: dict[int, Tensor] = {}  # each filter's loss, a running mean kept on the device
 
     def _filtered_layers(self, model: PreTrainedModel, teacher: PreTrainedModel) -> list[int]:
         depth = num_layers(model.config)
@@ -134,4 +147,51 @@ class TEDFilters(Method):
             logits = self.heads[f"layer_{n}"](out, student.attention_mask, student.causal)
             parts[f"filter_{n}"] = task_loss(logits, batch.labels, self.is_regression)
         total = torch.stack(list(parts.values())).mean()
+        with torch.no_grad():
+            for n in self.filters.layers:
+                value = parts[f"filter_{n}"].detach().float()
+                self._recent[n] = value if n not in self._recent else 0.9 * self._recent[n] + 0.1 * value
         return LossOutput(total=total, parts=parts)
+
+    def evaluation_models(self, student: PreTrainedModel) -> dict[str, nn.Module]:
+        """Each filter with its head, scored like a model: ``eval/filter_<layer>/<metric>``."""
+        return {f"filter_{n}": _FilterModel(student, self, n) for n in dict.fromkeys(self.filters.layers)}
+
+    def end_notes(self) -> list[str]:
+        """A warning for every classification filter whose loss ended at chance level (ln C)."""
+        if self.chance is None:
+            return []
+        notes = []
+        for n, value in sorted(self._recent.items()):
+            loss = float(value)
+            if loss >= 0.95 * self.chance:
+                notes.append(
+                    f"TED filter on layer {n} ended at chance-level loss ({loss:.3f}; ln {self.num_labels} = "
+                    f"{self.chance:.3f}): it learned nothing from that layer. Raise this stage's learning "
+                    "rate (train.lr, or plan.teacher_lr for the teacher's stages) or its epochs and redo it."
+                )
+        return notes
+
+
+class _FilterModel(nn.Module):
+    """One filter and its head on the frozen model, called like the model itself for evaluation."""
+
+    def __init__(self, model: PreTrainedModel, method: TEDFilters, layer: int) -> None:
+        super().__init__()
+        # Submodules, so that eval() reaches the filter and its head (dropout) as well as the model.
+        self.model = model
+        self.filter = method.filters.maps[f"layer_{layer}"]
+        self.head = method.heads[f"layer_{layer}"]
+        self.request, self.kind, self.layer = method.student_request(), method.kind, layer
+        self.config = model.config
+
+    def forward(self, **inputs: Tensor) -> ModelOutput:
+        features = forward_features(self.model, Batch.from_mapping(inputs), self.request)
+        assert features.hidden_states is not None
+        filtered = self.filter(features.hidden_states[self.layer])
+        logits = self.head(filtered, features.attention_mask, features.causal)
+        if self.kind == "qa":  # [B, 2, S] -> start and end scores
+            return QuestionAnsweringModelOutput(start_logits=logits[:, 0], end_logits=logits[:, 1])
+        if self.kind == "lm":
+            return CausalLMOutput(logits=logits)
+        return SequenceClassifierOutput(logits=logits)

@@ -22,10 +22,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from distil.data.batching import row_lengths
 from distil.errors import ConfigError, TrainingError
@@ -206,7 +208,13 @@ def train(
             return
         with engine.unsharded(mods.runner):
             metrics = task.evaluate(mods.step.student, cfg.eval.batch_size, shard)
-        logger.write(state.step, {f"eval/{k}": v for k, v in metrics.items()})
+            extra = {
+                f"{name}/{k}": v
+                for name, model in method.evaluation_models(mods.step.student).items()
+                # Called like the student, with its output type (`Method.evaluation_models`).
+                for k, v in task.evaluate(cast(PreTrainedModel, model), cfg.eval.batch_size, shard).items()
+            }  # e.g. TED's filters, each scored with its own head
+        logger.write(state.step, {f"eval/{k}": v for k, v in (metrics | extra).items()})
         if selection not in metrics:
             raise ConfigError(f"eval.metric {selection!r} is not among the task's metrics {sorted(metrics)}.")
         improved = state.best_metric is None or metrics[selection] > state.best_metric
@@ -217,7 +225,8 @@ def train(
             if full is not None:
                 save_best(method.export_model(full[0]), parts.tokenizer, run_dir, full[1])
         if env.is_main:
-            bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            shown = metrics | extra
+            bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
         env.barrier()
 
     loader = step_loader(
@@ -264,6 +273,10 @@ def train(
     if state.eval_step != state.step:
         evaluate_and_select()
     seconds = time.perf_counter() - start
+    warnings = method.end_notes()  # what the method saw go wrong (a filter that learned nothing)
+    if env.is_main:
+        for line in warnings:
+            print(f"[distil] warning: {line}")
     metrics = state.best_eval or {}
     result = RunResult(run_dir, run_dir / "student", metrics, state.best_step, state.step, seconds)
     full = engine.exportable(mods.runner, mods.step)
@@ -283,6 +296,7 @@ def train(
                 "parallel": engine.mode,
                 "precision": precision.name,
                 "resumes": resume_history(run_dir),
+                "warnings": warnings,
             },
         }
         export_student(method.export_model(full[0]), parts.tokenizer, run_dir, recipe, extras=full[1])
