@@ -337,7 +337,9 @@ def test_finetune_only_plan(tmp_path):
 
 
 def test_filter_stage_scores_each_filter_and_warns_about_one_at_chance(tmp_path, capsys):
-    cfg = _stage1(tmp_path, **{"train.lr": 1e-9, "eval.select": "last", "train.eval_every": 2, "train.epochs": 1})
+    cfg = _stage1(
+        tmp_path, **{"train.lr": 1e-9, "eval.select": "last", "train.eval_every": 2, "train.epochs": 1}
+    )
     result = train(cfg, progress=False)
     records = [json.loads(x) for x in (Path(cfg.run_dir) / "log.jsonl").read_text().splitlines()]
     evals = [r for r in records if any(k.startswith("eval/") for k in r)]
