@@ -127,7 +127,21 @@ def _dev_split(args: argparse.Namespace) -> DevSplit | None:
 
     if not args.task:
         return None
-    task, data = task_from_args(args, eval_only=True, max_length=args.max_length, dev_subset=args.dev_subset)
+    labels = None
+    if args.task == "custom" and not args.regression:  # both models are scored in the student's class order
+        from distil.deploy import resolve_model_dir
+        from distil.models.loading import model_label_names
+
+        labels = model_label_names(str(resolve_model_dir(args.student)))
+        teacher = model_label_names(str(resolve_model_dir(args.teacher)))
+        if labels and teacher and teacher != labels:
+            raise ConfigError(
+                f"The teacher's classes {teacher} are not the student's {labels}: they cannot be scored "
+                "on one file together."
+            )
+    task, data = task_from_args(
+        args, eval_only=True, max_length=args.max_length, dev_subset=args.dev_subset, label_names=labels
+    )
     if not isinstance(task, ClassificationTask):
         raise ConfigError(f"--task {args.task}: distil bench scores classification and regression tasks.")
     if args.split:

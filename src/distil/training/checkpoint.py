@@ -22,6 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -200,6 +203,14 @@ def latest_checkpoint(run_dir: Path, *, skipped: list[str] | None = None) -> Pat
     return None
 
 
+@contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """Silence the warning that torch.distributed.checkpoint assumes one process: distil means that."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
+
+
 def _storage_key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...]] | None:
     local = t.to_local() if isinstance(t, DTensor) else t
     if local.numel() == 0:
@@ -265,9 +276,11 @@ def save_checkpoint(
     optim_state = cast(dict[str, Any], raw_optim)
     aliases = _aliases(model_state)
     tensors = {f"model.{k}": v for k, v in model_state.items() if k not in aliases} | _flat(optim_state)
-    dcp.save(
-        tensors, storage_writer=HuggingFaceStorageWriter(str(tmp / "weights"), save_distributed=env.world > 1)
-    )
+    with _single_process_quiet():
+        dcp.save(
+            tensors,
+            storage_writer=HuggingFaceStorageWriter(str(tmp / "weights"), save_distributed=env.world > 1),
+        )
     save_rng_state(tmp, env.rank)
     env.barrier()
     if env.is_main:
@@ -305,7 +318,8 @@ def checkpoint_tensors(path: Path, prefix: str = "model.") -> dict[str, torch.Te
         for name, entry in meta.items()
         if name.startswith(prefix) and isinstance(entry, TensorStorageMetadata)
     }
-    dcp.load(tensors, storage_reader=reader, no_dist=True)
+    with _single_process_quiet():
+        dcp.load(tensors, storage_reader=reader, no_dist=True)
     return {name[len(prefix) :]: value for name, value in tensors.items()}
 
 
@@ -376,7 +390,8 @@ def load_checkpoint(
         if k in saved
     }
     try:
-        dcp.load(tensors, storage_reader=reader, planner=DefaultLoadPlanner(allow_partial_load=True))
+        with _single_process_quiet():
+            dcp.load(tensors, storage_reader=reader, planner=DefaultLoadPlanner(allow_partial_load=True))
     except (OSError, ValueError, RuntimeError, SafetensorError, CheckpointException) as err:
         raise DataError(f"{path / 'weights'}: cannot be read ({err}).") from err
     model_state = {k: tensors[f"model.{aliases.get(k, k)}"] for k in model_state}

