@@ -193,3 +193,25 @@ def test_lm_config_is_validated(tmp_path):
         )
     )
     assert parts.task.dev_set is not None and len(parts.task.dev_set) > 1
+
+
+def test_split_dev_holds_out_whole_blocks_and_scores_the_dev_text_as_test(tmp_path):
+    dev_text = tmp_path / "dev.txt"
+    dev_text.write_text("the cat is a good film and the dog is not . " * 4)
+    data = LMData(task="lm", corpus=[str(CORPUS)], max_length=16, cache_dir=str(tmp_path / "c"), split_dev=3,
+                  dev_file=str(dev_text))  # fmt: skip
+    task = LMTask(data, 0)
+    task.prepare(tiny_tokenizer(), 16)
+    whole = LMTask(LMData(task="lm", corpus=[str(CORPUS)], max_length=16, cache_dir=str(tmp_path / "c")), 0)
+    whole.prepare(tiny_tokenizer(), 16)
+    assert task.dev_set is not None and len(task.dev_set) == 3 and task.test_set is not None
+    assert len(task.train_set) + 3 == len(whole.train_set)
+    held = {tuple(ids) for ids in task.dev_set["input_ids"]}
+    assert not held & {tuple(ids) for ids in task.train_set["input_ids"]}  # disjoint blocks
+    assert all(s == 1 for s in task.dev_set["score_from"])  # each block scored from its second token
+    metrics = task.evaluate(tiny_model("gpt2", "lm"), batch_size=4)
+    assert {"perplexity", "perplexity_test"} <= set(metrics)
+    assert data.metric_names() == (
+        "perplexity", "neg_perplexity", "nll", "eval_tokens",
+        "perplexity_test", "neg_perplexity_test", "nll_test", "eval_tokens_test",
+    )  # fmt: skip

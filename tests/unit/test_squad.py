@@ -355,3 +355,12 @@ def test_real_v1_file_loads_validates_and_decodes():
     preds = decode_answers(few, feats, *_oracle_scores(feats))
     scores = squad_metrics(preds, dict(zip(few["id"], few["answer_texts"], strict=True)))
     assert scores["exact_match"] >= 95.0, scores
+
+
+def test_split_dev_from_a_training_file_holds_out_its_articles(tmp_path):
+    cfg = SquadData(task="squad", train_file=str(SQUAD_V1), dev_file=str(SQUAD_V1), split_dev=0.25,
+                    max_length=384)  # fmt: skip
+    task = load_task(cfg, 0)
+    info = task.describe()
+    assert info["train_file"] == str(SQUAD_V1) and info["held_out_articles"] == 1
+    assert not set(task.train_examples["title"]) & set(task.dev_examples["title"])
