@@ -48,6 +48,12 @@ def check_run(cfg: RunConfig) -> None:
             f"data.task={cfg.data.task} has per-token outputs (too large to keep). "
             "Set train.cache_teacher=false."
         )
+    if cfg.train.cache_teacher_topk is not None and task.head != "lm":
+        raise ConfigError(
+            "train.cache_teacher_topk caches the teacher's token distributions for token-level KD on a "
+            f"causal LM (data.task=lm); data.task={cfg.data.task} is not one. Unset it"
+            + (" (train.cache_teacher keeps class logits)." if task.cacheable_teacher else ".")
+        )
     cfg.method.check_run(view)
     metric = cfg.eval.metric
     names = cfg.data.metric_names()

@@ -83,6 +83,11 @@ class TrainConfig:
         log_every: Log averaged loss terms every N steps.
         cache_teacher: Compute the teacher's logits once and reuse them every epoch (only for methods
             that need nothing but teacher logits; exact, since the teacher is frozen in eval mode).
+        cache_teacher_topk: Token-level KD on clean inputs (KD on ``data.task=lm``): write the teacher's
+            top-k logits of every training token (and the log-mass of the rest) once into a memory-mapped
+            cache under the data cache, reused by later epochs, resumes and other students of the same
+            teacher on the same data; the loss is then the KL over those k tokens plus the rest
+            (`distil.losses.topk`). ``null``: run the teacher every step. 8 k + 4 bytes per token.
         tensorboard: ``false`` drops ``tensorboard`` from ``report_to`` (a shortcut kept for old configs).
         report_to: Experiment trackers, through Accelerate's: ``tensorboard`` (``RUN_DIR/tb``), ``wandb``,
             ``mlflow``; a tracker whose package is missing is an error when the config is read.
@@ -114,6 +119,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     cache_teacher: bool = False
+    cache_teacher_topk: int | None = None
     tensorboard: bool = True
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = field(
         default_factory=lambda: ["tensorboard"]
@@ -141,6 +147,12 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}.")
         self._check_engine()
+        if self.cache_teacher_topk is not None and self.cache_teacher_topk < 1:
+            raise ConfigError(f"train.cache_teacher_topk must be >= 1, got {self.cache_teacher_topk}.")
+        if self.cache_teacher_topk is not None and self.cache_teacher:
+            raise ConfigError(
+                "Choose one of train.cache_teacher (class logits) and train.cache_teacher_topk (tokens)."
+            )
         if self.progress_seconds < 0:
             raise ConfigError(f"train.progress_seconds must be >= 0, got {self.progress_seconds}.")
         for tracker in self.report_to:

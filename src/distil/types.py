@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["QKV", "Batch", "FeatureRequest", "Features", "LossOutput", "RunView"]
+__all__ = ["QKV", "Batch", "FeatureRequest", "Features", "LossOutput", "RunView", "TopK"]
 
 
 @dataclass
@@ -148,6 +148,21 @@ class QKV:
 
 
 @dataclass
+class TopK:
+    """A cached teacher's token distribution: its top-k logits and the log-mass of the other tokens.
+
+    Attributes:
+        index: ``[batch, seq, k]`` token ids (int64).
+        values: ``[batch, seq, k]`` their logits.
+        rest: ``[batch, seq]`` ``logsumexp`` of the other logits (``-inf`` when k is the vocabulary).
+    """
+
+    index: torch.Tensor
+    values: torch.Tensor
+    rest: torch.Tensor
+
+
+@dataclass
 class Features:
     """Everything a loss may look at from one forward pass of one model.
 
@@ -162,6 +177,7 @@ class Features:
         attentions: ``num_layers`` tensors ``[batch, heads, seq, seq]`` of attention probabilities.
         qkv: Captured projections keyed by 0-indexed layer.
         causal: Whether the model attends only to earlier positions (decoders).
+        topk: A teacher read from a top-k cache (`distil.training.topk_cache`) in place of ``logits``.
     """
 
     attention_mask: torch.Tensor
@@ -170,6 +186,7 @@ class Features:
     attentions: tuple[torch.Tensor, ...] | None = None
     qkv: dict[int, QKV] = field(default_factory=dict)
     causal: bool = False
+    topk: TopK | None = None
 
     def to_dtype(self, dtype: torch.dtype) -> Features:
         """The same features with every floating tensor in ``dtype`` (a teacher kept in another precision)."""
@@ -189,6 +206,7 @@ class Features:
                 for k, v in self.qkv.items()
             },
             causal=self.causal,
+            topk=self.topk,
         )
 
 

@@ -53,9 +53,9 @@ def _launch(tmp: Path, name: str, runs: list[dict[str, Any]], *, crash: bool = F
     )
     if crash:
         assert done.returncode != 0, "the processes were to be killed"
-    else:  # the processes' tracebacks, without progress bars
-        lines = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("[rank")]
-        assert done.returncode == 0, "\n".join(lines[-60:])
+    else:  # the processes' tracebacks and the launcher's last words, without progress bars
+        lines = [line for line in (done.stdout + done.stderr).splitlines() if "it/s]" not in line]
+        assert done.returncode == 0, "\n".join(lines[-80:])
 
 
 def _yaml(cfg: RunConfig, tmp: Path) -> str:

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import distil.losses
+import distil.losses.topk
 from distil.losses import kd_kl, logit_mse, task_loss
 
 
@@ -163,3 +164,53 @@ def test_chunked_token_kd_equals_the_direct_computation(
     tol = 1e-7 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(g_chunked.float(), g_direct.float(), rtol=tol, atol=tol)
     assert g_chunked.dtype == dtype and g_chunked[1, 4:].abs().sum() == 0  # masked rows get no gradient
+
+
+def _topk(t: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the cache keeps: top-k logits and the log-mass of the rest (-inf when nothing is left)."""
+    values, index = t.topk(k, dim=-1)
+    rest = torch.logsumexp(t.scatter(-1, index, float("-inf")), dim=-1)
+    return index, values, rest
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_topk_kd_with_k_equal_to_the_vocabulary_is_the_full_kd(monkeypatch, temperature):
+    from distil.losses.topk import topk_kd_kl
+
+    monkeypatch.setattr(distil.losses.logits, "_CHUNK_ELEMENTS", 3 * 50)
+    monkeypatch.setattr(distil.losses.topk, "_CHUNK_ELEMENTS", 3 * 50)
+    torch.manual_seed(1)
+    s = (torch.randn(2, 7, 50) * 3).requires_grad_(True)
+    t = torch.randn(2, 7, 50) * 3
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[0, 5:] = False
+    full = kd_kl(s, t, temperature, mask)
+    (g_full,) = torch.autograd.grad(full, s)
+    top = topk_kd_kl(s, *_topk(t, 50), temperature, mask)
+    (g_top,) = torch.autograd.grad(top, s)
+    torch.testing.assert_close(top, full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_top, g_full, rtol=1e-5, atol=1e-7)
+    assert g_top[0, 5:].abs().sum() == 0
+
+
+def test_topk_kd_is_the_kl_over_the_top_tokens_and_the_rest_and_never_above_the_full_kl(monkeypatch):
+    from distil.losses.topk import topk_kd_kl
+
+    monkeypatch.setattr(distil.losses.topk, "_CHUNK_ELEMENTS", 2 * 40)
+    torch.manual_seed(2)
+    s = (torch.randn(3, 5, 40) * 2).requires_grad_(True)
+    t = torch.randn(3, 5, 40) * 2
+    index, values, rest = _topk(t, 6)
+    value = topk_kd_kl(s, index, values, rest, 1.0)
+    (grad,) = torch.autograd.grad(value, s)
+    # Directly: merge everything outside the top 6 into one outcome on both sides.
+    p = F.softmax(t, -1)
+    q = F.softmax(s, -1)
+    p_top, q_top = p.gather(-1, index), q.gather(-1, index)
+    p_coarse = torch.cat([p_top, 1 - p_top.sum(-1, keepdim=True)], -1)
+    q_coarse = torch.cat([q_top, 1 - q_top.sum(-1, keepdim=True)], -1)
+    direct = (p_coarse * (p_coarse.log() - q_coarse.log())).sum(-1).mean()
+    (direct_grad,) = torch.autograd.grad(direct, s)
+    torch.testing.assert_close(value, direct, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, direct_grad, rtol=1e-4, atol=1e-7)
+    assert float(value) <= float(kd_kl(s, t, 1.0)) + 1e-6

@@ -210,7 +210,18 @@ def _head_at(model: PreTrainedModel, positions: torch.Tensor | None) -> Iterator
     def gather(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         return (args[0][positions], *args[1:])
 
-    handle = head.register_forward_pre_hook(gather)
+    # The whole prediction head when it is one child module (BERT's ``cls``: dense, activation and
+    # LayerNorm before the vocabulary projection; RoBERTa's ``lm_head``): every op of it works token by
+    # token, so gathering before it gives the same scores and skips the transform of unscored tokens.
+    root = next(
+        (
+            child
+            for child in model.children()
+            if child is not model.base_model and any(m is head for m in child.modules())
+        ),
+        head,
+    )
+    handle = root.register_forward_pre_hook(gather)
     try:
         yield
     finally:

@@ -167,13 +167,12 @@ def attention_score_mse(
     """
     _check("attention_score_mse", student_scores, teacher_scores)
     real = attention_mask.bool()
-    keep = real[:, None, :, None] & real[:, None, None, :]
+    keep = real[:, None, :, None] & real[:, None, None, :]  # [B, 1, S, S]: the same for every head
     if causal:
         seq = real.shape[-1]
         keep = keep & torch.ones(seq, seq, dtype=torch.bool, device=real.device).tril()
-    keep = keep.expand_as(student_scores)
-    if not bool(keep.any()):
-        return _zero(student_scores)
+    # Counted without a device sync; no entry kept gives 0 / 1 = 0, still attached to the graph.
+    kept = keep.sum() * student_scores.shape[1]
     # torch.where, not a multiplication: NaN/inf in dropped entries must not reach the value or gradient.
     diff = torch.where(keep, student_scores.float() - teacher_scores.detach().float(), 0.0)
-    return diff.pow(2).sum() / keep.sum()
+    return diff.pow(2).sum() / kept.clamp_min(1)

@@ -4,7 +4,8 @@ A method is a small object, not a subclass of the loop: it says which features i
 model, owns any extra trainable modules (projections, filters), and turns captured features into a
 ``LossOutput``. Every hook the loop calls is declared here with a no-op default, and the loop calls
 every hook unconditionally; a method class subclasses ``Method`` to inherit those defaults and overrides
-what it needs. Capabilities (``corrupts_inputs``) are declared, never inferred from a hook's presence.
+what it needs. Capabilities (``corrupts_inputs``, ``reads_topk``) are declared, never inferred from a
+hook's presence.
 
 Methods import only ``distil.types``, ``distil.losses``, ``distil.adapters``, ``distil.models`` and
 ``distil.errors``: never the run config or the training loop (a test checks the imports). What a method
@@ -126,6 +127,11 @@ class Method(Protocol):
         The teacher's outputs of such batches differ from its outputs of the clean examples, so they
         cannot be cached.
         """
+        return False
+
+    @property
+    def reads_topk(self) -> bool:
+        """Whether ``loss`` accepts a teacher read from a top-k cache (``Features.topk``, no logits)."""
         return False
 
     # --- hooks the loop always calls (no-op defaults) ----------------------------------------------

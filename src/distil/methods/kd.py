@@ -19,6 +19,7 @@ from torch import nn
 
 from distil.errors import ConfigError
 from distil.losses import kd_kl, logit_mse, soft_target_mask, task_loss
+from distil.losses.topk import topk_kd_kl
 from distil.methods.base import Method, MethodContext, require_labels
 from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
@@ -68,6 +69,11 @@ class KD(Method):
         self.cfg = cfg
         self.is_regression = ctx.is_regression
 
+    @property
+    def reads_topk(self) -> bool:
+        """Token-level KD reads a top-k teacher cache (`distil.losses.topk`)."""
+        return True
+
     def student_request(self) -> FeatureRequest:
         """Only the logits."""
         return FeatureRequest(logits=True)
@@ -82,11 +88,16 @@ class KD(Method):
 
     def loss(self, batch: Batch, student: Features, teacher: Features | None) -> LossOutput:
         """Alpha * soft term + (1 - alpha) * task loss; both parts are logged unweighted."""
-        assert student.logits is not None and teacher is not None and teacher.logits is not None
-        assert batch.labels is not None
-        if self.is_regression:
+        assert student.logits is not None and teacher is not None and batch.labels is not None
+        if teacher.topk is not None:  # a top-k cache of token distributions (causal LM)
+            mask = soft_target_mask(batch.labels, student.logits)
+            t = teacher.topk
+            soft = topk_kd_kl(student.logits, t.index, t.values, t.rest, self.cfg.temperature, mask)
+        elif self.is_regression:
+            assert teacher.logits is not None
             soft = logit_mse(student.logits, teacher.logits)
         else:
+            assert teacher.logits is not None
             mask = soft_target_mask(batch.labels, student.logits)
             soft = kd_kl(student.logits, teacher.logits, self.cfg.temperature, mask)
         task = task_loss(student.logits, batch.labels, self.is_regression)

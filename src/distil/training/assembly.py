@@ -107,6 +107,15 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
         and not parts.method.corrupts_inputs
         and parts.task.cacheable_teacher
     )
+    if tc.cache_teacher_topk is not None and not (
+        parts.method.teacher_request() == FeatureRequest(logits=True)
+        and not parts.method.corrupts_inputs
+        and parts.method.reads_topk
+    ):
+        raise ConfigError(
+            f"train.cache_teacher_topk: method {cfg.method_name!r} needs more than the teacher's token "
+            "logits of clean inputs, or cannot read a top-k cache (KD can): unset train.cache_teacher_topk."
+        )
     if tc.cache_teacher and not cacheable:
         raise ConfigError(
             "train.cache_teacher needs a method that uses only the teacher's per-example logits of clean "

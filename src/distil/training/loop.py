@@ -32,7 +32,9 @@ from transformers import PreTrainedModel
 from distil.data.batching import row_lengths
 from distil.errors import ConfigError, TrainingError
 from distil.evaluation.shards import Shard
+from distil.models.loading import resolve_model_path
 from distil.run_config import RunConfig
+from distil.tasks.corpus import default_cache_dir
 from distil.training import assembly
 from distil.training.checkpoint import (
     FINISHED_MARKER,
@@ -51,6 +53,7 @@ from distil.training.resume import record_resume, resume_history
 from distil.training.setup import describe
 from distil.training.step import Stepper
 from distil.training.teacher_cache import TeacherCache
+from distil.training.topk_cache import TopKCache
 
 __all__ = ["RunResult", "train"]
 
@@ -148,12 +151,25 @@ def train(
                 + (f"; changed: {changed}" if changed else "")
             )
     shard = Shard(env.rank, env.world, env.gather_objects)
-    cache: TeacherCache | None = None
+    cache: TeacherCache | TopKCache | None = None
     if tc.cache_teacher:
         assert mods.teacher is not None
         cache = TeacherCache.build(
             mods.teacher, task.train_set, task.collate, cfg.eval.batch_size, env.device, shard
         )
+    elif tc.cache_teacher_topk is not None:
+        assert mods.teacher is not None and cfg.models.teacher is not None
+        root = Path(getattr(cfg.data, "cache_dir", None) or default_cache_dir()) / "teacher-topk"
+        cache, built = TopKCache.open_or_build(
+            mods.teacher, Path(resolve_model_path(cfg.models.teacher)), task.train_set, task.collate,
+            k=tc.cache_teacher_topk, root=root, batch_size=cfg.eval.batch_size, device=env.device,
+            shard=shard, barrier=env.barrier, is_main=env.is_main,
+        )  # fmt: skip
+        if env.is_main:
+            what = "wrote" if built else "reusing"
+            print(
+                f"[distil] teacher top-k cache: {what} {cache.folder} ({cache.bytes_per_token} bytes a token)"
+            )
     stepper = Stepper(mods, engine, method, precision, scheduler, scaler, tc.max_grad_norm, env, cache)
 
     logger = MetricLogger(run_dir, trackers=tc.trackers, config=cfg.to_dict(), enabled=env.is_main)

@@ -18,6 +18,7 @@ from distil.training.engine import Engine
 from distil.training.optim import optimizer_step
 from distil.training.precision import Precision
 from distil.training.teacher_cache import TeacherCache
+from distil.training.topk_cache import TopKCache
 from distil.types import Batch, Features
 
 __all__ = ["Stepper"]
@@ -35,7 +36,7 @@ class Stepper:
     scaler: torch.amp.GradScaler | None
     max_grad_norm: float
     env: DistEnv
-    cache: TeacherCache | None = None
+    cache: TeacherCache | TopKCache | None = None
 
     def teacher(self, batch: Batch) -> Features | None:
         """The teacher's features of a micro-batch: its forward without gradient, or the cache."""
