@@ -40,6 +40,8 @@ def _env() -> dict[str, str]:
     tests = str(Path(__file__).resolve().parents[1])
     return {
         **os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+        # A process that dies of a signal prints its Python stacks and the C++ one of the error.
+        "PYTHONFAULTHANDLER": "1", "TORCH_SHOW_CPP_STACKTRACES": "1",
         "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]),
     }  # fmt: skip
 
