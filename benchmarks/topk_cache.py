@@ -7,9 +7,10 @@ student (``student_layers`` of its layers):
 
 1. KD loss: on WikiText-2 test blocks, the full-logit KL (`distil.losses.kd_kl`) and the top-k one
    (`distil.losses.topk.topk_kd_kl`) of the same student, for each k; with the teacher's mean tail mass.
-2. Step time: the same KD run for 2 epochs with and without the cache (k = ``run_k``), one after the
-   other; the median samples/s of epoch 2 from each run's log (the cache is written during epoch 1's
-   set-up and read afterwards).
+2. Step time and student: the same KD run for 2 epochs with and without the cache (k = ``run_k``), one
+   after the other; the median samples/s of epoch 2 from each run's log (the cache is written before
+   epoch 1 and read by both epochs), the epoch's mean loss terms, and each student's perplexity on
+   ``dev_windows`` WikiText-2 test windows.
 
     .venv/bin/python benchmarks/topk_cache.py --config benchmarks/topk_cache.yaml
 """
@@ -54,12 +55,13 @@ class BenchConfig:
     eval_blocks: int = 64
     run_k: int = 32
     run_blocks: int = 256
+    dev_windows: int = 512
     temperature: float = 1.0
     threads: int = 2
     seed: int = 0
 
 
-def _lm(folder: Path, name: str, corpus: Path, cfg: BenchConfig, method: str, **extra: Any) -> dict[str, Any]:
+def _lm(folder: Path, name: str, corpus: Path, cfg: BenchConfig, kind: str, **extra: Any) -> dict[str, Any]:
     return {
         "run_dir": str(folder / name),
         "data": {
@@ -78,7 +80,7 @@ def _lm(folder: Path, name: str, corpus: Path, cfg: BenchConfig, method: str, **
             "seed": cfg.seed,
             **extra.pop("train", {}),
         },
-        "method": {"name": method, **extra.pop("method", {})},
+        "method": {"name": kind, **extra.pop("method", {})},
         **extra,
     }
 
@@ -147,8 +149,9 @@ def _loss_table(cfg: BenchConfig, teacher_dir: Path, folder: Path) -> list[str]:
     ]
     for k in [*cfg.ks, vocab]:
         values, index = t.topk(min(k, vocab), dim=-1)
-        rest = torch.logsumexp(t.scatter(-1, index, float("-inf")), dim=-1)
-        tail = float((rest - torch.logsumexp(t, -1)).exp()[mask].mean()) if k < vocab else 0.0
+        rest = torch.logsumexp(t.scatter(-1, index, float("-inf")) / cfg.temperature, dim=-1)
+        tempered = torch.logsumexp(t / cfg.temperature, -1)
+        tail = float((rest - tempered).exp()[mask].mean()) if k < vocab else 0.0
         value = float(topk_kd_kl(s, index, values, rest, cfg.temperature, mask))
         lines.append(
             f"| {k if k < vocab else f'{vocab} (all)'} | {8 * min(k, vocab) + 4} | {tail:.4f} | "
@@ -157,11 +160,15 @@ def _loss_table(cfg: BenchConfig, teacher_dir: Path, folder: Path) -> list[str]:
     return lines
 
 
-def _epoch_two_speed(folder: Path) -> float:
+def _epoch_two(folder: Path) -> dict[str, float]:
+    """Median samples/s of epoch 2, and its mean KD and next-token losses (one record a step)."""
     records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
-    return statistics.median(
-        r["samples_per_s"] for r in records if r.get("epoch") == 1.0 and "samples_per_s" in r
-    )
+    second = [r for r in records if r.get("epoch") == 1.0 and "samples_per_s" in r]
+    return {
+        "samples_per_s": statistics.median(r["samples_per_s"] for r in second),
+        "kd": statistics.fmean(r["loss/kd"] for r in second),
+        "next_token": statistics.fmean(r["loss/task"] for r in second),
+    }
 
 
 def main() -> None:
@@ -188,21 +195,30 @@ def main() -> None:
                 corpus,
                 cfg,
                 "kd",
-                data={"max_blocks": cfg.run_blocks},
+                data={
+                    "max_blocks": cfg.run_blocks,
+                    "dev_file": str(SHARED / "wikitext-2-raw" / "wiki.test.hf-rows-joined.txt"),
+                    "eval_stride": cfg.seq,
+                    "dev_subset": cfg.dev_windows,
+                },
                 train={"epochs": 2, "cache_teacher_topk": k},
+                method={"temperature": cfg.temperature},
                 models={
                     "teacher": str(teacher),
                     "student": {"init": "layers", "num_layers": cfg.student_layers},
                 },
             )
-            run(build_run_config(raw), progress=False)
-            speeds[name] = _epoch_two_speed(folder / f"kd-{k}")
-        print(
-            f"\nKD, 2 epochs of {cfg.run_blocks} blocks, batch {cfg.batch} x {cfg.seq}: epoch-2 median "
-            "samples/s "
-            + ", ".join(f"{n} {v:.1f}" for n, v in speeds.items())
-            + f"; cached / uncached step time = {speeds['no cache'] / speeds[f'top-{cfg.run_k} cache']:.3f}"
-        )
+            result = run(build_run_config(raw), progress=False)
+            speeds[name] = _epoch_two(folder / f"kd-{k}") | {"perplexity": result.metrics["perplexity"]}
+        print(f"\nKD, 2 epochs of {cfg.run_blocks} blocks, batch {cfg.batch} x {cfg.seq}, epoch 2:")
+        for name, r in speeds.items():
+            print(
+                f"  {name}: median {r['samples_per_s']:.1f} samples/s, mean KD term {r['kd']:.4f}, mean "
+                f"next-token loss {r['next_token']:.4f}; student's perplexity {r['perplexity']:.1f} on "
+                f"{cfg.dev_windows} WikiText-2 test windows"
+            )
+        ratio = speeds["no cache"]["samples_per_s"] / speeds[f"top-{cfg.run_k} cache"]["samples_per_s"]
+        print(f"  cached / uncached step time = {ratio:.3f}")
 
 
 if __name__ == "__main__":

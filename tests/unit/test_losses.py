@@ -213,4 +213,62 @@ def test_topk_kd_is_the_kl_over_the_top_tokens_and_the_rest_and_never_above_the_
     (direct_grad,) = torch.autograd.grad(direct, s)
     torch.testing.assert_close(value, direct, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, direct_grad, rtol=1e-4, atol=1e-7)
-    assert float(value) <= float(kd_kl(s, t, 1.0)) + 1e-6
+    assert float(value.detach()) <= float(kd_kl(s.detach(), t, 1.0)) + 1e-6
+
+
+def test_topk_kd_at_a_temperature_is_the_kl_of_the_tempered_distributions_coarsened(monkeypatch):
+    """The cache keeps the tail's log-mass at the loss temperature; the loss is then exact for T != 1."""
+    from distil.losses.topk import topk_kd_kl
+
+    monkeypatch.setattr(distil.losses.topk, "_CHUNK_ELEMENTS", 2 * 40)
+    torch.manual_seed(3)
+    temperature = 2.0
+    s = (torch.randn(2, 4, 40) * 2).requires_grad_(True)
+    t = torch.randn(2, 4, 40) * 2
+    values, index = t.topk(5, dim=-1)
+    rest = torch.logsumexp(t.scatter(-1, index, float("-inf")) / temperature, dim=-1)
+    value = topk_kd_kl(s, index, values, rest, temperature)
+    (grad,) = torch.autograd.grad(value, s)
+    p, q = F.softmax(t / temperature, -1), F.softmax(s / temperature, -1)
+    p_top, q_top = p.gather(-1, index), q.gather(-1, index)
+    p_coarse = torch.cat([p_top, 1 - p_top.sum(-1, keepdim=True)], -1)
+    q_coarse = torch.cat([q_top, 1 - q_top.sum(-1, keepdim=True)], -1)
+    direct = temperature**2 * (p_coarse * (p_coarse.log() - q_coarse.log())).sum(-1).mean()
+    (direct_grad,) = torch.autograd.grad(direct, s)
+    torch.testing.assert_close(value, direct, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, direct_grad, rtol=1e-4, atol=1e-7)
+    assert float(value.detach()) <= float(kd_kl(s.detach(), t, temperature)) + 1e-6
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_score_mse_by_hand_with_padding_and_infinite_dropped_scores(causal):
+    from distil.losses import attention_score_mse
+
+    torch.manual_seed(4)
+    s = torch.randn(2, 2, 4, 4)
+    t = torch.randn(2, 2, 4, 4)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    s[0, :, :, 3] = float("-inf")  # TinyBERT-style masked scores of the padded key
+    t[0, :, 3, :] = float("nan")  # whatever a padded query holds
+    s = s.requires_grad_(True)
+    value = attention_score_mse(s, t, mask, causal=causal)
+    (grad,) = torch.autograd.grad(value, s)
+    total, count, plain = 0.0, 0, s.detach()
+    expected = torch.zeros_like(plain)
+    for b in range(2):
+        for q in range(4):
+            for k in range(4):
+                if not (mask[b, q] and mask[b, k]) or (causal and k > q):
+                    continue
+                for h in range(2):
+                    total += float(plain[b, h, q, k] - t[b, h, q, k]) ** 2
+                    expected[b, h, q, k] = 2 * (plain[b, h, q, k] - t[b, h, q, k])
+                    count += 1
+    torch.testing.assert_close(value, torch.tensor(total / count), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, expected / count, rtol=1e-5, atol=1e-7)
+    assert torch.isfinite(grad).all()
+    half = s.detach().bfloat16().requires_grad_(True)
+    low = attention_score_mse(half, t, mask, causal=causal)
+    (low_grad,) = torch.autograd.grad(low, half)
+    assert low.dtype == torch.float32 and low_grad.dtype == torch.bfloat16
+    torch.testing.assert_close(low_grad.float(), grad, rtol=0.05, atol=1e-3)

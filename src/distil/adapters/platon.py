@@ -157,7 +157,7 @@ class Pruner:
         def record(param: Tensor) -> None:
             if self.recording and param.grad is not None:
                 # Overwritten at each accumulation step: the last one holds the full step's gradient.
-                self._sens[name] = (param.detach() * param.grad.detach()).abs().float()
+                self._sens[name] = torch.mul(param.detach(), param.grad.detach()).abs_().float()
 
         return record
 

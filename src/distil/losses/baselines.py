@@ -173,6 +173,32 @@ def attention_score_mse(
         keep = keep & torch.ones(seq, seq, dtype=torch.bool, device=real.device).tril()
     # Counted without a device sync; no entry kept gives 0 / 1 = 0, still attached to the graph.
     kept = keep.sum() * student_scores.shape[1]
-    # torch.where, not a multiplication: NaN/inf in dropped entries must not reach the value or gradient.
-    diff = torch.where(keep, student_scores.float() - teacher_scores.detach().float(), 0.0)
-    return diff.pow(2).sum() / kept.clamp_min(1)
+    result: Tensor = _KeptSquaredError.apply(student_scores, teacher_scores.detach(), keep, kept)
+    return result
+
+
+class _KeptSquaredError(torch.autograd.Function):
+    """``sum over kept entries of (s - t)^2 / kept`` with the closed-form gradient ``2 (s - t) / kept``.
+
+    The scores are ``[B, H, S, S]`` per mapped layer, the largest tensors of an attention loss: autograd
+    through ``where``/``pow``/``sum`` makes four passes forward and four back over them, this makes
+    three and one. ``torch.where``, not a multiplication, drops entries, so NaN or -inf in them (masked
+    pre-softmax scores) reaches neither the value nor the gradient.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, student: Tensor, teacher: Tensor, keep: Tensor, kept: Tensor
+    ) -> Tensor:
+        diff = torch.where(keep, student.float() - teacher.float(), 0.0)
+        count = kept.clamp_min(1).float()
+        ctx.save_for_backward(diff, count)
+        ctx.dtype = student.dtype  # type: ignore[attr-defined]
+        flat = diff.reshape(-1)
+        return torch.dot(flat, flat) / count
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        diff, count = ctx.saved_tensors  # type: ignore[attr-defined]
+        dtype = ctx.dtype  # type: ignore[attr-defined]
+        return (diff * (2 * grad.float() / count)).to(dtype), None, None, None

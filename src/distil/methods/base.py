@@ -4,7 +4,7 @@ A method is a small object, not a subclass of the loop: it says which features i
 model, owns any extra trainable modules (projections, filters), and turns captured features into a
 ``LossOutput``. Every hook the loop calls is declared here with a no-op default, and the loop calls
 every hook unconditionally; a method class subclasses ``Method`` to inherit those defaults and overrides
-what it needs. Capabilities (``corrupts_inputs``, ``reads_topk``) are declared, never inferred from a
+what it needs. Capabilities (``corrupts_inputs``, ``topk_temperature``) are declared, never inferred from a
 hook's presence.
 
 Methods import only ``distil.types``, ``distil.losses``, ``distil.adapters``, ``distil.models`` and
@@ -130,9 +130,12 @@ class Method(Protocol):
         return False
 
     @property
-    def reads_topk(self) -> bool:
-        """Whether ``loss`` accepts a teacher read from a top-k cache (``Features.topk``, no logits)."""
-        return False
+    def topk_temperature(self) -> float | None:
+        """The temperature at which ``loss`` reads a top-k teacher cache; ``None``: it cannot read one.
+
+        A cache (``Features.topk``, no logits) keeps the tail's log-mass at this temperature.
+        """
+        return None
 
     # --- hooks the loop always calls (no-op defaults) ----------------------------------------------
 

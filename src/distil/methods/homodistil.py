@@ -65,9 +65,11 @@ def _identity(width: int, trainable: bool) -> nn.Linear:
 
 def _kept_mse(student: Tensor, target: Tensor, mask: Tensor, kept: int) -> Tensor:
     """Squared error per real token and kept dim (pruned dims are 0 on both sides)."""
-    keep = mask.bool()
-    diff = student[keep].float() - target[keep].float()
-    return diff.pow(2).sum() / max(1, int(keep.sum()) * kept)
+    # A 0/1 weight, not boolean indexing: hidden states are finite at padding, and indexing's backward
+    # (index_put into zeros) costs several times the error itself on the CPU.
+    weight = mask.to(torch.float32).unsqueeze(-1)
+    diff = (student.float() - target.float()) * weight
+    return diff.pow(2).sum() / max(1, int(mask.sum()) * kept)
 
 
 class HomoDistil(Method):

@@ -70,9 +70,9 @@ class KD(Method):
         self.is_regression = ctx.is_regression
 
     @property
-    def reads_topk(self) -> bool:
-        """Token-level KD reads a top-k teacher cache (`distil.losses.topk`)."""
-        return True
+    def topk_temperature(self) -> float | None:
+        """Token-level KD reads a top-k teacher cache (`distil.losses.topk`) at its own temperature."""
+        return self.cfg.temperature
 
     def student_request(self) -> FeatureRequest:
         """Only the logits."""

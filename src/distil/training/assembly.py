@@ -110,7 +110,7 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
     if tc.cache_teacher_topk is not None and not (
         parts.method.teacher_request() == FeatureRequest(logits=True)
         and not parts.method.corrupts_inputs
-        and parts.method.reads_topk
+        and parts.method.topk_temperature is not None
     ):
         raise ConfigError(
             f"train.cache_teacher_topk: method {cfg.method_name!r} needs more than the teacher's token "

@@ -159,11 +159,13 @@ def train(
         )
     elif tc.cache_teacher_topk is not None:
         assert mods.teacher is not None and cfg.models.teacher is not None
+        temperature = method.topk_temperature
+        assert temperature is not None  # `assembly.prepare` refuses a method that cannot read the cache
         root = Path(getattr(cfg.data, "cache_dir", None) or default_cache_dir()) / "teacher-topk"
         cache, built = TopKCache.open_or_build(
             mods.teacher, Path(resolve_model_path(cfg.models.teacher)), task.train_set, task.collate,
-            k=tc.cache_teacher_topk, root=root, batch_size=cfg.eval.batch_size, device=env.device,
-            shard=shard, barrier=env.barrier, is_main=env.is_main,
+            k=tc.cache_teacher_topk, temperature=temperature, root=root, batch_size=cfg.eval.batch_size,
+            device=env.device, shard=shard, barrier=env.barrier, is_main=env.is_main,
         )  # fmt: skip
         if env.is_main:
             what = "wrote" if built else "reusing"

@@ -1,10 +1,10 @@
 """The top-k teacher cache of token-level KD: one pass of the teacher, reused by epochs, resumes and runs.
 
 Per training token: the teacher's k largest logits (float32) and their ids (int32), and the log-mass of
-its other tokens (``logsumexp`` of their logits, float32): ``8 k + 4`` bytes a token, in memory-mapped
-``.npy`` files under ``<cache root>/teacher-topk/<key>/``. The key hashes the teacher (its config and
-weight files), the training rows' tokens and k, so a later run of the same teacher on the same data
-(another student, another temperature, a resume) reads the cache instead of running the teacher. The
+its other tokens at the loss's temperature T (``logsumexp`` of their logits / T, float32): ``8 k + 4``
+bytes a token, in memory-mapped ``.npy`` files under ``<cache root>/teacher-topk/<key>/``. The key hashes
+the teacher (its config and weight files), the training rows' tokens, k and T, so a later run of the same
+teacher on the same data (another student, a resume) reads the cache instead of running the teacher. The
 folder is written under a temporary name and renamed when complete; every process writes its share of
 the rows. The loss on it is `distil.losses.topk.topk_kd_kl`.
 """
@@ -32,7 +32,7 @@ from distil.types import Batch, Features, TopK
 
 __all__ = ["TopKCache", "cache_key"]
 
-_FORMAT = 1
+_FORMAT = 2  # 2: the tail log-mass at the loss temperature
 
 
 def _file_digest(path: Path, sha: Any) -> None:
@@ -46,9 +46,9 @@ def _file_digest(path: Path, sha: Any) -> None:
             sha.update(handle.read(2**20))
 
 
-def cache_key(teacher_dir: Path, dataset: Dataset, k: int) -> str:
-    """A digest of the teacher's files, the training rows' token ids and k."""
-    sha = hashlib.sha256(f"format {_FORMAT} k {k} rows {len(dataset)}".encode())
+def cache_key(teacher_dir: Path, dataset: Dataset, k: int, temperature: float) -> str:
+    """A digest of the teacher's files, the training rows' token ids, k and the temperature."""
+    sha = hashlib.sha256(f"format {_FORMAT} k {k} T {temperature!r} rows {len(dataset)}".encode())
     for path in sorted(teacher_dir.glob("*.json")) + sorted(teacher_dir.glob("*.safetensors")):
         _file_digest(path, sha)
     column = dataset.with_format("arrow")["input_ids"]
@@ -97,6 +97,7 @@ class TopKCache:
         collate: Callable[[list[dict[str, Any]]], Batch],
         *,
         k: int,
+        temperature: float,
         root: Path,
         batch_size: int,
         device: torch.device,
@@ -110,7 +111,7 @@ class TopKCache:
         publishes the folder. Returns the cache and whether it was built now.
         """
         shard = shard or Shard()
-        folder = root / cache_key(teacher_dir, dataset, k)
+        folder = root / cache_key(teacher_dir, dataset, k, temperature)
         if (folder / "meta.json").is_file():
             return cls(folder, device), False
         vocab = int(teacher.get_output_embeddings().weight.shape[0])
@@ -138,7 +139,7 @@ class TopKCache:
                 continue  # padding passes keep every process's forward passes in step (FSDP)
             logits = logits.float()
             top, ids = logits.topk(k, dim=-1)
-            tail = torch.logsumexp(logits.scatter(-1, ids, float("-inf")), dim=-1)
+            tail = torch.logsumexp(logits.scatter(-1, ids, float("-inf")) / temperature, dim=-1)
             length = logits.shape[1]
             assert batch.idx is not None
             where = batch.idx.cpu().numpy()
@@ -150,7 +151,10 @@ class TopKCache:
         del index, values, rest
         barrier()
         if is_main:
-            meta = {"format": _FORMAT, "k": k, "rows": rows, "seq": seq, "teacher": str(teacher_dir)}
+            meta = {
+                "format": _FORMAT, "k": k, "temperature": temperature, "rows": rows, "seq": seq,
+                "teacher": str(teacher_dir),
+            }  # fmt: skip
             atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
             shutil.rmtree(folder, ignore_errors=True)
             tmp.rename(folder)
