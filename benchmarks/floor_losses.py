@@ -133,6 +133,21 @@ def floor_step(
     return step
 
 
+def _on_logits(
+    parts: Any, feed: dict[str, Tensor], loss: Callable[[dict[str, Any]], Tensor]
+) -> Callable[[], None]:
+    """The floor of a loss on the two models' logits alone (KD, TinyBERT's prediction layer)."""
+    return floor_step(
+        copy.deepcopy(parts.student),
+        parts.teacher,
+        nn.ModuleList(),
+        feed,
+        loss,
+        teacher_outputs={},
+        student_outputs={},
+    )
+
+
 def _finetune(parts: Any, inputs: dict[str, Tensor]) -> Callable[[], None]:
     student = copy.deepcopy(parts.student)
     labels = inputs.pop("labels")
@@ -160,15 +175,7 @@ def _kd(parts: Any, inputs: dict[str, Tensor]) -> Callable[[], None]:
     def loss(o: dict[str, Any]) -> Tensor:
         return 0.5 * _kl(o["s"].logits, o["t"].logits, 2.0) + 0.5 * F.cross_entropy(o["s"].logits, labels)
 
-    return floor_step(
-        copy.deepcopy(parts.student),
-        parts.teacher,
-        nn.ModuleList(),
-        feed,
-        loss,
-        teacher_outputs={},
-        student_outputs={},
-    )
+    return _on_logits(parts, feed, loss)
 
 
 def _layerwise(parts: Any, inputs: dict[str, Tensor], key: str) -> Callable[[], None]:
@@ -266,15 +273,7 @@ def _tinybert_prediction(parts: Any, inputs: dict[str, Tensor]) -> Callable[[], 
         t = F.softmax(o["t"].logits.float(), dim=-1)
         return -(t * F.log_softmax(o["s"].logits.float(), dim=-1)).sum(-1).mean()
 
-    return floor_step(
-        copy.deepcopy(parts.student),
-        parts.teacher,
-        nn.ModuleList(),
-        feed,
-        loss,
-        teacher_outputs={},
-        student_outputs={},
-    )
+    return _on_logits(parts, feed, loss)
 
 
 def _minilm(parts: Any, inputs: dict[str, Tensor], version: int) -> Callable[[], None]:

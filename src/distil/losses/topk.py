@@ -46,6 +46,26 @@ def _teacher(values: Tensor, rest: Tensor, temperature: float) -> tuple[Tensor, 
     return log_p[:, :-1], log_p[:, -1]
 
 
+def _chunk(
+    student: Tensor,
+    rows: Tensor,
+    index: Tensor,
+    values: Tensor,
+    rest: Tensor,
+    temperature: float,
+    part: slice,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One chunk's top-k ids and log-probabilities: ``(ids, log q, log q_rest, log p_K, log p_rest)``.
+
+    Both passes recompute them (the backward keeps nothing of the forward's chunks).
+    """
+    idx = index[part]
+    s = student.index_select(0, rows[part]).float() / temperature
+    log_q, log_q_rest = _tail_terms(s, idx)
+    log_p, log_p_rest = _teacher(values[part], rest[part], temperature)
+    return idx, log_q, log_q_rest, log_p, log_p_rest
+
+
 class _ChunkedTopKL(torch.autograd.Function):
     """The loss over selected rows of ``student``, chunk by chunk, with a recomputing closed-form backward."""
 
@@ -64,10 +84,9 @@ class _ChunkedTopKL(torch.autograd.Function):
         with torch.autocast(student.device.type, enabled=False):
             for start in range(0, rows.numel(), chunk):
                 part = slice(start, start + chunk)
-                idx = index[part]
-                s = student.index_select(0, rows[part]).float() / temperature
-                log_q, log_q_rest = _tail_terms(s, idx)
-                log_p, log_p_rest = _teacher(values[part], rest[part], temperature)
+                idx, log_q, log_q_rest, log_p, log_p_rest = _chunk(
+                    student, rows, index, values, rest, temperature, part
+                )
                 top = (log_p.exp() * (log_p - log_q.gather(-1, idx))).sum()
                 p_rest = log_p_rest.exp()
                 # An empty tail (k = V) has p_rest = 0: no term, whatever log q_rest is.
@@ -86,10 +105,9 @@ class _ChunkedTopKL(torch.autograd.Function):
         with torch.autocast(student.device.type, enabled=False):
             for start in range(0, rows.numel(), chunk):
                 part = slice(start, start + chunk)
-                idx = index[part]
-                s = student.index_select(0, rows[part]).float() / temperature
-                log_q, log_q_rest = _tail_terms(s, idx)
-                log_p, log_p_rest = _teacher(values[part], rest[part], temperature)
+                idx, log_q, log_q_rest, log_p, log_p_rest = _chunk(
+                    student, rows, index, values, rest, temperature, part
+                )
                 q = log_q.exp()
                 # Outside K: q_j * (1 - p_rest / q_rest); inside K: q_j - p_j.
                 ratio = torch.where(log_p_rest.exp() > 0, (log_p_rest - log_q_rest).exp(), 0.0)

@@ -154,6 +154,16 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         raise _load_error("tokenizer", name, path, exc) from exc
 
 
+def _model_config(name: str) -> tuple[str, PretrainedConfig]:
+    """The resolved path of model ``name`` and its config, or a `ModelError` naming the model."""
+    path = resolve_model_path(name)
+    _check_local("model", name, path)
+    try:
+        return path, AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise _load_error("model", name, path, exc) from exc
+
+
 def _is_classifier(config: PretrainedConfig) -> bool:
     return any(arch.endswith("ForSequenceClassification") for arch in config.architectures or ())
 
@@ -223,12 +233,7 @@ def load_model(
     """
     if head not in HEADS:
         raise ConfigError(f"Unknown head {head!r}; choose one of {', '.join(HEADS)}.")
-    path = resolve_model_path(name)
-    _check_local("model", name, path)
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise _load_error("model", name, path, exc) from exc
+    path, config = _model_config(name)
     kwargs: dict[str, Any] = {}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
@@ -399,12 +404,7 @@ def model_label_names(name: str) -> list[str] | None:
     Raises:
         ModelError: The model's config cannot be read.
     """
-    path = resolve_model_path(name)
-    _check_local("model", name, path)
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise _load_error("model", name, path, exc) from exc
+    _, config = _model_config(name)
     return _named(getattr(config, "id2label", None)) if _is_classifier(config) else None
 
 

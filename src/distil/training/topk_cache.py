@@ -77,8 +77,9 @@ class TopKCache:
     def features(self, batch: Batch) -> Features:
         """The cached teacher of a batch's rows (by ``idx``), as a forward pass would give it."""
         assert batch.idx is not None
-        rows = np.sort(batch.idx.cpu().numpy())
-        order = np.argsort(np.argsort(batch.idx.cpu().numpy()))  # back to the batch's row order
+        idx = batch.idx.cpu().numpy()
+        rows = np.sort(idx)
+        order = np.argsort(np.argsort(idx))  # back to the batch's row order
         seq = batch.input_ids.shape[1]
 
         def read(array: np.ndarray) -> torch.Tensor:
