@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["QKV", "Batch", "FeatureRequest", "Features", "LossOutput", "RunView", "TopK"]
+__all__ = ["QKV", "Batch", "FeatureRequest", "Features", "LossOutput", "Resize", "RunView", "TopK"]
 
 
 @dataclass
@@ -216,3 +216,19 @@ class LossOutput:
 
     total: torch.Tensor
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Parameters a method narrowed in place (HomoDistil at a prune event), and which entries each kept.
+
+    The parameters stay the same objects, so the optimizer, hooks and tied weights keep them; what the loop
+    must still do is cut the optimizer's per-entry state (AdamW's moments) the same way, and wrap the
+    student again where a wrapper sized buffers to the old shapes (DDP's gradient buckets). No autograd
+    graph built before the cut may still be alive: its gradient accumulators expect the old shapes.
+
+    Attributes:
+        kept: ``(parameter, axis, kept indices)``, in the order they were applied to the parameter.
+    """
+
+    kept: tuple[tuple[torch.nn.Parameter, int, torch.Tensor], ...]

@@ -61,12 +61,13 @@ def _patched(cls: type, entry: dict[str, Any], rank: int) -> Iterator[None]:
     kill, stop = entry.get("kill_after_step"), entry.get("stop_after_step")
     if kill or stop:
 
-        def ending(self: Any, done: int) -> None:
-            step_end(self, done)
+        def ending(self: Any, done: int) -> Any:
+            change = step_end(self, done)
             if done == kill:
                 os.kill(os.getpid(), signal.SIGKILL)
             if done == stop:
                 raise Stopped
+            return change
 
         cls.on_step_end = ending
     try:

@@ -40,15 +40,17 @@ def _corpus_cfg(tmp_path: Path, teacher: Path, name: str = "run", steps: int = 6
 
 
 def _masked_student(cfg, checkpoint: Path):
-    """Rebuild the run's masked student (and method) from a checkpoint, as a resume would."""
+    """Rebuild the run's live student (and method) from a checkpoint, as a resume would."""
     parts = build_run(cfg)
+    state = load_file(checkpoint / "method_state.safetensors")
+    parts.method.restore_shapes(state)  # narrowed to the saved widths (slicing), or kept (masks)
     weights = checkpoint_tensors(checkpoint, "model.student.")
     missing, unexpected = parts.student.load_state_dict(weights, strict=False)
     # A checkpoint stores tied weights once: only aliases of stored tensors may be missing.
     stored = {t.data_ptr() for k, t in parts.student.state_dict().items() if k in weights}
     assert not unexpected and all(parts.student.state_dict()[k].data_ptr() in stored for k in missing)
     parts.method.trainable_modules().load_state_dict(checkpoint_tensors(checkpoint, "model.extras."))
-    parts.method.load_state_dict(load_file(checkpoint / "method_state.safetensors"))
+    parts.method.load_state_dict(state)
     return parts.student.eval(), parts.method
 
 
@@ -82,6 +84,32 @@ def test_corpus_run_exports_a_standard_checkpoint_equal_to_the_masked_model(tmp_
     masked, _ = _masked_student(cfg, latest_checkpoint(Path(cfg.run_dir)))  # resizes the empty EMAs
     exported = type(masked).from_pretrained(result.student_dir).eval()
     torch.testing.assert_close(_logits(exported), _logits(masked), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_loop_run_narrowed_at_prune_events_equals_the_masked_run(tmp_path, family):
+    """``pruning=slicing`` (the default) and ``masks`` train the same student through the loop."""
+    teacher = _lm_teacher(tmp_path / "teacher", family)
+    results = {}
+    for mode in ("slicing", "masks"):
+        cfg = _corpus_cfg(tmp_path, teacher, mode, steps=8, t_f=6, delta_t=2, pruning=mode)
+        cfg.train.log_every = 1
+        result = train(cfg, progress=False)
+        lines = (result.run_dir / "log.jsonl").read_text().splitlines()
+        results[mode] = ([json.loads(line) for line in lines if '"loss/total"' in line], result.student_dir)
+    (sliced, sliced_dir), (masked, masked_dir) = results["slicing"], results["masks"]
+    assert len(sliced) == len(masked) == 8
+    for a, b in zip(sliced, masked, strict=True):
+        for key in (k for k in b if k.startswith("loss/")):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
+    a, b = load_file(sliced_dir / "model.safetensors"), load_file(masked_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-5)
+    checkpoint = latest_checkpoint(Path(tmp_path / "slicing"))  # the weights as trained: narrowed
+    weights = checkpoint_tensors(checkpoint, "model.student.")
+    emb = "transformer.wte.weight" if family == "gpt2" else "bert.embeddings.word_embeddings.weight"
+    assert weights[emb].shape[1] == 16
 
 
 def test_resume_mid_pruning_equals_the_uninterrupted_run(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ from transformers import AutoModelForMaskedLM
 
 from distil.config import RunConfig, build_run_config
 from distil.methods.kd import KD
+from distil.training.checkpoint import latest_checkpoint
 from distil.training.loop import train
 from factories import save_tiny_pair, tiny_config, tiny_tokenizer
 from helpers import corpus_run, tiny_run, train_interrupted, write_tiny_task
@@ -74,13 +75,15 @@ def _lm_teacher(tmp: Path) -> Path:
     return folder
 
 
-def _config(tmp: Path, method: str, name: str, batch: int, **train_: Any) -> RunConfig:
+def _config(
+    tmp: Path, method: str, name: str, batch: int, pruning: str = "slicing", **train_: Any
+) -> RunConfig:
     """``method`` for 10 steps at a global batch of 8 (``batch`` per process), dropout off.
 
     KD and LWD (which trains projections of its own) on a tiny labelled task; MiniLMv2 (whose relations
     leave the student's last FFN without gradient) and DistilBERT-style (masking) on a tiny corpus. Every
     row has the same length: LWD's hidden-state MSE averages over all positions, padding included, so a
-    batch split differently would pad differently.
+    batch split differently would pad differently. HomoDistil (masking too) prunes the teacher's copy.
     """
     settings = {"batch_size": batch, "max_steps": STEPS, **train_}
     if method in ("kd", "lwd"):
@@ -91,7 +94,10 @@ def _config(tmp: Path, method: str, name: str, batch: int, **train_: Any) -> Run
         if train_.get("eval_every"):  # regression: continuous dev metrics; 15 dev rows: uneven shards
             overrides |= _regression(tmp)
         return tiny_run(tmp, method, **{"run_dir": str(tmp / name), "data.dev_file": None, **overrides})
-    if method == "minilmv2":
+    if method == "homodistil":  # pruned 32 -> 16 wide over steps 2-6, narrowed at each prune event
+        student, teacher = {"init": "copy"}, _lm_teacher(tmp)
+        spec = {"t_i": 1, "t_f": 6, "delta_t": 2, "pruning": pruning}
+    elif method == "minilmv2":
         if not (tmp / "teacher").exists():
             save_tiny_pair(tmp / "teacher", "bert", num_labels=2)
         student, spec = {"init": "config", "num_layers": 1, "hidden_size": 16}, {"relation_heads": 4}
@@ -146,8 +152,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     def job(method: str, name: str, **extra: Any) -> dict[str, Any]:
         settings = {k: v for k, v in extra.items() if k not in ("masks", "footprint", "stop_after_step")}
+        pruning = settings.pop("pruning", "slicing")
         entry = {k: v for k, v in extra.items() if k not in settings}
-        return {"config": _yaml(_config(tmp, method, name, 4, **settings), tmp), **entry}
+        return {"config": _yaml(_config(tmp, method, name, 4, pruning, **settings), tmp), **entry}
 
     _launch(
         tmp,
@@ -160,6 +167,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             job("distilbert", "masked-full", **fsdp, masks=str(_folder(tmp / "masks-full"))),
             # Two processes stopping after step 5 (checkpoint at step 4), resumed in one process below.
             job("kd", "kd-two-to-one", **fsdp, stop_after_step=5),
+            # HomoDistil on DDP: narrowed at prune events (re-wrapped each time) against masked at full
+            # width; and stopped after step 3 (checkpoint at step 2, mid-pruning), resumed below.
+            job("homodistil", "homodistil-ddp", parallel="ddp", checkpoint_every=2),
+            job("homodistil", "homodistil-ddp-masks", parallel="ddp", pruning="masks"),
+            job(
+                "homodistil", "homodistil-ddp-stopped", parallel="ddp", checkpoint_every=2, stop_after_step=3
+            ),
         ],
     )
     killed = job("distilbert", "masked-killed", **fsdp, masks=str(_folder(tmp / "masks-before")))
@@ -171,6 +185,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [
             killed | resumed | {"masks": str(_folder(tmp / "masks-after"))},
             job("kd", "kd-one-to-two", **fsdp) | resumed,
+            job("homodistil", "homodistil-ddp-stopped", parallel="ddp", checkpoint_every=2) | resumed,
         ],
     )
     two_to_one = _config(tmp, "kd", "kd-two-to-one", 4, grad_accum=2, checkpoint_every=2)
@@ -228,6 +243,21 @@ def test_resume_across_process_counts(runs: Path) -> None:
         recipe = json.loads((runs / name / "student" / "recipe.json").read_text())
         assert recipe["results"]["world_size"] == world and recipe["results"]["steps"] == STEPS
         _assert_same_student(runs / "kd-one", runs / name)
+
+
+def test_homodistil_narrowed_on_ddp_equals_masked_and_resumes_exactly(runs: Path) -> None:
+    """Each prune event narrows the student and DDP wraps it again; the masked run computes the same."""
+    for name in ("homodistil-ddp", "homodistil-ddp-masks", "homodistil-ddp-stopped"):
+        recipe = json.loads((runs / name / "student" / "recipe.json").read_text())
+        assert (recipe["results"]["world_size"], recipe["results"]["parallel"]) == (2, "ddp")
+        assert json.loads((runs / name / "student" / "config.json").read_text())["hidden_size"] == 16
+    last = latest_checkpoint(runs / "homodistil-ddp")
+    assert last is not None and last.name == f"step-{STEPS:08d}"
+    state = load_file(last / "method_state.safetensors")
+    assert state["pruning.masks.hidden"].numel() == 16  # the checkpoint holds the narrowed student
+    assert abs(_final_loss(runs / "homodistil-ddp") - _final_loss(runs / "homodistil-ddp-masks")) <= 1e-5
+    _assert_same_student(runs / "homodistil-ddp", runs / "homodistil-ddp-masks")
+    _assert_same_student(runs / "homodistil-ddp", runs / "homodistil-ddp-stopped", atol=1e-6)
 
 
 def test_fsdp_filled_from_process_0_equals_one_process(runs: Path) -> None:

@@ -15,6 +15,7 @@ from distil.errors import ConfigError
 from distil.methods import MethodContext
 from distil.methods.homodistil import HomoDistil, HomoDistilConfig
 from distil.models.students import count_parameters
+from distil.training.optim import cut_optimizer_state
 from distil.types import Batch
 from factories import tiny_config, tiny_model, tiny_tokenizer
 
@@ -41,20 +42,29 @@ def _method(teacher, num_labels: int = 0, **cfg):
 
 
 def _train(method, student, teacher, steps, start=1, lr=1e-2):
-    """Manual loop with AdamW: what the shared loop does around the method's hooks."""
+    """Manual loop with AdamW: what the shared loop does around the method's hooks; returns the losses."""
     extra = [p for p in method.trainable_modules().parameters() if p.requires_grad]
     opt = getattr(method, "_opt", None) or torch.optim.AdamW([*student.parameters(), *extra], lr=lr)
     method._opt = opt
-    labels = torch.tensor([0, 2])
+    losses = []
     for step in range(start, start + steps):
-        batch = method.prepare_batch(Batch(input_ids=IDS, attention_mask=MASK, labels=labels))
-        s = forward_features(student, batch, method.student_request())
-        with torch.no_grad():
-            t = forward_features(teacher, batch, method.teacher_request())
-        method.loss(batch, s, t).total.backward()
+        losses.append(_backward(method, student, teacher))  # no graph outlives it: shapes may change below
         opt.step()
         opt.zero_grad(set_to_none=True)
-        method.on_step_end(step)
+        change = method.on_step_end(step)
+        if change is not None:
+            cut_optimizer_state(opt, change)
+    return losses
+
+
+def _backward(method, student, teacher):
+    batch = method.prepare_batch(Batch(input_ids=IDS, attention_mask=MASK, labels=torch.tensor([0, 2])))
+    s = forward_features(student, batch, method.student_request())
+    with torch.no_grad():
+        t = forward_features(teacher, batch, method.teacher_request())
+    out = method.loss(batch, s, t)
+    out.total.backward()
+    return {k: v.item() for k, v in out.parts.items()}
 
 
 def _outputs(model):
@@ -125,7 +135,7 @@ def test_units_are_coupled_in_the_plan():
 
 def test_coupled_units_are_pruned_together_and_heads_stay_uniform():
     teacher = _teacher("bert")
-    method, student = _method(teacher)
+    method, student = _method(teacher, pruning="masks")
     _train(method, student, teacher, 4)
     masks = method.prune_state.masks
     layer = student.bert.encoder.layer[0]
@@ -154,7 +164,7 @@ def test_coupled_units_are_pruned_together_and_heads_stay_uniform():
 
 def test_pruned_units_never_come_back():
     teacher = _teacher("gpt2")
-    method, student = _method(teacher, t_f=6, delta_t=2)
+    method, student = _method(teacher, t_f=6, delta_t=2, pruning="masks")
     state = method.prune_state
     history = []
     for step in range(1, 10):
@@ -186,7 +196,9 @@ def test_pruned_units_never_come_back():
 def test_masked_model_equals_sliced_export_during_a_run(family, head, scaling):
     teacher = _teacher(family, head)
     num_labels = 3 if head == "seq" else 0
-    method, student = _method(teacher, num_labels, attention_scaling=scaling, t_f=5, delta_t=2)
+    method, student = _method(
+        teacher, num_labels, attention_scaling=scaling, t_f=5, delta_t=2, pruning="masks"
+    )
     for step in range(1, 7):  # widths change at steps 2, 4 and 5
         _train(method, student, teacher, 1, start=step)
         with warnings.catch_warnings():
@@ -198,6 +210,57 @@ def test_masked_model_equals_sliced_export_during_a_run(family, head, scaling):
     assert count_parameters(exported) == exported_parameters(
         student, method.plan, 4, 32 if family != "gpt2" else 64
     )
+
+
+@pytest.mark.parametrize(
+    ("family", "head", "scaling"),
+    [("bert", "mlm", "teacher"), ("roberta", "seq", "pruned"), ("gpt2", "mlm", "teacher"),
+     ("gpt2", "mlm", "pruned")],
+)  # fmt: skip
+def test_sliced_run_equals_masked_run(family, head, scaling):
+    """Narrowing at each prune event computes what masking at full width does: losses, scores, export."""
+    teacher = _teacher(family, head)
+    num_labels = 3 if head == "seq" else 0
+    settings = {
+        "attention_scaling": scaling,
+        "t_i": 1,
+        "t_f": 6,
+        "delta_t": 2,
+        "alpha_task": float(num_labels > 0),
+    }
+    runs = {}
+    for mode in ("masks", "slicing"):
+        method, student = _method(teacher, num_labels, pruning=mode, **settings)
+        widths = []
+        losses = []
+        for step in range(1, 9):  # widths change at steps 3, 5 and 6
+            torch.manual_seed(step)  # the same MLM masks in both runs
+            losses += _train(method, student, teacher, 1, start=step, lr=1e-3)
+            kept = tuple(int(m.sum()) for m in method.prune_state.masks.values())
+            widths.append((sum(p.numel() for p in student.parameters()), kept))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runs[mode] = (losses, widths, method.export(), method, student)
+    (
+        (masked_losses, full, masked_export, masked, _),
+        (sliced_losses, narrow, sliced_export, sliced, student),
+    ) = (runs["masks"], runs["slicing"])
+    for a, b in zip(masked_losses, sliced_losses, strict=True):
+        assert a.keys() == b.keys()
+        for name in a:
+            assert b[name] == pytest.approx(a[name], rel=1e-5, abs=1e-5), name
+    torch.testing.assert_close(_outputs(sliced_export), _outputs(masked_export), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_outputs(student), _outputs(sliced_export), atol=1e-5, rtol=1e-5)
+    for name, value in masked_export.state_dict().items():
+        torch.testing.assert_close(sliced_export.state_dict()[name], value, atol=1e-5, rtol=1e-5)
+    assert {k: int(m.sum()) for k, m in sliced.prune_state.masks.items()} == {
+        k: int(m.sum()) for k, m in masked.prune_state.masks.items()
+    }
+    # The live student is as large as its current widths: fewer parameters exactly when units were pruned.
+    assert [k for _, k in narrow] == [k for _, k in full] and len({n for n, _ in full}) == 1
+    assert narrow[-1][0] == count_parameters(sliced_export) < full[0][0]
+    for (n0, k0), (n1, k1) in itertools.pairwise(narrow):
+        assert (n1 < n0) == (k1 != k0) and n1 <= n0
 
 
 def test_exported_parameter_count_by_hand():

@@ -12,11 +12,20 @@ one of the full step. ``on_step_end`` then updates the EMAs, prunes on schedule 
 (Adam's moments would otherwise regrow pruned weights). With several processes the per-process
 sensitivities are averaged, so every process holds the same scores and masks.
 
-The model keeps its shapes while it is pruned: pruned rows and columns are zero, and forward hooks on
-its LayerNorms compute mean and variance over the kept hidden dims only, so the masked model computes
-exactly what the physically sliced one does (`distil.adapters.slicing`). Masks and EMAs live in
-`PruneState`, the method's non-trainable state (its ``state_dict``), so checkpoints save them and a
-resumed run continues the same schedule. The EMAs are emptied once the widths are final (``t_f``).
+Two ways to drop what a prune event removes, equal up to float rounding:
+
+- ``slicing`` (the default): the model is narrowed in place to the kept units at every prune event
+  (`distil.adapters.slicing.narrow_in_place`), with its EMAs; the masks are then all ones at the new
+  widths until the next event, and a step costs what a model of the current widths costs. The method
+  returns the cuts so the loop cuts the optimizer's moments alike (`distil.types.Resize`).
+- masks: the model keeps its full shapes; pruned rows and columns are zero (re-zeroed after every
+  optimiser step), and forward hooks on its LayerNorms compute mean and variance over the kept hidden dims
+  only, so the masked model computes exactly what the sliced one does. Every step costs the full width.
+
+Masks and EMAs live in `PruneState`, the method's non-trainable state (its ``state_dict``), so checkpoints
+save them and a resumed run continues the same schedule; with slicing their sizes are the widths the
+model had, which a resumed run narrows its fresh copy to before the weights load (`Pruner.restore`).
+The EMAs are emptied once the widths are final (``t_f``).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from torch.utils.hooks import RemovableHandle
 from transformers import PreTrainedModel
 
 from distil.adapters.pruning import Group, PruningPlan
+from distil.adapters.slicing import narrow_in_place
 
 __all__ = ["PruneState", "Pruner", "cubic_keep"]
 
@@ -93,13 +103,33 @@ class PruneState:
         return {f"{name}.{_key(k)}": v for name, table in self._tables().items() for k, v in table.items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore what ``state_dict`` returned (released EMAs come back empty)."""
-        expected = set(self.state_dict())
-        if set(state) != expected:
-            raise ValueError(f"Pruning state keys differ: missing {sorted(expected - set(state))[:3]}.")
+        """Restore what ``state_dict`` returned (released EMAs come back empty).
+
+        Raises:
+            ValueError: Keys differ, or a tensor's shape is not the current one (nor empty, for EMAs).
+        """
+        expected = self.state_dict()
+        if set(state) != set(expected):
+            raise ValueError(f"Pruning state keys differ: missing {sorted(set(expected) - set(state))[:3]}.")
+        for key, value in state.items():
+            if value.shape != expected[key].shape and not (
+                value.numel() == 0 and key[:4] in ("ipt.", "unc.")
+            ):
+                raise ValueError(
+                    f"Pruning state {key}: shape {tuple(value.shape)}, not {tuple(expected[key].shape)}."
+                )
         for name, table in self._tables().items():
             for key in table:
                 table[key] = state[f"{name}.{_key(key)}"].clone()
+
+    def narrow(self, cuts: list[tuple[str, int, Tensor]], sizes: dict[str, int]) -> None:
+        """Cut the EMAs like their parameters; every mask all ones at its group's new size."""
+        for name, axis, index in cuts:
+            for table in (self.ipt, self.unc):
+                if table[name].numel():  # released EMAs stay empty
+                    table[name] = table[name].index_select(axis, index.to(table[name].device))
+        for key, size in sizes.items():
+            self.masks[key] = self.masks[key].new_ones(size)
 
 
 class Pruner:
@@ -117,6 +147,7 @@ class Pruner:
         beta2: EMA constant of the uncertainty; 1 scores by the smoothed sensitivity alone.
         scale_attention: Rescale attention scores to ``1/sqrt(kept head dim)`` as heads shrink, instead
             of keeping the teacher's ``1/sqrt(full head dim)``.
+        slicing: Narrow the model at each prune event instead of masking it at full width.
     """
 
     def __init__(
@@ -132,8 +163,12 @@ class Pruner:
         beta1: float,
         beta2: float,
         scale_attention: bool,
+        slicing: bool = True,
     ) -> None:
         self.model, self.plan, self.state, self.target = model, plan, state, target
+        self.slicing = slicing
+        # The schedule runs from the full widths whatever the model has been narrowed to.
+        self.full_head_dim, self.full_ffn = plan.head_dim, plan.ffn
         self.t_i, self.t_f, self.delta_t, self.beta1, self.beta2 = t_i, t_f, delta_t, beta1, beta2
         self.scale_attention = scale_attention
         self.params = {n: p for n, p in model.named_parameters() if n in state.ipt}
@@ -192,15 +227,19 @@ class Pruner:
 
     def widths(self, step: int) -> tuple[int, int]:
         """``(head_dim, ffn)`` the schedule prescribes after ``step``."""
-        k = cubic_keep(step, self.plan.head_dim, self.target[0], self.t_i, self.t_f)
-        return k, cubic_keep(step, self.plan.ffn, self.target[1], self.t_i, self.t_f)
+        k = cubic_keep(step, self.full_head_dim, self.target[0], self.t_i, self.t_f)
+        return k, cubic_keep(step, self.full_ffn, self.target[1], self.t_i, self.t_f)
 
     def is_prune_step(self, step: int) -> bool:
         """Masks change every ``delta_t`` steps after ``t_i``, and at ``t_f``."""
         return step == self.t_f or (self.t_i < step < self.t_f and (step - self.t_i) % self.delta_t == 0)
 
-    def prune(self, step: int) -> None:
-        """Shrink every group to the scheduled width, keeping the best-scored units that are still kept."""
+    def prune(self, step: int) -> bool:
+        """Shrink every group to the scheduled width, keeping the best-scored units that are still kept.
+
+        Returns whether any mask changed.
+        """
+        changed = False
         kept = self.plan.kept_sizes(*self.widths(step))
         for key, group in self.plan.groups.items():
             mask = self.state.masks[key]
@@ -212,33 +251,82 @@ class Pruner:
             new = torch.zeros_like(rows).scatter_(1, scores.topk(keep, dim=1).indices, 1.0)
             assert bool((new <= rows).all()), "pruning must be monotone"
             mask.copy_(new.view(-1))
+            changed = True
+        return changed
 
     @torch.no_grad()
-    def apply_masks(self) -> None:
-        """Zero every pruned row, column and bias entry (after each optimiser step: Adam regrows them)."""
+    def apply_masks(self, tables: tuple[dict[str, Tensor], ...] = ()) -> None:
+        """Zero every pruned row, column and bias entry (after each optimiser step: Adam regrows them).
+
+        Args:
+            tables: Tensors shaped like the parameters to zero instead (the EMAs, at a prune event).
+        """
         for key, group in self.plan.groups.items():
             mask = self.state.masks[key]
             for slot in group.slots:
-                param = self.params[slot.param]
-                shape = [1] * param.ndim
-                shape[slot.axis] = group.size
-                block = param.narrow(slot.axis, slot.segment * group.size, group.size)
-                block.mul_(mask.view(shape).to(param.dtype))
+                for param in [self.params[slot.param]] if not tables else [t[slot.param] for t in tables]:
+                    if param.numel() == 0:  # released EMAs
+                        continue
+                    shape = [1] * param.ndim
+                    shape[slot.axis] = group.size
+                    block = param.narrow(slot.axis, slot.segment * group.size, group.size)
+                    block.mul_(mask.view(shape).to(param.dtype))
 
     @torch.no_grad()
-    def on_step_end(self, step: int) -> None:
-        """EMA update (until ``t_f``, then the EMAs are released), pruning on schedule, masks re-applied."""
+    def on_step_end(self, step: int) -> list[tuple[str, int, Tensor]] | None:
+        """EMA update (until ``t_f``, then the EMAs are released), pruning on schedule, then the drop.
+
+        Slicing narrows the model to the kept units at a prune event and returns the cuts; masks zero the
+        pruned entries after every step (AdamW would regrow them).
+        """
         self.state.to(next(iter(self.params.values())).device)
         if step <= self.t_f:
             self.update_scores()
         self._sens = {}
         self.recording = step < self.t_f
-        if self.is_prune_step(step):
-            self.prune(step)
+        pruned = self.is_prune_step(step) and self.prune(step)
         if step >= self.t_f:
             self.state.release_scores()
-        self.apply_masks()
+        cuts = None
+        if not self.slicing:
+            if pruned:
+                # A unit's score sums its entries that are still in the model, as slicing has it: a pruned
+                # entry's EMAs would otherwise linger in the scores of the units it was coupled to. Once
+                # zeroed they stay 0 (a zero weight has sensitivity 0).
+                self.apply_masks((self.state.ipt, self.state.unc))
+            self.apply_masks()
+        elif pruned:
+            cuts = self._narrow({k: m.nonzero().flatten() for k, m in self.state.masks.items()})
         self.sync()
+        return cuts
+
+    def _narrow(self, kept: dict[str, Tensor]) -> list[tuple[str, int, Tensor]]:
+        self.plan, cuts = narrow_in_place(self.model, self.plan, kept)
+        self.state.narrow(cuts, {k: len(index) for k, index in kept.items()})
+        return cuts
+
+    def restore(self, sizes: dict[str, int]) -> list[tuple[str, int, Tensor]] | None:
+        """Narrow the model to the group sizes a checkpoint's masks have, before its weights load.
+
+        Which units are kept does not matter (the weights are overwritten); their number does. ``None``
+        when the sizes are the current ones (a checkpoint before the first prune event, or of masks).
+
+        Raises:
+            ValueError: The groups differ from the plan's, or a size is not within the current one.
+        """
+        current = {k: g.size for k, g in self.plan.groups.items()}
+        if sizes == current:
+            return None
+        if set(sizes) != set(current) or any(not 0 < sizes[k] <= current[k] for k in current):
+            raise ValueError(f"Pruning state sizes {sizes} do not fit this model's groups {current}.")
+        device = self.state.masks["hidden"].device
+        kept = {}
+        for key, group in self.plan.groups.items():  # the first units of every head: heads stay uniform
+            per_head = torch.arange(sizes[key] // group.heads, device=device)
+            kept[key] = (
+                torch.arange(group.heads, device=device)[:, None] * (group.size // group.heads) + per_head
+            ).flatten()
+        return self._narrow(kept)
 
     # --- masked forward ---------------------------------------------------------------------------
 
@@ -256,7 +344,7 @@ class Pruner:
         for i, module in enumerate(self._attention):
             factor = 1.0
             if self.scale_attention:
-                factor = (self.plan.head_dim * self.plan.num_heads / self.kept[f"l{i}_qk"]) ** 0.5
+                factor = (self.full_head_dim * self.plan.num_heads / self.kept[f"l{i}_qk"]) ** 0.5
             module.scaling = self._scaling[i] * factor
 
     def _masked_norm(self, module: nn.LayerNorm, args: tuple[Any, ...], output: Tensor) -> Tensor | None:

@@ -81,8 +81,10 @@ class PruningPlan:
         hidden_key: Config key of the hidden width (``hidden_size``, ``n_embd``).
         ffn_key: Config key of the FFN width (``intermediate_size``, ``n_inner``).
         num_heads: Attention heads (never pruned).
-        head_dim: Full per-head width.
-        ffn: Full FFN width.
+        head_dim: Per-head width (the model's current one: a narrowed model gets a narrowed plan).
+        ffn: FFN width.
+        attention_widths: Attributes of the attention module that hold a width, each with what it holds
+            (``head_dim`` or ``hidden``): narrowing a model in place sets them (`distil.adapters.slicing`).
     """
 
     groups: dict[str, Group]
@@ -94,6 +96,7 @@ class PruningPlan:
     num_heads: int
     head_dim: int
     ffn: int
+    attention_widths: tuple[tuple[str, str], ...] = ()
 
     def kept_sizes(self, head_dim: int, ffn: int) -> dict[str, int]:
         """Units each group keeps at per-head width ``head_dim`` and FFN width ``ffn``."""
@@ -115,6 +118,7 @@ class _Family:
     hidden_key: str
     ffn_key: str
     conv1d: bool  # weights stored [in, out] (GPT-2's Conv1D) instead of nn.Linear's [out, in]
+    attention_widths: tuple[tuple[str, str], ...]  # width attributes its forward reads (PruningPlan)
 
 
 _BERT_LIKE = _Family(
@@ -130,6 +134,7 @@ _BERT_LIKE = _Family(
     hidden_key="hidden_size",
     ffn_key="intermediate_size",
     conv1d=False,
+    attention_widths=(("attention_head_size", "head_dim"), ("all_head_size", "hidden")),
 )
 _GPT2 = _Family(
     projections=(
@@ -142,6 +147,7 @@ _GPT2 = _Family(
     hidden_key="n_embd",
     ffn_key="n_inner",
     conv1d=True,
+    attention_widths=(("head_dim", "head_dim"), ("embed_dim", "hidden"), ("split_size", "hidden")),
 )
 _FAMILIES = {"bert": _BERT_LIKE, "roberta": _BERT_LIKE, "xlm-roberta": _BERT_LIKE, "gpt2": _GPT2}
 SUPPORTED_FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
@@ -251,8 +257,9 @@ def build_plan(model: PreTrainedModel) -> PruningPlan:
     if len(attention) != len(layers) or not all(n.startswith(base) for n in attention):
         raise ModelError("Could not find one attention module with a 'scaling' attribute per layer.")
     return PruningPlan(
-        groups, norms, attention, fam.attention, fam.hidden_key, fam.ffn_key, heads, d // heads, ffn
-    )
+        groups, norms, attention, fam.attention, fam.hidden_key, fam.ffn_key, heads, d // heads, ffn,
+        fam.attention_widths,
+    )  # fmt: skip
 
 
 def exported_parameters(model: PreTrainedModel, plan: PruningPlan, head_dim: int, ffn: int) -> int:

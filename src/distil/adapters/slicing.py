@@ -14,17 +14,19 @@ by default). The ratio is folded into the query weights and bias, which is exact
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from transformers import PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 
 from distil.adapters.pruning import Group, PruningPlan, Slot
 
-__all__ = ["kept_widths", "sliced_model"]
+__all__ = ["kept_widths", "narrow_in_place", "sliced_model"]
 
 
 def kept_widths(plan: PruningPlan, masks: Mapping[str, Tensor]) -> tuple[int, int]:
@@ -56,13 +58,19 @@ def _index(plan: PruningPlan) -> dict[str, dict[int, list[tuple[Group, Slot]]]]:
     return by_param
 
 
+def _axis_index(
+    t: Tensor, axis: int, entries: list[tuple[Group, Slot]], kept: Mapping[str, Tensor]
+) -> Tensor:
+    """Indices of ``t``'s entries along ``axis`` that the kept units of its slots' groups keep."""
+    entries = sorted(entries, key=lambda e: e[1].segment)
+    if sum(g.size for g, _ in entries) != t.shape[axis]:
+        raise ValueError(f"Slots do not cover axis {axis} of a {tuple(t.shape)} tensor.")
+    return torch.cat([s.segment * g.size + kept[g.key].to(t.device) for g, s in entries])
+
+
 def _slice(t: Tensor, axes: Mapping[int, list[tuple[Group, Slot]]], kept: Mapping[str, Tensor]) -> Tensor:
     for axis, entries in axes.items():
-        entries = sorted(entries, key=lambda e: e[1].segment)
-        if sum(g.size for g, _ in entries) != t.shape[axis]:
-            raise ValueError(f"Slots do not cover axis {axis} of a {tuple(t.shape)} tensor.")
-        index = torch.cat([s.segment * g.size + kept[g.key].to(t.device) for g, s in entries])
-        t = t.index_select(axis, index)
+        t = t.index_select(axis, _axis_index(t, axis, entries, kept))
     return t
 
 
@@ -104,3 +112,56 @@ def sliced_model(model: PreTrainedModel, plan: PruningPlan, masks: Mapping[str, 
         if name in buffers and buffers[name].shape == value.shape:
             buffers[name].copy_(value)
     return new
+
+
+def _set_widths(model: PreTrainedModel, plan: PruningPlan, hidden: int, ffn: int) -> None:
+    """The width attributes that modules and the config read, set from the (narrowed) weights."""
+    setattr(model.config, plan.hidden_key, hidden)
+    setattr(model.config, plan.ffn_key, ffn)
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.out_features, module.in_features = module.weight.shape
+        elif isinstance(module, Conv1D):
+            module.nx, module.nf = module.weight.shape
+        elif isinstance(module, nn.Embedding):
+            module.embedding_dim = module.weight.shape[1]
+        elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+            module.normalized_shape = tuple(module.weight.shape)
+    modules = dict(model.named_modules())
+    for name in plan.attention:
+        for attr, kind in plan.attention_widths:
+            setattr(modules[name], attr, hidden // plan.num_heads if kind == "head_dim" else hidden)
+
+
+@torch.no_grad()
+def narrow_in_place(
+    model: PreTrainedModel, plan: PruningPlan, kept: Mapping[str, Tensor]
+) -> tuple[PruningPlan, list[tuple[str, int, Tensor]]]:
+    """Narrow ``model`` itself to the ``kept`` units of each group (indices into the group's current units).
+
+    Modules and parameter objects stay (an optimizer, gradient hooks and tied weights keep referring to
+    them); each parameter's data becomes the kept entries, and the widths the modules and the config
+    read are set to match, so the model computes what `sliced_model` of the same masks computes, minus
+    the folded attention scale: the live ``scaling`` of each attention module is kept as it is.
+
+    Returns:
+        The plan of the narrowed model (group sizes, head and FFN widths), and ``(parameter name, axis,
+        kept indices)`` for every axis cut, in the order applied.
+    """
+    sizes = {key: len(index) for key, index in kept.items()}
+    ffn = {sizes[k] for k, g in plan.groups.items() if g.kind == "ffn"}
+    if len(ffn) != 1 or any(sizes[k] != sizes["hidden"] for k, g in plan.groups.items() if g.kind != "ffn"):
+        raise ValueError(f"Kept units do not describe a standard model: {sizes}.")
+    params = dict(model.named_parameters())
+    cuts = []
+    for name, axes in _index(plan).items():
+        param = params[name]
+        for axis, entries in axes.items():
+            index = _axis_index(param, axis, entries, kept)
+            param.data = param.data.index_select(axis, index)
+            cuts.append((name, axis, index))
+    hidden, width = sizes["hidden"], ffn.pop()
+    _set_widths(model, plan, hidden, width)
+    groups = {k: dataclasses.replace(g, size=sizes[k]) for k, g in plan.groups.items()}
+    narrowed = dataclasses.replace(plan, groups=groups, head_dim=hidden // plan.num_heads, ffn=width)
+    return narrowed, cuts

@@ -52,6 +52,10 @@ class HomoDistilConfig:
         train_projections: Train W_hid^k and W_emb (identity-initialised, teacher side) or keep them fixed.
         layer_map: Teacher layer of each student layer: ``uniform`` (the identity for a copy of the
             teacher, the paper's setting) or a 1-indexed list, for students with fewer layers.
+        pruning: ``slicing``: narrow the student (its weights, AdamW moments and PLATON scores) to the
+            kept widths at every prune event, so a step costs what the current widths cost; ``masks``:
+            keep the full shapes and zero what is pruned (the same run up to float rounding, at the full
+            width's cost every step; kept as the reference the slicing is tested against).
     """
 
     target_hidden_size: int | None = None
@@ -76,6 +80,7 @@ class HomoDistilConfig:
     mlm_probability: float = 0.15
     train_projections: bool = True
     layer_map: Literal["uniform"] | list[int] = "uniform"
+    pruning: Literal["slicing", "masks"] = "slicing"
 
     name: ClassVar[str] = "homodistil"
 

@@ -24,7 +24,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.errors import ConfigError
-from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
+from distil.types import Batch, FeatureRequest, Features, LossOutput, Resize, RunView
 
 __all__ = ["Method", "MethodConfig", "MethodContext", "refuse_teacher_cache", "require_labels"]
 
@@ -151,8 +151,22 @@ class Method(Protocol):
         """
         return batch
 
-    def on_step_end(self, step: int) -> None:
-        """After every optimiser step (e.g. pruning); ``step`` counts from 1."""
+    def on_step_end(self, step: int) -> Resize | None:
+        """After every optimiser step (e.g. pruning); ``step`` counts from 1.
+
+        A method that narrowed parameters in place returns which entries it kept (`distil.types.Resize`);
+        the loop then cuts the optimizer's state alike and wraps the student again.
+        """
+        return None
+
+    def restore_shapes(self, state: Mapping[str, torch.Tensor]) -> Resize | None:
+        """Before a checkpoint's tensors load: give the student the shapes its method state records.
+
+        ``state`` is what ``state_dict`` returned when the checkpoint was written; HomoDistil narrows the
+        full-width copy it starts from to the widths it had pruned to, so the saved weights fit. The
+        weights themselves load afterwards; the loop handles the returned `distil.types.Resize` as after
+        ``on_step_end``.
+        """
         return None
 
     def export_model(self, student: PreTrainedModel) -> PreTrainedModel:

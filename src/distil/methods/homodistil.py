@@ -2,7 +2,8 @@
 
 The student starts as an exact copy of the teacher (``models.student.init=copy``, prediction head
 included) and is pruned while it is distilled, from full width to the target widths at step ``t_f``
-along a cubic schedule, then trained on at the target widths. Loss:
+along a cubic schedule, then trained on at the target widths; at each prune event it is narrowed in place
+to the widths it keeps (``pruning=slicing``, the default), so a step costs what its current widths cost. Loss:
 ``alpha_mlm L_MLM + alpha_kl T^2 KL(p_t || p_s) + alpha_hidden sum_k MSE(H_s^k, H_t^k W_hid^k)
 + alpha_attn sum_k MSE(A_s^k, A_t^k) + alpha_emb MSE(E_s, E_t W_emb)``, with identity-initialised
 projections on the teacher side (teacher width -> pruned student width), so every distillation term is 0
@@ -24,7 +25,7 @@ from transformers import PreTrainedModel
 
 from distil.adapters.masking import head_rows, mask_batch
 from distil.adapters.platon import Pruner, PruneState
-from distil.adapters.pruning import build_plan, resolve_targets
+from distil.adapters.pruning import PruningPlan, build_plan, resolve_targets
 from distil.adapters.slicing import kept_widths, sliced_model
 from distil.errors import ConfigError
 from distil.losses import (
@@ -40,7 +41,7 @@ from distil.methods._homodistil_config import HomoDistilConfig
 from distil.methods.base import Method, MethodContext
 from distil.models.architectures import arch_spec, get_layers, has_trained_lm_head, num_layers
 from distil.models.layer_maps import resolve_layer_map
-from distil.types import Batch, FeatureRequest, Features, LossOutput
+from distil.types import Batch, FeatureRequest, Features, LossOutput, Resize
 
 __all__ = ["HomoDistil", "HomoDistilConfig"]
 
@@ -100,22 +101,27 @@ class HomoDistil(Method):
         self.layer_map = resolve_layer_map(
             cfg.layer_map, num_layers(ctx.teacher.config), num_layers(self.student.config)
         )
-        self.plan = build_plan(ctx.student)
+        plan = build_plan(ctx.student)
         self.target = resolve_targets(
-            ctx.student, self.plan, hidden=cfg.target_hidden_size, ffn=cfg.target_intermediate_size,
+            ctx.student, plan, hidden=cfg.target_hidden_size, ffn=cfg.target_intermediate_size,
             ratio=cfg.target_width_ratio, params=cfg.target_params,
         )  # fmt: skip
-        self.prune_state = PruneState(ctx.student, self.plan)
+        self.prune_state = PruneState(ctx.student, plan)
         self.hidden_proj = nn.ModuleList(_identity(d_t, cfg.train_projections) for _ in self.layer_map)
         if cfg.alpha_hidden > 0:
             self.modules["hidden_proj"] = self.hidden_proj
         if cfg.alpha_emb > 0:
             self.modules["emb_proj"] = _identity(d_t, cfg.train_projections)
         self.pruner = Pruner(
-            ctx.student, self.plan, self.prune_state, self.target, t_i=cfg.t_i, t_f=cfg.t_f,
+            ctx.student, plan, self.prune_state, self.target, t_i=cfg.t_i, t_f=cfg.t_f,
             delta_t=cfg.delta_t, beta1=cfg.beta1, beta2=cfg.beta2,
-            scale_attention=cfg.attention_scaling == "pruned",
+            scale_attention=cfg.attention_scaling == "pruned", slicing=cfg.pruning == "slicing",
         )  # fmt: skip
+
+    @property
+    def plan(self) -> PruningPlan:
+        """The student's pruning plan at its current widths."""
+        return self.pruner.plan
 
     @classmethod
     def model_head(cls, task_head: str) -> str:
@@ -180,14 +186,44 @@ class HomoDistil(Method):
             batch, self.tokenizer, mlm_probability=c.mlm_probability, kl_everywhere=kl_everywhere
         )
 
-    def on_step_end(self, step: int) -> None:
-        """PLATON update, pruning on schedule, masks re-applied to the student and the projections."""
-        self.pruner.on_step_end(step)
-        mask = self.prune_state.masks["hidden"]
-        projections = [m for m in self.modules.modules() if isinstance(m, nn.Linear)]
-        with torch.no_grad():
-            for layer in projections:
-                layer.weight.mul_(mask[:, None])  # their output dims are the student's hidden dims
+    def on_step_end(self, step: int) -> Resize | None:
+        """PLATON update and pruning on schedule; the student and the projections narrowed or masked alike."""
+        cuts = self.pruner.on_step_end(step)
+        if cuts is not None:
+            return self._resized(cuts)
+        if self.cfg.pruning == "masks":
+            mask = self.prune_state.masks["hidden"]
+            with torch.no_grad():
+                for layer in self._projections():
+                    layer.weight.mul_(mask[:, None])  # their output dims are the student's hidden dims
+        return None
+
+    def restore_shapes(self, state: Mapping[str, Tensor]) -> Resize | None:
+        """Narrow the fresh full-width copy to the widths the checkpoint's masks were saved at."""
+        prefix = "pruning.masks."
+        sizes = {k.removeprefix(prefix): int(v.numel()) for k, v in state.items() if k.startswith(prefix)}
+        cuts = self.pruner.restore(sizes) if sizes else None
+        return None if cuts is None else self._resized(cuts)
+
+    def _projections(self) -> list[nn.Linear]:
+        return [m for m in self.modules.modules() if isinstance(m, nn.Linear)]
+
+    @torch.no_grad()
+    def _resized(self, cuts: list[tuple[str, int, Tensor]]) -> Resize:
+        """The student's cuts, plus the projections' output rows cut like the student's hidden dims."""
+        params = dict(self.student.named_parameters())
+        kept = [(params[name], axis, index) for name, axis, index in cuts]
+        hidden = next(index for name, axis, index in cuts if self._is_hidden(name, axis))
+        for layer in self._projections():
+            weight = layer.weight
+            assert isinstance(weight, nn.Parameter)
+            weight.data = weight.data.index_select(0, hidden)
+            layer.out_features = weight.shape[0]
+            kept.append((weight, 0, hidden))
+        return Resize(tuple(kept))
+
+    def _is_hidden(self, name: str, axis: int) -> bool:
+        return any(s.param == name and s.axis == axis for s in self.plan.groups["hidden"].slots)
 
     def export_model(self, student: PreTrainedModel) -> PreTrainedModel:
         """Loop hook: what ``best/`` and ``student/`` hold (the student sliced to its kept widths)."""

@@ -33,13 +33,13 @@ from distil.training.checkpoint import (
 from distil.training.dist import DistEnv, check_launcher, check_shared_run_dir, init_distributed
 from distil.training.engine import Engine, StepModule, resolve_parallel
 from distil.training.env import seed_everything
-from distil.training.optim import build_optimizer, trainable_parameters
+from distil.training.optim import build_optimizer, cut_optimizer_state, trainable_parameters
 from distil.training.precision import Precision, precision_policy
 from distil.training.resume import check_same_run
 from distil.training.setup import RunParts, build_run
-from distil.types import FeatureRequest
+from distil.types import FeatureRequest, Resize
 
-__all__ = ["Modules", "Prepared", "assemble", "prepare", "start"]
+__all__ = ["Modules", "Prepared", "assemble", "prepare", "resize", "start"]
 
 
 @dataclass
@@ -227,6 +227,12 @@ def assemble(cfg: RunConfig, prep: Prepared) -> Modules:
     named = trainable_parameters([step.student, step.extras])
     optimizer = build_optimizer(named, tc, fused=engine.fused_optimizer())
     return Modules(step, runner, teacher, [p for _, p in named], optimizer)
+
+
+def resize(mods: Modules, engine: Engine, change: Resize) -> None:
+    """After a method narrowed parameters in place: its optimizer state cut alike, the student re-wrapped."""
+    cut_optimizer_state(mods.optimizer, change)
+    engine.rewrap(mods)
 
 
 def _move(model: nn.Module, device: torch.device) -> None:

@@ -61,6 +61,7 @@ __all__ = [
     "find_checkpoints",
     "latest_checkpoint",
     "load_checkpoint",
+    "method_state",
     "save_checkpoint",
     "verify_checkpoint",
 ]
@@ -350,6 +351,19 @@ def _checked_state(path: Path) -> TrainerState:
         raise DataError(f"{path / 'state.json'}: not a trainer state distil wrote ({err}).") from err
 
 
+def method_state(path: Path) -> dict[str, torch.Tensor]:
+    """The method's non-trainable state a checkpoint holds (empty when it has none).
+
+    Raises:
+        DataError: The file is not a method state distil wrote.
+    """
+    state_file = path / "method_state.safetensors"
+    try:
+        return load_file(str(state_file)) if state_file.exists() else {}
+    except (OSError, SafetensorError) as err:
+        raise DataError(f"{state_file}: not a method state distil wrote ({err}).") from err
+
+
 def load_checkpoint(
     env: DistEnv,
     path: Path,
@@ -412,12 +426,7 @@ def load_checkpoint(
             scaler.load_state_dict(_json(path / "scaler.json", dict))
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(f"{path}: the scheduler or scaler state is not what distil wrote ({err}).") from err
-    state_file = path / "method_state.safetensors"
-    try:
-        method_state = load_file(str(state_file)) if state_file.exists() else {}
-    except (OSError, SafetensorError) as err:
-        raise DataError(f"{state_file}: not a method state distil wrote ({err}).") from err
-    method.load_state_dict(method_state)
+    method.load_state_dict(method_state(path))
     if not load_rng_state(path, env.rank):
         seed_everything(process_seed(seed, env.rank) + state.step)
     return state

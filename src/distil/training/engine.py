@@ -21,6 +21,8 @@ that feeds it and FSDP's root gathers the method's modules with the student's.
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel
 
 from distil.adapters import forward_features
-from distil.errors import ConfigError
+from distil.errors import ConfigError, TrainingError
 from distil.methods import Method
 from distil.models.architectures import get_layers
 from distil.training.dist import DistEnv
@@ -150,6 +152,38 @@ class Engine:
             fully_shard(block, reshard_after_forward=i not in hooked_layers, **self._fsdp_kwargs(compute))
         fully_shard(step, **self._fsdp_kwargs(compute))
         return step
+
+    def rewrap(self, mods: Any) -> None:
+        """Wrap ``mods.step`` again after a method changed its parameters' shapes (`Method.on_step_end`).
+
+        DDP sizes its gradient buckets to the parameters when it wraps, and its reducer holds each
+        parameter's gradient accumulator, which knows the old shape (a new wrapper, or the next backward,
+        would reuse it). So the old wrapper is released first, its hooks removed and the object freed, and
+        the module is wrapped anew (which also checks that every process holds the same shapes).
+
+        Args:
+            mods: The run's modules (`distil.training.assembly.Modules`); ``runner`` is replaced.
+
+        Raises:
+            TrainingError: Under FSDP, whose shards are cut when it wraps (methods that resize refuse it),
+                or when the old DDP wrapper outlives its release.
+        """
+        if self.mode == "fsdp":
+            raise TrainingError(
+                "A method changed the student's shapes under FSDP, whose shards cannot follow."
+            )
+        if self.mode != "ddp":
+            return
+        old = mods.runner
+        assert isinstance(old, DistributedDataParallel)
+        old.reducer._remove_autograd_hooks()
+        released = weakref.ref(old)
+        mods.runner = mods.step
+        del old
+        gc.collect()  # DDP's wrapper sits in reference cycles
+        if released() is not None:
+            raise TrainingError("The DDP wrapper of the student is still referenced; cannot re-wrap it.")
+        mods.runner = self.wrap(mods.step)
 
     def shard_teacher(self, teacher: PreTrainedModel) -> PreTrainedModel:
         """Shard the frozen teacher like the student under FSDP (no optimizer state); else unchanged."""

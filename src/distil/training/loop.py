@@ -41,6 +41,7 @@ from distil.training.checkpoint import (
     TrainerState,
     latest_checkpoint,
     load_checkpoint,
+    method_state,
     save_checkpoint,
 )
 from distil.training.data import StepPlan, step_loader
@@ -139,6 +140,11 @@ def train(
         if env.is_main:
             for line in prep.skipped:
                 print(f"[distil] skipping checkpoint {line}; falling back to {ckpt.name}")
+        # A method whose state fixes the student's shapes (HomoDistil's pruned widths) applies them first,
+        # so the saved weights and moments load into tensors of their own shapes.
+        change = method.restore_shapes(method_state(ckpt))
+        if change is not None:
+            assembly.resize(mods, engine, change)
         state = load_checkpoint(
             env, ckpt, mods.runner, mods.optimizer, scheduler, scaler, method, seed=tc.seed
         )
@@ -254,7 +260,9 @@ def train(
     )  # fmt: skip
     for step_batch in loader:
         terms = stepper.step(step_batch)
-        method.on_step_end(state.step + 1)
+        change = method.on_step_end(state.step + 1)
+        if change is not None:  # the method narrowed the student (HomoDistil's prune events)
+            assembly.resize(mods, engine, change)
         state.step = state.step + 1
         state.epoch, state.batch_in_epoch = step_batch.epoch, step_batch.index + 1
         window.add(state.step, terms, step_batch.examples)

@@ -9,8 +9,15 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from distil.run_config import TrainConfig
+from distil.types import Resize
 
-__all__ = ["build_optimizer", "build_scheduler", "optimizer_step", "trainable_parameters"]
+__all__ = [
+    "build_optimizer",
+    "build_scheduler",
+    "cut_optimizer_state",
+    "optimizer_step",
+    "trainable_parameters",
+]
 
 _NO_DECAY = ("bias", "layernorm", "layer_norm", "norm.weight", "ln_")
 
@@ -67,6 +74,18 @@ def optimizer_step(
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return stepped
+
+
+def cut_optimizer_state(optimizer: torch.optim.Optimizer, change: Resize) -> None:
+    """Cut each narrowed parameter's per-entry state (AdamW's moments) as the parameter was cut.
+
+    The step count is a scalar and stays. Gradients need nothing: the step before a resize zeroed them.
+    """
+    for param, axis, index in change.kept:
+        entry = optimizer.state.get(param, {})
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.ndim > 0:
+                entry[key] = value.index_select(axis, index.to(value.device))
 
 
 def build_scheduler(
