@@ -1,0 +1,170 @@
+"""HomoDistil pays for the width it has: its step at the target width against MiniLMv2's, and whole runs.
+
+1. ``step``: a HomoDistil run on the embedded teacher (with an MLM head) is driven past its last prune
+   event (``t_f = 2``), so its student is the 6 x 192 target narrowed in place; then its loop step
+   (`Stepper.step` and ``on_step_end``) alternates with MiniLMv2's on a 6 x 192 student of the same
+   teacher, same batch; medians of ``repeats``. Goal: HomoDistil / MiniLMv2 <= 1.10.
+2. ``run``: whole ``distil distill`` runs of HomoDistil at the same budget, pruning by ``masks`` (the
+   full width until export, as before) and by ``slicing``; wall time of each and their ratio, and their
+   last logged losses (the two compute the same run up to float rounding).
+
+    .venv/bin/python benchmarks/homodistil_width.py --config benchmarks/homodistil_width.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distil.config import build_run_config, read_yaml
+from distil.data.batching import row_lengths
+from distil.schema import from_dict
+from distil.training import assembly
+from distil.training.data import StepPlan, step_loader
+from distil.training.loop import train
+from distil.training.step import Stepper
+
+sys.path.insert(0, str(Path(__file__).parent))
+from floor import BenchConfig as FloorConfig
+from floor import _run_config, _teachers
+
+GOAL = 1.10
+
+
+@dataclass
+class BenchConfig:
+    """Settings; ``tiny`` uses the test suite's 2 x 32 teacher (and a 1-layer MiniLMv2 student)."""
+
+    corpus_batch: int = 32
+    corpus_seq: int = 128
+    repeats: int = 15
+    warmup: int = 3
+    threads: int = 2
+    seed: int = 0
+    run_steps: int = 40
+    run_t_i: int = 4
+    run_t_f: int = 28
+    run_delta_t: int = 4
+    tiny: bool = False
+
+
+def _floor_cfg(cfg: BenchConfig) -> FloorConfig:
+    return FloorConfig(
+        corpus_batch=cfg.corpus_batch, corpus_seq=cfg.corpus_seq, seed=cfg.seed, tiny=cfg.tiny, methods=[]
+    )
+
+
+def _stepping(raw: dict[str, Any], steps_first: int) -> Callable[[], None]:
+    """One loop step of the run ``raw`` on one fixed batch, after ``steps_first`` steps (prune events)."""
+    run_cfg = build_run_config(raw)
+    prep = assembly.prepare(run_cfg, resume=False, overwrite=True)
+    assembly.start(run_cfg, prep)
+    task, method = prep.parts.task, prep.parts.method
+    plan = StepPlan(row_lengths(task.train_set), run_cfg.train.batch_size, 1, 1, run_cfg.train.seed, False)
+    loader = step_loader(
+        plan, task.train_set, task.collate, rank=0, start=(0, 0), steps=1, workers=0, pin_memory=False
+    )
+    batch = next(iter(loader))
+    mods = assembly.assemble(run_cfg, prep)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(mods.optimizer, lambda _: 1.0)
+    stepper = Stepper(mods, prep.engine, method, prep.precision, scheduler, None, 1.0, prep.env)
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        float(stepper.step(batch)["total"])  # synchronised, as a log step is
+        done += 1
+        change = method.on_step_end(done)
+        if change is not None:
+            assembly.resize(mods, prep.engine, change)
+
+    for _ in range(steps_first):
+        step()
+    return step
+
+
+def _step_ratio(cfg: BenchConfig, folder: Path, teachers: dict[str, Path]) -> dict[str, float]:
+    fc = _floor_cfg(cfg)
+    homo = _run_config("homodistil", fc, folder, teachers)
+    homo["method"] |= {"t_i": 0, "t_f": 2, "delta_t": 1}
+    homo["run_dir"] = str(folder / "step-homodistil")
+    minilm = _run_config("minilmv2", fc, folder, teachers)
+    steps = {"homodistil": _stepping(homo, 2), "minilmv2": _stepping(minilm, 0)}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(cfg.warmup + cfg.repeats):
+        for name in list(steps) if i % 2 == 0 else list(steps)[::-1]:
+            start = time.perf_counter()
+            steps[name]()
+            if i >= cfg.warmup:
+                times[name].append((time.perf_counter() - start) * 1000)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    return {"homodistil_ms": med["homodistil"], "minilmv2_ms": med["minilmv2"]} | {
+        "ratio": med["homodistil"] / med["minilmv2"]
+    }
+
+
+def _whole_runs(cfg: BenchConfig, folder: Path, teachers: dict[str, Path]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pruning in ("masks", "slicing"):
+        raw = _run_config("homodistil", _floor_cfg(cfg), folder, teachers)
+        raw["run_dir"] = str(folder / f"run-{pruning}")
+        raw["method"] |= {
+            "t_i": cfg.run_t_i, "t_f": cfg.run_t_f, "delta_t": cfg.run_delta_t, "pruning": pruning,
+        }  # fmt: skip
+        raw["train"] |= {"max_steps": cfg.run_steps, "log_every": cfg.run_steps, "checkpoint_every": 0}
+        start = time.perf_counter()
+        result = train(build_run_config(raw), overwrite=True, progress=False)
+        seconds = time.perf_counter() - start
+        lines = (result.run_dir / "log.jsonl").read_text().splitlines()
+        last = [json.loads(line) for line in lines if '"loss/total"' in line][-1]
+        out[pruning] = {"wall_s": seconds, "train_s": result.train_seconds, "last_loss": last["loss/total"]}
+        print(
+            f"run pruning={pruning:<8} wall {seconds:7.1f} s   loop {result.train_seconds:7.1f} s", flush=True
+        )
+    out["wall_ratio"] = out["slicing"]["wall_s"] / out["masks"]["wall_s"]
+    out["loop_ratio"] = out["slicing"]["train_s"] / out["masks"]["train_s"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML with BenchConfig fields")
+    parser.add_argument("--json", help="Also write the results to this file.")
+    args = parser.parse_args()
+    cfg = from_dict(BenchConfig, read_yaml(args.config) if args.config else {})
+    torch.set_num_threads(cfg.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        teachers = _teachers(_floor_cfg(cfg), folder)
+        step = _step_ratio(cfg, folder, teachers)
+        verdict = "met" if step["ratio"] <= GOAL else "NOT met"
+        print(
+            f"step at the target width: homodistil {step['homodistil_ms']:.1f} ms   minilmv2 "
+            f"{step['minilmv2_ms']:.1f} ms   homodistil / minilmv2 = {step['ratio']:.3f}   "
+            f"(goal <= {GOAL:.2f}: {verdict})",
+            flush=True,
+        )
+        runs = _whole_runs(cfg, folder, teachers)
+        print(
+            f"whole run, slicing / masks: wall {runs['wall_ratio']:.3f}   loop {runs['loop_ratio']:.3f}   "
+            f"last loss {runs['slicing']['last_loss']:.6f} vs {runs['masks']['last_loss']:.6f}",
+            flush=True,
+        )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"settings": cfg.__dict__, "step": step, "runs": runs}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
