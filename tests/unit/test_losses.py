@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import distil.losses
 import distil.losses.topk
-from distil.losses import kd_kl, logit_mse, task_loss
+from distil.losses import kd_kl, logit_mse, task_loss, token_cross_entropy
 
 
 def _pair(*shape: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,6 +128,27 @@ def test_task_loss_classification() -> None:
     torch.testing.assert_close(
         task_loss(logits, labels, is_regression=False), F.cross_entropy(logits, labels)
     )
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_token_cross_entropy_by_hand(ignored: bool) -> None:
+    """Mean of -log softmax at the label over scored positions; every row scored or some ignored (-100)."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 7, requires_grad=True)
+    labels = torch.tensor([[1, 6, 0], [3, 3, 5]])
+    if ignored:
+        labels[0, 1] = labels[1, 2] = -100
+    keep = labels != -100
+    logp = logits.detach().log_softmax(-1)
+    want = -logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)[keep].mean()
+    got = token_cross_entropy(logits, labels)
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert logits.grad is not None
+    onehot = F.one_hot(labels.clamp_min(0), 7).float()
+    grad = (logp.exp() - onehot) * keep.unsqueeze(-1) / keep.sum()  # softmax - one-hot, scored rows only
+    torch.testing.assert_close(logits.grad, grad)
+    assert token_cross_entropy(logits, torch.full_like(labels, -100)).item() == 0.0
 
 
 def test_task_loss_regression_squeezes_single_output() -> None:
