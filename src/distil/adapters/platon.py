@@ -22,10 +22,10 @@ Two ways to drop what a prune event removes, equal up to float rounding:
   optimiser step), and forward hooks on its LayerNorms compute mean and variance over the kept hidden dims
   only, so the masked model computes exactly what the sliced one does. Every step costs the full width.
 
-Masks and EMAs live in `PruneState`, the method's non-trainable state (its ``state_dict``), so checkpoints
-save them and a resumed run continues the same schedule; with slicing their sizes are the widths the
-model had, which a resumed run narrows its fresh copy to before the weights load (`Pruner.restore`).
-The EMAs are emptied once the widths are final (``t_f``).
+Masks and EMAs live in `distil.adapters.prune_state.PruneState`, the method's non-trainable state (its
+``state_dict``), so checkpoints save them and a resumed run continues the same schedule; with slicing
+their sizes are the widths the model had, which a resumed run narrows its fresh copy to before the
+weights load (`Pruner.restore`). The EMAs are emptied once the widths are final (``t_f``).
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from transformers import PreTrainedModel
 
+from distil.adapters.prune_state import PruneState
 from distil.adapters.pruning import Group, PruningPlan
 from distil.adapters.slicing import narrow_in_place
 
-__all__ = ["PruneState", "Pruner", "cubic_keep"]
+__all__ = ["Pruner", "cubic_keep"]
 
 
 def cubic_keep(step: int, full: int, target: int, t_i: int, t_f: int) -> int:
@@ -58,78 +59,6 @@ def cubic_keep(step: int, full: int, target: int, t_i: int, t_f: int) -> int:
         return full
     frac = (step - t_i) / (t_f - t_i)
     return target + round((full - target) * (1.0 - frac) ** 3)
-
-
-def _key(name: str) -> str:
-    return name.replace(".", "-")  # one level of keys: a parameter's dots would read as nesting
-
-
-class PruneState:
-    """Checkpointed pruning state: one 0/1 mask per group and the two PLATON EMAs per scored parameter.
-
-    Plain tensors, not parameters: nothing here is trained. They follow the model to its device on the
-    first step (`to`).
-    """
-
-    def __init__(self, model: PreTrainedModel, plan: PruningPlan) -> None:
-        params = dict(model.named_parameters())
-        scored = sorted({s.param for g in plan.groups.values() for s in g.slots})
-        self.masks: dict[str, Tensor] = {k: torch.ones(g.size) for k, g in plan.groups.items()}
-        # float32 whatever the model's dtype: the EMAs average many small terms.
-        self.ipt: dict[str, Tensor] = {n: torch.zeros(params[n].shape) for n in scored}
-        self.unc: dict[str, Tensor] = {n: torch.zeros(params[n].shape) for n in scored}
-
-    def to(self, device: torch.device) -> None:
-        """Move every tensor to ``device`` (a no-op when they are there)."""
-        for table in (self.masks, self.ipt, self.unc):
-            for key, value in table.items():
-                if value.device != device:
-                    table[key] = value.to(device)
-
-    def release_scores(self) -> None:
-        """Drop the EMAs once the widths are final.
-
-        They are twice the model's size and would otherwise be written to every later checkpoint.
-        """
-        for table in (self.ipt, self.unc):
-            for key, value in table.items():
-                table[key] = value.new_zeros(0)
-
-    def _tables(self) -> dict[str, dict[str, Tensor]]:
-        return {"masks": self.masks, "ipt": self.ipt, "unc": self.unc}
-
-    def state_dict(self) -> dict[str, Tensor]:
-        """Every tensor, keyed ``masks.<group>``, ``ipt.<param>``, ``unc.<param>`` (param dots as dashes)."""
-        return {f"{name}.{_key(k)}": v for name, table in self._tables().items() for k, v in table.items()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore what ``state_dict`` returned (released EMAs come back empty).
-
-        Raises:
-            ValueError: Keys differ, or a tensor's shape is not the current one (nor empty, for EMAs).
-        """
-        expected = self.state_dict()
-        if set(state) != set(expected):
-            raise ValueError(f"Pruning state keys differ: missing {sorted(set(expected) - set(state))[:3]}.")
-        for key, value in state.items():
-            if value.shape != expected[key].shape and not (
-                value.numel() == 0 and key[:4] in ("ipt.", "unc.")
-            ):
-                raise ValueError(
-                    f"Pruning state {key}: shape {tuple(value.shape)}, not {tuple(expected[key].shape)}."
-                )
-        for name, table in self._tables().items():
-            for key in table:
-                table[key] = state[f"{name}.{_key(key)}"].clone()
-
-    def narrow(self, cuts: list[tuple[str, int, Tensor]], sizes: dict[str, int]) -> None:
-        """Cut the EMAs like their parameters; every mask all ones at its group's new size."""
-        for name, axis, index in cuts:
-            for table in (self.ipt, self.unc):
-                if table[name].numel():  # released EMAs stay empty
-                    table[name] = table[name].index_select(axis, index.to(table[name].device))
-        for key, size in sizes.items():
-            self.masks[key] = self.masks[key].new_ones(size)
 
 
 class Pruner:
@@ -264,13 +193,14 @@ class Pruner:
         for key, group in self.plan.groups.items():
             mask = self.state.masks[key]
             for slot in group.slots:
-                for param in [self.params[slot.param]] if not tables else [t[slot.param] for t in tables]:
-                    if param.numel() == 0:  # released EMAs
+                targets = [t[slot.param] for t in tables] if tables else [self.params[slot.param]]
+                for tensor in targets:
+                    if tensor.numel() == 0:  # released EMAs
                         continue
-                    shape = [1] * param.ndim
+                    shape = [1] * tensor.ndim
                     shape[slot.axis] = group.size
-                    block = param.narrow(slot.axis, slot.segment * group.size, group.size)
-                    block.mul_(mask.view(shape).to(param.dtype))
+                    block = tensor.narrow(slot.axis, slot.segment * group.size, group.size)
+                    block.mul_(mask.view(shape).to(tensor.dtype))
 
     @torch.no_grad()
     def on_step_end(self, step: int) -> list[tuple[str, int, Tensor]] | None:

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from distil.adapters.masking import head_rows, mask_batch
-from distil.adapters.platon import Pruner, PruneState
+from distil.adapters.platon import Pruner
+from distil.adapters.prune_state import PruneState
 from distil.adapters.pruning import PruningPlan, build_plan, resolve_targets
 from distil.adapters.slicing import kept_widths, sliced_model
 from distil.errors import ConfigError

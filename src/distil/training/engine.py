@@ -25,7 +25,7 @@ import gc
 import weakref
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -102,6 +102,13 @@ class StepModule(nn.Module):
         return out.total, out.parts
 
 
+class Wrapped(Protocol):
+    """What `Engine.rewrap` replaces the wrapper of (`distil.training.assembly.Modules`)."""
+
+    step: StepModule
+    runner: nn.Module
+
+
 class Engine:
     """How one run's modules are wrapped, stepped and read back, for ``parallel`` none, ddp or fsdp.
 
@@ -153,7 +160,7 @@ class Engine:
         fully_shard(step, **self._fsdp_kwargs(compute))
         return step
 
-    def rewrap(self, mods: Any) -> None:
+    def rewrap(self, mods: Wrapped) -> None:
         """Wrap ``mods.step`` again after a method changed its parameters' shapes (`Method.on_step_end`).
 
         DDP sizes its gradient buckets to the parameters when it wraps, and its reducer holds each
