@@ -39,7 +39,7 @@ def _corpus_cfg(tmp_path: Path, teacher: Path, name: str = "run", steps: int = 6
     return build_run_config(data | ({"plan": {"name": "homodistil", **plan}} if plan else {}))
 
 
-def _masked_student(cfg, checkpoint: Path):
+def _live_student(cfg, checkpoint: Path):
     """Rebuild the run's live student (and method) from a checkpoint, as a resume would."""
     parts = build_run(cfg)
     state = load_file(checkpoint / "method_state.safetensors")
@@ -60,7 +60,7 @@ def _logits(model):
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
-def test_corpus_run_exports_a_standard_checkpoint_equal_to_the_masked_model(tmp_path, family):
+def test_corpus_run_exports_a_standard_checkpoint_equal_to_the_trained_model(tmp_path, family):
     cfg = _corpus_cfg(tmp_path, _lm_teacher(tmp_path / "teacher", family))
     result = train(cfg, progress=False)
     assert result.steps == 6
@@ -81,9 +81,9 @@ def test_corpus_run_exports_a_standard_checkpoint_equal_to_the_masked_model(tmp_
     assert set(load_file(result.student_dir / "method.safetensors")) == {"emb_proj.weight"} | {
         f"hidden_proj.{k}.weight" for k in range(2)
     }  # beside the student: the projections only
-    masked, _ = _masked_student(cfg, latest_checkpoint(Path(cfg.run_dir)))  # resizes the empty EMAs
-    exported = type(masked).from_pretrained(result.student_dir).eval()
-    torch.testing.assert_close(_logits(exported), _logits(masked), atol=1e-5, rtol=1e-5)
+    live, _ = _live_student(cfg, latest_checkpoint(Path(cfg.run_dir)))  # narrowed, as a resume would
+    exported = type(live).from_pretrained(result.student_dir).eval()
+    torch.testing.assert_close(_logits(exported), _logits(live), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
