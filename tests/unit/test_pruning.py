@@ -367,3 +367,26 @@ def test_unsupported_family_and_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="t_i"):
         HomoDistilConfig(t_i=10, t_f=5)
     assert HomoDistilConfig().target_width_ratio == 0.5
+
+
+def test_restore_narrows_a_fresh_copy_to_saved_sizes_and_refuses_what_does_not_fit():
+    teacher = _teacher("bert")
+    trained, student = _method(teacher, t_i=1, t_f=3, delta_t=1)
+    _train(trained, student, teacher, 2)  # narrowed at step 2
+    state = trained.state_dict()
+    fresh, copy_ = _method(teacher, t_i=1, t_f=3, delta_t=1)
+    change = fresh.restore_shapes(state)
+    assert change is not None
+    shapes = {n: p.shape for n, p in student.named_parameters()}
+    assert {n: p.shape for n, p in copy_.named_parameters()} == shapes
+    assert {id(p) for p, _, _ in change.kept} <= {id(p) for p in copy_.parameters()} | {
+        id(p) for p in fresh.trainable_modules().parameters()
+    }
+    fresh.load_state_dict(state)  # the saved masks and EMAs fit the narrowed copy
+    assert fresh.restore_shapes(state) is None  # already at those sizes
+    wider = {k: torch.ones(64) if k.startswith("pruning.masks.") else v for k, v in state.items()}
+    with pytest.raises(ValueError, match="do not fit"):
+        fresh.restore_shapes(wider)
+    bad = dict(state) | {"pruning.masks.hidden": torch.ones(5)}
+    with pytest.raises(ValueError, match="shape"):
+        fresh.load_state_dict(bad)
