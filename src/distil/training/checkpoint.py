@@ -46,7 +46,6 @@ from torch.distributed.tensor import DTensor
 
 from distil.errors import ConfigError, DataError
 from distil.files import atomic_write_text
-from distil.methods import Method
 from distil.training.dist import DistEnv
 from distil.training.env import load_rng_state, process_seed, save_rng_state, seed_everything
 
@@ -371,11 +370,13 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     scaler: torch.amp.GradScaler | None,
-    method: Method,
     *,
     seed: int,
 ) -> TrainerState:
-    """Restore everything `save_checkpoint` wrote, re-sharding for this run's processes.
+    """Restore what `save_checkpoint` wrote, re-sharding for this run's processes.
+
+    All but the method's state, which the caller reads with `method_state` (before the weights: it may
+    fix the student's shapes).
 
     A process for which the checkpoint holds no random state (it was written by fewer processes) starts
     the stream `distil.training.env.process_seed` gives it at that step.
@@ -426,7 +427,6 @@ def load_checkpoint(
             scaler.load_state_dict(_json(path / "scaler.json", dict))
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(f"{path}: the scheduler or scaler state is not what distil wrote ({err}).") from err
-    method.load_state_dict(method_state(path))
     if not load_rng_state(path, env.rank):
         seed_everything(process_seed(seed, env.rank) + state.step)
     return state

@@ -140,14 +140,15 @@ def train(
         if env.is_main:
             for line in prep.skipped:
                 print(f"[distil] skipping checkpoint {line}; falling back to {ckpt.name}")
-        # A method whose state fixes the student's shapes (HomoDistil's pruned widths) applies them first,
-        # so the saved weights and moments load into tensors of their own shapes.
-        change = method.restore_shapes(method_state(ckpt))
+        # The method's state first (read once: HomoDistil's EMAs are twice the model): a method whose state
+        # fixes the student's shapes (HomoDistil's pruned widths) applies them, so the saved weights and
+        # moments load into tensors of their own shapes.
+        saved = method_state(ckpt)
+        change = method.restore_shapes(saved)
         if change is not None:
             assembly.resize(mods, engine, change)
-        state = load_checkpoint(
-            env, ckpt, mods.runner, mods.optimizer, scheduler, scaler, method, seed=tc.seed
-        )
+        method.load_state_dict(saved)
+        state = load_checkpoint(env, ckpt, mods.runner, mods.optimizer, scheduler, scaler, seed=tc.seed)
         state.world_size, state.global_batch = env.world, plan.global_batch
         if env.is_main:
             record_resume(run_dir, state.step, prep.changes)
