@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForMaskedLM, BertConfig
 
-from distil.config import build_run_config, read_yaml
+from distil.config import RunConfig, build_run_config, read_yaml
 from distil.data.batching import row_lengths
 from distil.methods import METHODS
 from distil.models.loading import load_model, load_tokenizer
@@ -163,32 +163,40 @@ def _run_config(method: str, cfg: BenchConfig, folder: Path, teachers: dict[str,
     }
 
 
+def prepared(run_cfg: RunConfig) -> tuple[assembly.Prepared, StepBatch]:
+    """The run as ``distil distill`` prepares it (nothing trained yet), and its first global batch."""
+    prep = assembly.prepare(run_cfg, resume=False, overwrite=True)
+    assembly.start(run_cfg, prep)
+    task = prep.parts.task
+    plan = StepPlan(row_lengths(task.train_set), run_cfg.train.batch_size, 1, 1, run_cfg.train.seed, False)
+    loader = step_loader(
+        plan, task.train_set, task.collate, rank=0, start=(0, 0), steps=1, workers=0, pin_memory=False
+    )
+    return prep, next(iter(loader))
+
+
+def loop_stepper(run_cfg: RunConfig, prep: assembly.Prepared) -> tuple[assembly.Modules, Stepper]:
+    """The loop's modules and its step for a prepared run (constant learning rate, no clipping)."""
+    mods = assembly.assemble(run_cfg, prep)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(mods.optimizer, lambda _: 1.0)
+    stepper = Stepper(mods, prep.engine, prep.parts.method, prep.precision, scheduler, None, 1.0, prep.env)
+    return mods, stepper
+
+
 def _pair(
     method: str, cfg: BenchConfig, folder: Path, teachers: dict[str, Path]
 ) -> dict[str, Callable[[], None]]:
     """The distil step and the floor of ``method`` on one fixed batch."""
     run_cfg = build_run_config(_run_config(method, cfg, folder, teachers))
-    prep = assembly.prepare(run_cfg, resume=False, overwrite=True)
-    assembly.start(run_cfg, prep)
-    task = prep.parts.task
-    plan = StepPlan(row_lengths(task.train_set), run_cfg.train.batch_size, 1, 1, cfg.seed, False)
-    step_batch: StepBatch = next(
-        iter(
-            step_loader(
-                plan, task.train_set, task.collate, rank=0, start=(0, 0), steps=1, workers=0, pin_memory=False
-            )
-        )
-    )
+    prep, step_batch = prepared(run_cfg)
     micro = step_batch.micro[0]
     inputs = {"input_ids": micro.input_ids, "attention_mask": micro.attention_mask}
     if micro.token_type_ids is not None:
         inputs["token_type_ids"] = micro.token_type_ids
     if micro.labels is not None and not method.startswith(("minilm", "distilbert", "homodistil")):
         inputs["labels"] = micro.labels
-    floor = FLOORS[method](prep.parts, inputs)
-    mods = assembly.assemble(run_cfg, prep)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(mods.optimizer, lambda _: 1.0)
-    stepper = Stepper(mods, prep.engine, prep.parts.method, prep.precision, scheduler, None, 1.0, prep.env)
+    floor = FLOORS[method](prep.parts, inputs)  # from the models as built, before the engine moves them
+    _, stepper = loop_stepper(run_cfg, prep)
 
     def distil_step() -> None:
         float(stepper.step(step_batch)["total"])  # synchronised, as a log step is

@@ -30,16 +30,13 @@ from typing import Any
 import torch
 
 from distil.config import build_run_config, read_yaml
-from distil.data.batching import row_lengths
 from distil.schema import from_dict
 from distil.training import assembly
-from distil.training.data import StepPlan, step_loader
 from distil.training.loop import train
-from distil.training.step import Stepper
 
 sys.path.insert(0, str(Path(__file__).parent))
 from floor import BenchConfig as FloorConfig
-from floor import _run_config, _teachers
+from floor import _run_config, _teachers, loop_stepper, prepared
 
 GOAL = 1.10
 
@@ -77,17 +74,9 @@ def _floor_cfg(cfg: BenchConfig) -> FloorConfig:
 def _stepping(raw: dict[str, Any], steps_first: int) -> Callable[[], None]:
     """One loop step of the run ``raw`` on one fixed batch, after ``steps_first`` steps (prune events)."""
     run_cfg = build_run_config(raw)
-    prep = assembly.prepare(run_cfg, resume=False, overwrite=True)
-    assembly.start(run_cfg, prep)
-    task, method = prep.parts.task, prep.parts.method
-    plan = StepPlan(row_lengths(task.train_set), run_cfg.train.batch_size, 1, 1, run_cfg.train.seed, False)
-    loader = step_loader(
-        plan, task.train_set, task.collate, rank=0, start=(0, 0), steps=1, workers=0, pin_memory=False
-    )
-    batch = next(iter(loader))
-    mods = assembly.assemble(run_cfg, prep)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(mods.optimizer, lambda _: 1.0)
-    stepper = Stepper(mods, prep.engine, method, prep.precision, scheduler, None, 1.0, prep.env)
+    prep, batch = prepared(run_cfg)
+    mods, stepper = loop_stepper(run_cfg, prep)
+    method = prep.parts.method
     done = 0
 
     def step() -> None:
