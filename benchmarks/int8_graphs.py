@@ -25,7 +25,8 @@ import onnx
 import torch
 
 from distil.config import read_yaml
-from distil.deploy.onnx import _quantize, _trace
+from distil.deploy.int8 import DEFAULT_INT8_FORMAT, INT8_FORMATS, quantize
+from distil.deploy.onnx import _trace
 from distil.deploy.probe import probe_batches
 from distil.deploy.runtime import OnnxModel, load_classifier, resolve_model_dir
 from distil.evaluation.speed import time_blocks
@@ -80,9 +81,9 @@ def _build(name: str, trace: Path, out: Path, heads: int, hidden: int) -> Path:
             for n in model.graph.node
             if n.op_type == "MatMul" and not any(i in weights for i in n.input)
         ]
-        _quantize(graph, target, op_types=["MatMul"], exclude=activations)
+        quantize(graph, target, INT8_FORMATS[DEFAULT_INT8_FORMAT], op_types=["MatMul"], exclude=activations)
     else:
-        _quantize(graph, target)
+        quantize(graph, target, INT8_FORMATS[DEFAULT_INT8_FORMAT])
     return target
 
 

@@ -218,8 +218,22 @@ def _results(results: dict[str, Any], metrics: dict[str, float]) -> list[str]:
 def _onnx(export: dict[str, Any]) -> list[str]:
     out = ["## ONNX", "", f"Verified against PyTorch (`onnx/EXPORT.md`), opset {export.get('opset')}:", ""]
     for name, entry in (export.get("files") or {}).items():
-        diff = (entry.get("check") or {}).get("max_rel", 0.0)
-        out.append(f"- `onnx/{entry.get('file')}` ({name}): max relative difference {diff:.2g}")
+        check = entry.get("check") or {}
+        line = (
+            f"- `onnx/{entry.get('file')}` ({name}): max relative difference {check.get('max_rel', 0.0):.2g}"
+        )
+        if entry.get("format"):
+            line += f", argmax agreement {check.get('agreement', 0.0):.0%}; int8 format `{entry['format']}`"
+            line += (
+                " (the same integers on every CPU)" if entry.get("portable") else " (exact only with VNNI)"
+            )
+        out.append(line)
+    cpu = export.get("cpu") or {}
+    if cpu:
+        flags = ", ".join(cpu.get("int8_flags") or []) or "none read"
+        out.append(
+            f"- checked on {cpu.get('model') or 'an unknown CPU'} ({cpu.get('machine')}; int8 flags: {flags})"
+        )
     return [*out, ""]
 
 

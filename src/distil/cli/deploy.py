@@ -35,6 +35,14 @@ def add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["onnx"], default="onnx", help="Export format (default: onnx).")
     p.add_argument("--int8", action="store_true", help="Also write a dynamically quantised int8 model.")
     p.add_argument(
+        "--int8-format",
+        choices=["u8s8-reduced", "u8u8", "u8s8"],
+        default="u8s8-reduced",
+        help="int8 weights: u8s8-reduced (default; 7-bit int8 weights, the same result on every CPU), u8u8 "
+        "(uint8 weights, exact everywhere, slower with VNNI) or u8s8 (full-range int8 weights, exact only "
+        "on CPUs with VNNI; refused elsewhere).",
+    )
+    p.add_argument(
         "--optimize",
         action="store_true",
         help="Fuse attention/LayerNorm/GELU with onnxruntime's transformer optimiser (BERT-like encoders; "
@@ -94,16 +102,17 @@ def export_command(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         check_hub(args.push_to_hub)  # before anything is written: offline or without a token it stops here
     result = export_onnx(
-        args.model, int8=args.int8, optimize=args.optimize, overwrite=args.overwrite, opset=args.opset
-    )
+        args.model, int8=args.int8, int8_format=args.int8_format, optimize=args.optimize,
+        overwrite=args.overwrite, opset=args.opset,
+    )  # fmt: skip
     model_dir = resolve_model_dir(args.model)
     if (model_dir / "recipe.json").is_file():
         print(f"[distil] model card: {write_card(model_dir)}")
     print(f"[distil] {result.fp32_path}: max relative difference from PyTorch {result.fp32.max_rel:.2g}")
     if result.int8_path is not None and result.int8 is not None:
         print(
-            f"[distil] {result.int8_path}: max relative difference {result.int8.max_rel:.2g}, "
-            f"argmax agreement {result.int8.agreement:.0%}"
+            f"[distil] {result.int8_path} ({result.int8_format}): max relative difference "
+            f"{result.int8.max_rel:.2g}, argmax agreement {result.int8.agreement:.0%}"
         )
     print(f"[distil] how they were made: {result.record_path.with_name('EXPORT.md')}")
     if args.push_to_hub:

@@ -14,18 +14,20 @@ Tolerances (``docs/deploy.md``):
 - fp32: ``max|onnx - torch| / max|torch| <= 1e-4`` over the probe logits (measured: about 1e-7).
 - int8: ``max|int8 - torch| / max|torch| <= 0.2`` and the argmax agrees on at least 90 % of the probe
   rows (real tokens' rows for token-level outputs; a bare encoder's hidden states have no argmax).
-  Dynamic quantisation rounds weights to 8 bits and activations per batch, so a few per cent of the logit
-  scale is expected (measured: 1-6 %); the bound catches broken graphs (saturated int8 products, a wrong
-  input order), whose errors reach the logit scale itself.
+  Dynamic quantisation rounds weights to 7 or 8 bits and activations per batch, so a few per cent of the
+  logit scale is expected (measured: 1-6 %); the bound catches broken graphs (saturated int8 products, a
+  wrong input order), whose errors reach the logit scale itself.
+
+The int8 format (`distil.deploy.int8`) defaults to one whose integer arithmetic is the same on every CPU,
+so the check made on the exporting CPU holds on any other; ``export.json`` records the format and the
+exporting CPU's int8 features.
 """
 
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 import warnings
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from distil.deploy.cpu import cpu_info
+from distil.deploy.int8 import DEFAULT_INT8_FORMAT, Int8Format, get_int8_format, quantize
 from distil.deploy.probe import probe_batches
 from distil.deploy.record import versions, write_record
 from distil.deploy.runtime import (
@@ -101,6 +105,7 @@ class ExportResult:
     int8: LogitDiff | None
     inputs: list[str]
     record_path: Path
+    int8_format: str | None = None
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> LogitDiff:
@@ -226,29 +231,21 @@ def _optimize(path: Path, model: PreTrainedModel) -> None:
     fused.save_model_to_file(str(path))
 
 
-def _quantize(
-    src: Path, dst: Path, *, op_types: list[str] | None = None, exclude: Sequence[str] = ()
-) -> None:
-    """Dynamic int8 quantisation of ``src`` into ``dst``.
-
-    Every supported op is quantised, or only ``op_types``, less the nodes named in ``exclude``.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # The quantiser advises "pre-processing" through the root logger, which also installs a root handler as
-    # a side effect; the advice concerns static (calibrated) quantisation, not this dynamic one.
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
+def _int8_format(name: str) -> Int8Format:
     try:
-        # Per-channel weight scales: per-tensor ones gave 1.5-3.5x the error on MiniLM.
-        # Fused contrib ops defeat shape inference; their outputs are float, which the quantiser must be told.
-        quantize_dynamic(
-            str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=op_types,
-            nodes_to_exclude=list(exclude), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )  # fmt: skip
-    finally:
-        logging.disable(previous)
+        fmt = get_int8_format(name)
+    except ValueError as err:
+        raise ExportError(f"{err} (--int8-format)") from None
+    cpu = cpu_info()
+    if not fmt.portable and not cpu.u8s8_exact:
+        # The check would run on the saturating kernel: it may refuse the model, or pass a graph that is
+        # less accurate here than it would be on a VNNI machine. Either way the record would mislead.
+        raise ExportError(
+            f"int8 format {fmt.name} is exact only on CPUs with VNNI, and this one is "
+            f"{cpu.describe()}; use --int8-format {DEFAULT_INT8_FORMAT} (the default, exact on every CPU) "
+            "or u8u8."
+        )
+    return fmt
 
 
 def _prepare_dir(onnx_dir: Path, int8: bool, overwrite: bool) -> None:
@@ -269,6 +266,7 @@ def export_onnx(
     run_or_model: str | Path,
     *,
     int8: bool = False,
+    int8_format: str = DEFAULT_INT8_FORMAT,
     optimize: bool = False,
     overwrite: bool = False,
     opset: int = OPSET,
@@ -278,6 +276,8 @@ def export_onnx(
     Args:
         run_or_model: A run directory (its ``student/`` is exported) or a saved model directory.
         int8: Also write a dynamically quantised copy (int8 weights, activations quantised per batch).
+        int8_format: How it is quantised (`distil.deploy.int8.INT8_FORMATS`); the default computes the
+            same integers on every CPU.
         optimize: Fuse both graphs with onnxruntime's transformer optimiser (families in
             ``OPTIMIZABLE``; onnxruntime-only graphs, faster on CPU).
         overwrite: Replace an existing export instead of refusing.
@@ -289,9 +289,10 @@ def export_onnx(
     Raises:
         ModelError: The directory does not hold a loadable model.
         ExportError: An export exists and ``overwrite`` is false, a causal model has no pad token,
-            ``optimize`` is asked for another family, or an exported model is outside its tolerance
-            (nothing is kept then).
+            ``optimize`` is asked for another family, the int8 format is unknown or not exact on this CPU,
+            or an exported model is outside its tolerance (nothing is kept then).
     """
+    fmt = _int8_format(int8_format) if int8 else None
     model_dir = resolve_model_dir(run_or_model)
     model, head = load_exportable(model_dir)
     outputs = HEAD_OUTPUTS[head]
@@ -323,8 +324,8 @@ def export_onnx(
             _optimize(tmp32, model)
         fp32 = _check(tmp32, references, probe, False, outputs, argmax)
         int8_diff = None
-        if int8:
-            _quantize(tmp32, tmp8)
+        if fmt is not None:
+            quantize(tmp32, tmp8, fmt)
             int8_diff = _check(tmp8, references, probe, True, outputs, argmax)
             os.replace(tmp8, int8_path)
         os.replace(tmp32, fp32_path)
@@ -339,6 +340,7 @@ def export_onnx(
         int8_diff,
         list(probe),
         onnx_dir / "export.json",
+        fmt.name if fmt is not None else None,
     )
     _write_record(result, model, opset, probe, optimize, head, outputs)
     return result
@@ -361,11 +363,15 @@ def _write_record(
             "tolerance": {"max_rel": FP32_MAX_REL_DIFF},
         }
     }
-    if result.int8_path is not None and result.int8 is not None:
+    if result.int8_path is not None and result.int8 is not None and result.int8_format is not None:
+        fmt = get_int8_format(result.int8_format)
         files["onnx-int8"] = {
             "file": result.int8_path.name,
             "bytes": result.int8_path.stat().st_size,
-            "quantization": "onnxruntime.quantization.quantize_dynamic(weight_type=QInt8, per_channel=True)",
+            "format": fmt.name,
+            "format_summary": fmt.summary,
+            "portable": fmt.portable,
+            "quantization": fmt.call(),
             "check": asdict(result.int8),
             "tolerance": {"max_rel": INT8_MAX_REL_DIFF, "min_agreement": INT8_MIN_AGREEMENT},
         }
@@ -378,6 +384,7 @@ def _write_record(
         else None,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "versions": versions(),
+        "cpu": cpu_info().as_dict(),  # the exporting CPU: the int8 check ran on its kernels
         "model_type": model.config.model_type,
         "attn_implementation": model.config._attn_implementation,
         "head": head,

@@ -41,7 +41,8 @@ def _markdown(record: dict[str, Any]) -> str:
         f"Written by `distil export` on {record['created']} with {record['exporter']}, opset "
         f"{record['opset']}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items()) + ".",
-        f"Inputs: {', '.join(record['inputs'])} (int64, dynamic batch and sequence axes); output: logits.",
+        f"Inputs: {', '.join(record['inputs'])} (int64, dynamic batch and sequence axes); outputs: "
+        f"{', '.join(record['outputs'])}.",
         f"Checked against PyTorch ({record['attn_implementation']} attention) on a padded probe batch of "
         f"{record['probe']['rows']} rows x {record['probe']['length']} tokens with a real attention mask.",
         "",
@@ -60,5 +61,19 @@ def _markdown(record: dict[str, Any]) -> str:
     if record.get("optimizer"):
         lines += ["", f"Fused by {record['optimizer']} (onnxruntime-only graphs)."]
     if "onnx-int8" in record["files"]:
-        lines += ["", f"int8: {record['files']['onnx-int8']['quantization']}."]
+        int8 = record["files"]["onnx-int8"]
+        cpu = record.get("cpu") or {}
+        flags = cpu.get("int8_flags")
+        lines += [
+            "",
+            f"int8 format `{int8.get('format')}`: {int8.get('format_summary')}; made by "
+            f"{int8['quantization']}.",
+            f"Checked on {cpu.get('model') or 'an unknown CPU'} ({cpu.get('machine')}; int8 flags: "
+            f"{', '.join(flags) if flags else 'none read'}). "
+            + (
+                "The format computes the same integers on every CPU, so the check holds wherever it runs."
+                if int8.get("portable")
+                else "The format is exact only on CPUs with VNNI or not x86: elsewhere it saturates."
+            ),
+        ]
     return "\n".join(lines) + "\n"

@@ -7,6 +7,8 @@ one in ``student/``. Exports live in ``<model directory>/onnx/``: ``model.onnx``
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
+from distil.deploy.cpu import cpu_info
+from distil.deploy.int8 import INT8_FORMATS
 from distil.errors import ModelError
 from distil.models.loading import load_model, resolve_model_path
 
@@ -23,6 +27,7 @@ __all__ = [
     "OnnxModel",
     "find_exports",
     "head_of",
+    "int8_format_of",
     "load_classifier",
     "load_exportable",
     "resolve_model_dir",
@@ -115,6 +120,23 @@ def find_exports(model_dir: str | Path) -> dict[str, Path]:
     return {name: onnx_dir / f for name, f in EXPORT_FILES.items() if (onnx_dir / f).is_file()}
 
 
+def int8_format_of(path: str | Path) -> str | None:
+    """The int8 format ``export.json`` records for the graph at ``path`` (``None``: not an int8 export).
+
+    Exports made before formats were recorded used full-range int8 weights: ``u8s8``.
+    """
+    path = Path(path)
+    if path.name != EXPORT_FILES["onnx-int8"]:
+        return None
+    try:
+        record = json.loads((path.parent / "export.json").read_text(encoding="utf-8"))
+        entry = record["files"]["onnx-int8"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    fmt = entry.get("format", "u8s8") if isinstance(entry, dict) else None
+    return fmt if fmt in INT8_FORMATS else None
+
+
 class OnnxModel:
     """An onnxruntime session over an exported classifier, fed with the same batches as the PyTorch model.
 
@@ -148,6 +170,16 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.outputs = list(outputs)
+        self.int8_format = int8_format_of(self.path)
+        cpu = cpu_info()
+        fmt = INT8_FORMATS.get(self.int8_format or "")
+        if fmt is not None and not fmt.portable and not cpu.u8s8_exact:
+            warnings.warn(
+                f"{self.path} uses int8 format {self.int8_format}, whose products saturate on this CPU "
+                f"({cpu.describe()}): its outputs may be far from the exported check. Export again with "
+                "--int8-format u8s8-reduced (the default) to run it here.",
+                stacklevel=2,
+            )
 
     def feeds(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """The session inputs from a collated batch (int64 arrays; extra keys are dropped).

@@ -22,6 +22,7 @@ import torch
 from transformers import PreTrainedModel
 
 from distil.adapters import model_inputs
+from distil.deploy.cpu import cpu_info
 from distil.deploy.runtime import (
     OnnxModel,
     find_exports,
@@ -188,6 +189,8 @@ def run_bench(
             for rt in _runtimes(name, model_dir, model, onnx, threads, onnx_spin):
                 row = {"model": name, "runtime": rt.runtime, "path": str(rt.path), **static}
                 row["size_mb"] = _disk_mb(model_dir, rt.onnx)
+                if rt.onnx is not None and rt.onnx.int8_format is not None:
+                    row["int8_format"] = rt.onnx.int8_format
                 if dev is not None:
                     row["metrics"] = _metrics(rt, model, dev)
                 rows.append(row)
@@ -223,6 +226,7 @@ def run_bench(
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
+            "cpu": cpu_info().as_dict(),
             "torch": torch.__version__,
         },
     }
@@ -240,7 +244,8 @@ def format_bench(result: dict[str, Any]) -> str:
     head += [f"speedup b={b}" for b in sizes]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["model"], r["runtime"], f"{r['parameters'] / 1e6:.3g}", f"{r['size_mb']:.3g}"]
+        runtime = f"{r['runtime']} ({r['int8_format']})" if r.get("int8_format") else r["runtime"]
+        cells = [r["model"], runtime, f"{r['parameters'] / 1e6:.3g}", f"{r['size_mb']:.3g}"]
         cells.append(f"{r['flops_per_token'] / 1e6:.3g}")
         if metric:
             cells.append(f"{r.get('metrics', {}).get(metric, np.nan):.4f}")
