@@ -13,8 +13,11 @@
 # Every run gets the same CPU-scale budget overrides (EPOCHS, MAXLEN, BATCH, LR, no warm-up, no weight
 # decay), which replace the bundled configs' paper values; TED's stages each run that budget.
 # SQuAD (TASKS=squad): the v1.1 dev file split by article (80 % train, 20 % held out, split seed 0).
+# TED's plan runs with plan.allow_chance_filters=true here, so that a filter at chance is reported in the
+# table (glue_compare_table.py counts them) rather than stopping the comparison. TED_FIRST=1 adds the row
+# `ted-first`: TED with the released code's token-0 pooling of the Stage-I heads (plan.filter_pooling=first).
 # Usage: [TASKS='rte mrpc stsb cola sst2 squad'] [SEEDS='1 2'] [EPOCHS=3] [MAXLEN=128] [STRIDE=64]
-#        [BATCH=16] [LR=6e-5] [SUBSET=N (training rows per task)] [DEV_SUBSET=N]
+#        [BATCH=16] [LR=6e-5] [SUBSET=N (training rows per task)] [DEV_SUBSET=N] [TED_FIRST=1]
 #        bash experiments/glue_compare.sh OUT_DIR
 set -euo pipefail
 out=${1:?usage: glue_compare.sh OUT_DIR}
@@ -39,7 +42,6 @@ for task in ${TASKS:-rte mrpc stsb cola sst2}; do
   teacher=$out/$task/teacher
   done_run "$teacher" || $d finetune --run-dir "$teacher" "${budget[@]}" train.seed="${seeds[0]}" \
     models.teacher=null models.student.init=pretrained models.student.path=embedded
-  filters=$out/$task/seed${seeds[0]}/ted/stages/teacher-filters/student/method.safetensors
   for seed in "${seeds[@]}"; do
     run=("${budget[@]}" train.seed="$seed" models.teacher="$teacher/student")
     dir=$out/$task/seed$seed
@@ -47,10 +49,17 @@ for task in ${TASKS:-rte mrpc stsb cola sst2}; do
     done_run "$dir/kd" || $d distill "${lwd[@]}" --run-dir "$dir/kd" "${run[@]}" "${layers[@]}" \
       method.mse_alpha=0.0 method.kl_alpha="$kl"
     done_run "$dir/lwd" || $d distill "${lwd[@]}" --run-dir "$dir/lwd" "${run[@]}" "${layers[@]}"
-    shared=()
-    [ -f "$filters" ] && shared=(method.teacher_filters="$filters")
-    done_run "$dir/ted" || $d distill "${ted[@]}" --run-dir "$dir/ted" "${run[@]}" "${shared[@]}" \
-      models.student.init=pretrained models.student.path="$dir/finetune/student" \
-      plan.finetune_teacher=false plan.finetune_student=false
+    variants=(ted:auto)
+    [ -n "${TED_FIRST:-}" ] && variants+=(ted-first:first)
+    for variant in "${variants[@]}"; do
+      row=${variant%%:*} pooling=${variant##*:}
+      filters=$out/$task/seed${seeds[0]}/$row/stages/teacher-filters/student/method.safetensors
+      shared=()
+      [ -f "$filters" ] && shared=(method.teacher_filters="$filters")
+      done_run "$dir/$row" || $d distill "${ted[@]}" --run-dir "$dir/$row" "${run[@]}" "${shared[@]}" \
+        models.student.init=pretrained models.student.path="$dir/finetune/student" \
+        plan.finetune_teacher=false plan.finetune_student=false plan.filter_pooling="$pooling" \
+        plan.allow_chance_filters=true
+    done
   done
 done

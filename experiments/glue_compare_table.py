@@ -15,6 +15,7 @@ from statistics import mean
 from distil.metrics import GLUE_METRIC_KEYS
 
 ROWS = ("finetune", "kd", "lwd", "ted")
+OPTIONAL = ("ted-first",)  # TED with token-0 filter heads (glue_compare.sh TED_FIRST=1)
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2", "squad")
 METRICS = GLUE_METRIC_KEYS | {"squad": ("exact_match", "f1")}
 
@@ -37,23 +38,40 @@ def cell(values: list[dict[str, float]], names: tuple[str, ...]) -> str:
     return f"{means} ({seeds})"
 
 
+def chance_filters(run: Path) -> int:
+    """How many Stage-I filters of a TED run (both sides) ended at chance-level loss."""
+    count = 0
+    for stage in ("teacher-filters", "student-filters"):
+        recipe = run / "stages" / stage / "student" / "recipe.json"
+        if recipe.is_file():
+            warnings = json.loads(recipe.read_text())["results"].get("warnings") or []
+            count += sum("chance-level" in w for w in warnings)
+    return count
+
+
 def table(out: Path) -> str:
     """One line per task: teacher, then each row's mean over the finished seeds."""
+    optional = [r for r in OPTIONAL if any(out.glob(f"*/seed*/{r}/student/recipe.json"))]
+    rows = (*ROWS, *optional)
+    names_row = ["fine-tune only", "KD", "LWD", "TED", *(["TED, token-0 heads"] if optional else [])]
     lines = [
-        "| task (metric) | seeds | teacher | fine-tune only | KD | LWD | TED |",
-        "|---|---|---|---|---|---|---|",
+        "| task (metric) | seeds | teacher | " + " | ".join(names_row) + " | filters at chance (TED rows) |",
+        "|---|---|---|" + "---|" * len(names_row) + "---|",
     ]
     for task in TASKS:
         names, root = METRICS[task], out / task
         if not root.is_dir():
             continue
         seeds = sorted(p for p in root.glob("seed*") if p.is_dir())
-        runs = {s.name.removeprefix("seed"): {row: dev_metrics(s / row) for row in ROWS} for s in seeds}
-        done = {seed: rows for seed, rows in runs.items() if all(rows.values())}
+        runs = {s.name.removeprefix("seed"): {row: dev_metrics(s / row) for row in rows} for s in seeds}
+        done = {seed: got for seed, got in runs.items() if all(got.values())}
         teacher = dev_metrics(root / "teacher")
         cells = [cell([teacher], names) if teacher else "unfinished"]
-        for row in ROWS:
-            cells.append(cell([rows[row] for rows in done.values()], names) if done else "unfinished")
+        for row in rows:
+            cells.append(cell([got[row] for got in done.values()], names) if done else "unfinished")
+        ted_rows = [r for r in rows if r.startswith("ted")]
+        at_chance = {r: sum(chance_filters(root / f"seed{s}" / r) for s in done) for r in ted_rows}
+        cells.append(", ".join(f"{r}: {n}" for r, n in at_chance.items()))
         lines.append(f"| {task} ({' / '.join(names)}) | {', '.join(done) or '-'} | {' | '.join(cells)} |")
     return "\n".join(lines)
 

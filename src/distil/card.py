@@ -10,6 +10,7 @@ written from ``recipe.json`` when a run exports its student and rewritten, with 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +19,74 @@ from safetensors import safe_open
 
 from distil.files import atomic_write_text
 
-__all__ = ["CARD", "PAPERS", "write_card"]
+__all__ = ["CARD", "METHOD_CARDS", "PAPERS", "MethodCard", "write_card"]
 
 CARD = "README.md"
 BENCH_FILE = "bench.json"  # the latest `distil bench` results for this student, kept beside it
 _EMBEDDED = "sentence-transformers/all-MiniLM-L6-v2"
 
-PAPERS: dict[str, tuple[str, str]] = {
-    "kd": ("Hinton et al., Distilling the Knowledge in a Neural Network (2015)", "1503.02531"),
-    "minilmv2": (
-        "Wang et al., MiniLMv2: Multi-Head Self-Attention Relation Distillation for Compressing Pretrained "
-        "Transformers (2021)",
-        "2012.15828",
+_LIANG_TED = ("Liang et al., Less is More: Task-aware Layer-wise Distillation (2023)", "2210.01351")
+_LIANG_HOMO = ("Liang et al., HomoDistil: Homotopic Task-Agnostic Distillation (2023)", "2302.09632")
+_TINYBERT = ("Jiao et al., TinyBERT: Distilling BERT for Natural Language Understanding (2020)", "1909.10351")
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    """What a model card says of the method that trained the model.
+
+    Attributes:
+        what: The method in a few words.
+        paper: ``(citation, arXiv id)`` of the paper it follows, ``None`` for plain fine-tuning.
+    """
+
+    what: str
+    paper: tuple[str, str] | None
+
+
+# Every registered method has an entry (the method contract test checks it).
+METHOD_CARDS: dict[str, MethodCard] = {
+    "finetune": MethodCard("task fine-tuning on labels, no teacher", None),
+    "kd": MethodCard(
+        "knowledge distillation of the teacher's output distribution",
+        ("Hinton et al., Distilling the Knowledge in a Neural Network (2015)", "1503.02531"),
     ),
-    "minilm": ("Wang et al., MiniLM: Deep Self-Attention Distillation (2020)", "2002.10957"),
-    "ted": ("Liang et al., Less is More: Task-aware Layer-wise Distillation (2023)", "2210.01351"),
-    "lwd": ("layer-wise distillation, the baseline of Liang et al., Less is More (2023)", "2210.01351"),
-    "homodistil": ("Liang et al., HomoDistil: Homotopic Task-Agnostic Distillation (2023)", "2302.09632"),
-    "distilbert": ("Sanh et al., DistilBERT, a distilled version of BERT (2019)", "1910.01108"),
-    "tinybert": (
-        "Jiao et al., TinyBERT: Distilling BERT for Natural Language Understanding (2020)",
-        "1909.10351",
+    "minilmv2": MethodCard(
+        "multi-head self-attention relation distillation",
+        (
+            "Wang et al., MiniLMv2: Multi-Head Self-Attention Relation Distillation for Compressing "
+            "Pretrained Transformers (2021)",
+            "2012.15828",
+        ),
+    ),
+    "minilm": MethodCard(
+        "deep self-attention distillation (MiniLM v1)",
+        ("Wang et al., MiniLM: Deep Self-Attention Distillation (2020)", "2002.10957"),
+    ),
+    "ted": MethodCard(
+        "task-aware layer-wise distillation through task-aware filters (TED Stage II)", _LIANG_TED
+    ),
+    "ted_filters": MethodCard(
+        "TED Stage I: task-aware filters trained on a frozen model, no distillation yet", _LIANG_TED
+    ),
+    "lwd": MethodCard("layer-wise distillation of hidden states, the baseline of TED's paper", _LIANG_TED),
+    "homodistil": MethodCard(
+        "homotopic distillation: the teacher pruned into the student while distilled", _LIANG_HOMO
+    ),
+    "homodistil_head": MethodCard(
+        "HomoDistil's first step: a prediction head fitted on the frozen teacher, no pruning yet", _LIANG_HOMO
+    ),
+    "distilbert": MethodCard(
+        "DistilBERT-style distillation (soft targets, masked LM and cosine of hidden states)",
+        ("Sanh et al., DistilBERT, a distilled version of BERT (2019)", "1910.01108"),
+    ),
+    "tinybert": MethodCard(
+        "TinyBERT-style intermediate-layer distillation (attention, hidden, embeddings)", _TINYBERT
+    ),
+    "tinybert_prediction": MethodCard(
+        "TinyBERT-style prediction-layer distillation (the teacher's soft labels)", _TINYBERT
     ),
 }
+PAPERS: dict[str, tuple[str, str]] = {k: c.paper for k, c in METHOD_CARDS.items() if c.paper is not None}
 _PIPELINES = {"seq": "text-classification", "qa": "question-answering", "lm": "text-generation",
               "mlm": "fill-mask", "base": "feature-extraction"}  # fmt: skip
 _CLASSES = {"seq": "AutoModelForSequenceClassification", "qa": "AutoModelForQuestionAnswering",
@@ -166,8 +212,13 @@ def write_card(
 
 def _intro(recipe: dict[str, Any], config: dict[str, Any]) -> list[str]:
     method = str(recipe.get("method", "unknown"))
-    paper = PAPERS.get(method)
-    how = f"[{paper[0]}](https://arxiv.org/abs/{paper[1]})" if paper else "task fine-tuning (no teacher)"
+    card = METHOD_CARDS.get(method)
+    if card is None:
+        how = "a method this version of distil does not describe"
+    elif card.paper is None:
+        how = card.what
+    else:
+        how = f"{card.what}, after [{card.paper[0]}](https://arxiv.org/abs/{card.paper[1]})"
     return [f"A {config.get('model_type', '')} model trained with distil by **{method}**: {how}.", ""]
 
 

@@ -11,13 +11,14 @@ as far as can be known without loading models or data.
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from distil.checks import check_run
-from distil.errors import ConfigError
+from distil.errors import ConfigError, closest
 from distil.files import not_utf8
 from distil.methods import get_method
 from distil.plans import default_plan, get_plan
@@ -32,8 +33,10 @@ __all__ = [
     "StudentConfig",
     "TrainConfig",
     "build_run_config",
+    "bundled_configs",
     "load_config",
     "read_yaml",
+    "resolve_config",
 ]
 
 
@@ -86,8 +89,36 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
     return cfg
 
 
+def bundled_configs() -> dict[str, Path]:
+    """Bundled YAML configs by name (path below ``distil/configs`` without ``.yaml``)."""
+    root = Path(str(resources.files("distil") / "configs"))
+    return {str(p.relative_to(root).with_suffix("")): p for p in sorted(root.rglob("*.yaml"))}
+
+
+def resolve_config(name_or_path: str) -> Path:
+    """A config file path, or the bundled config of that name."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = bundled_configs()
+    if name_or_path in bundled:
+        return bundled[name_or_path]
+    if path.suffix in (".yaml", ".yml") or path.is_absolute():
+        raise ConfigError(f"Config file {path} does not exist.")
+    raise ConfigError(
+        f"Config {name_or_path!r} is neither a file nor a bundled config.{closest(name_or_path, bundled)} "
+        f"Bundled: {', '.join(bundled)}."
+    )
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML run config (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
-    data = read_yaml(path) if path else {}
+    """Load a run config and apply ``key=value`` overrides.
+
+    Args:
+        path: A YAML file, the name of a bundled config (``glue/sst2/kd``; `bundled_configs`), or ``None``
+            for the defaults.
+        overrides: Dotted ``key=value`` strings, as on the command line.
+    """
+    data = read_yaml(resolve_config(str(path))) if path else {}
     apply_overrides(data, overrides or [])
     return build_run_config(data)

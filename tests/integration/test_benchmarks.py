@@ -43,3 +43,18 @@ def test_homodistil_width_benchmark_runs_on_tiny_models(tmp_path, monkeypatch):
     assert report["step"]["homodistil_ms"] > 0 and report["step"]["minilmv2_ms"] > 0
     for pruning in ("masks", "slicing"):
         assert report["runs"][pruning]["wall_s"] > 0
+
+
+def test_int8_formats_benchmark_runs_on_a_tiny_classifier(tmp_path, monkeypatch, capsys):
+    from distil.deploy.int8 import INT8_FORMATS
+    from factories import save_tiny_pair
+
+    model_dir = save_tiny_pair(tmp_path / "m", "bert")
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("sentence\tlabel\n" + "".join(f"a fine film {i} .\t{i % 2}\n" for i in range(40)))
+    argv = ["int8_formats.py", str(model_dir), str(dev), "--repeats", "1", "--seq-length", "16"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(ROOT / "benchmarks" / "int8_formats.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "40 dev rows" in out and "| pytorch | " in out
+    assert all(f"| int8 {name} | " in out for name in INT8_FORMATS)

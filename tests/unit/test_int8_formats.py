@@ -33,7 +33,9 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
     """The weights an int8 graph multiplies activations by: the second input of its integer products."""
     graph = onnx.load(str(path)).graph
     inits = {i.name: i for i in graph.initializer}
-    products = [n for n in graph.node if n.op_type in ("MatMulInteger", "QAttention", "DynamicQuantizeMatMul")]
+    products = [
+        n for n in graph.node if n.op_type in ("MatMulInteger", "QAttention", "DynamicQuantizeMatMul")
+    ]
     assert products, "no integer product in the int8 graph"
     return {n.input[1]: numpy_helper.to_array(inits[n.input[1]]) for n in products if n.input[1] in inits}
 

@@ -89,3 +89,30 @@ def test_every_method_has_a_card_and_is_run_by_a_bundled_config():
     assert set(PLANS) >= {
         load_config(p).plan_name for n, p in configs.items() if not n.startswith("pipeline/")
     }
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_card_names_the_method_and_its_paper(name, tmp_path):
+    """A new method without its card entry fails here: cards never fall back to another method's words."""
+    import json
+
+    from distil.card import METHOD_CARDS, write_card
+
+    assert name in METHOD_CARDS, f"add {name!r} to distil.card.METHOD_CARDS (what it does and its paper)"
+    entry = METHOD_CARDS[name]
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    (folder / "recipe.json").write_text(json.dumps({"method": name}))
+    card = write_card(folder).read_text()
+    assert f"by **{name}**: {entry.what}" in card
+    if entry.paper is None:
+        assert name == "finetune" and "no teacher" in card and "arxiv" not in card
+    else:
+        assert f"https://arxiv.org/abs/{entry.paper[1]}" in card and "no teacher" not in card
+
+
+def test_method_cards_describe_only_registered_methods():
+    from distil.card import METHOD_CARDS
+
+    assert set(METHOD_CARDS) == set(METHODS)

@@ -355,3 +355,41 @@ def test_a_filter_that_learns_is_not_flagged(tmp_path, capsys):
     cfg = _stage1(tmp_path, **{"train.lr": 3e-2, "eval.select": "last", "train.epochs": 6})
     train(cfg, progress=False)
     assert "chance-level" not in capsys.readouterr().out
+
+
+def test_pooling_by_hand():
+    from distil.methods._ted_heads import pool
+
+    states = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    torch.testing.assert_close(pool(states, mask, False, "first"), states[:, 0])
+    torch.testing.assert_close(pool(states, mask, False, "last"), torch.stack([states[0, 2], states[1, 1]]))
+    mean = torch.stack([states[0, :3].mean(0), states[1, :2].mean(0)])  # padding never counted
+    torch.testing.assert_close(pool(states, mask, False, "mean"), mean)
+    torch.testing.assert_close(pool(states, mask, False, "auto"), mean)  # encoders: mean
+    torch.testing.assert_close(pool(states, mask, True, "auto"), pool(states, mask, True, "last"))
+
+
+def test_plan_passes_the_pooling_to_both_filter_stages(tmp_path):
+    cfg = _ted(tmp_path, **{"plan.filter_pooling": "first", "plan.allow_chance_filters": False})
+    stages = {s.name: s for s in plan_for(cfg).steps}
+    for name in ("teacher-filters", "student-filters"):
+        assert stages[name].config.method.pooling == "first" and stages[name].check is not None
+    assert _stage1(tmp_path, **{"eval.select": "last"}).method.pooling == "auto"
+    allowed = {s.name: s for s in plan_for(_ted(tmp_path, **{"plan.allow_chance_filters": True})).steps}
+    assert allowed["teacher-filters"].check is None and allowed["student-filters"].check is None
+
+
+def test_plan_stops_after_a_filter_stage_at_chance_unless_allowed(tmp_path):
+    from distil.errors import TrainingError
+
+    at_chance = {"plan.teacher_lr": 1e-9, "plan.finetune_teacher": False, "plan.finetune_student": False}
+    cfg = _ted(tmp_path, **at_chance, **{"plan.allow_chance_filters": False})
+    root = Path(cfg.run_dir)
+    with pytest.raises(TrainingError, match=r"layer\(s\) \d .*plan.allow_chance_filters=true"):
+        run(cfg, progress=False)
+    assert (stage_dir(root, "teacher-filters") / "student" / "recipe.json").is_file()
+    assert not stage_dir(root, "student-filters").exists() and not (root / "student").exists()
+    allowed = _ted(tmp_path, **at_chance, **{"plan.allow_chance_filters": True})
+    run(allowed, overwrite=True, progress=False)
+    assert (root / "student" / "recipe.json").is_file()

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-from distil.config import RunConfig, build_run_config, read_yaml
-from distil.errors import ConfigError, closest
+from distil.config import RunConfig, build_run_config, bundled_configs, read_yaml, resolve_config
+from distil.errors import ConfigError
 from distil.methods import get_method
 from distil.schema import apply_overrides, from_dict
 
-__all__ = ["bundled_configs", "describe_registry", "load_pipeline_config", "load_run_config", "validate"]
-
-
-def bundled_configs() -> dict[str, Path]:
-    """Bundled YAML configs by name (path below ``distil/configs`` without ``.yaml``)."""
-    root = Path(str(resources.files("distil") / "configs"))
-    return {str(p.relative_to(root).with_suffix("")): p for p in sorted(root.rglob("*.yaml"))}
-
-
-def resolve_config(name_or_path: str) -> Path:
-    """A config file path, or the bundled config of that name."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    bundled = bundled_configs()
-    if name_or_path in bundled:
-        return bundled[name_or_path]
-    raise ConfigError(
-        f"Config {name_or_path!r} is neither a file nor a bundled config.{closest(name_or_path, bundled)} "
-        f"Bundled: {', '.join(bundled)}."
-    )
+__all__ = [
+    "bundled_configs",
+    "describe_registry",
+    "load_pipeline_config",
+    "load_run_config",
+    "resolve_config",
+    "validate",
+]
 
 
 def _raw(name_or_path: str | None, overrides: list[str]) -> dict[str, Any]:

@@ -4,7 +4,10 @@ Each head returns logits in the layout of the model's own head (see ``Features.l
 Stage-I loss is the shared ``task_loss`` for every task:
 
 - sequence classification / regression (``seq``): `FilterHead`, a fresh pooler and classifier
-  (released ``TEDContextPooler`` + classifier), ``[B, num_labels]``;
+  (released ``TEDContextPooler`` + classifier), ``[B, num_labels]``. The released pooler reads token 0;
+  here an encoder's head averages the filtered states over the real tokens by default (``pooling``),
+  because in the lower layers of many encoders token 0 is an attention sink, nearly the same vector for
+  every input, and a fresh head cannot learn the task from it (docs/methods/ted.md, docs/results.md);
 - extractive QA (``qa``): `SpanHead`, ``Linear(d_f -> 2)`` per token, returned as ``[B, 2, S]`` (start
   and end scores), so the loss is ``(CE_start + CE_end) / 2`` (released ``learn_filters_qa``);
 - causal LM (``lm``): `TokenHead`, ``Linear(d_f -> vocab)`` per token, ``[B, S, vocab]``, trained with the
@@ -24,9 +27,25 @@ from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 
-__all__ = ["FilterHead", "SpanHead", "TokenHead", "filter_heads", "head_kind"]
+__all__ = ["FilterHead", "Pooling", "SpanHead", "TokenHead", "filter_heads", "head_kind", "pool"]
 
 HeadKind = Literal["seq", "qa", "lm"]
+# How a classification head reduces [B, S, d] to [B, d]: ``first`` (token 0, the released code), ``mean``
+# (over real tokens), ``last`` (the last real token), ``auto`` (mean for encoders, last for decoders).
+Pooling = Literal["auto", "first", "mean", "last"]
+
+
+def pool(states: Tensor, mask: Tensor, causal: bool, pooling: Pooling) -> Tensor:
+    """``[B, S, d]`` states with their ``[B, S]`` attention mask -> ``[B, d]`` (right padding)."""
+    how = ("last" if causal else "mean") if pooling == "auto" else pooling
+    if how == "first":
+        return states[:, 0]
+    if how == "last":
+        # Right padding: in a decoder the last real token is the only one that has seen the whole input.
+        last = mask.long().sum(-1).clamp(min=1) - 1
+        return states[torch.arange(states.shape[0], device=states.device), last]
+    weights = mask.to(states.dtype).unsqueeze(-1)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
 def head_kind(model: PreTrainedModel) -> HeadKind:
@@ -40,10 +59,13 @@ def head_kind(model: PreTrainedModel) -> HeadKind:
 
 
 class FilterHead(nn.Module):
-    """Stage-I head of one filter: pool token 0 (last real token for decoders), dense + act, classifier."""
+    """Stage-I head of one filter: pool (see `Pooling`), dense + act, classifier."""
 
-    def __init__(self, dim: int, num_labels: int, act: str, dropout: float) -> None:
+    def __init__(
+        self, dim: int, num_labels: int, act: str, dropout: float, pooling: Pooling = "auto"
+    ) -> None:
         super().__init__()
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(dim, dim)
         self.act = ACT2FN[act]
@@ -51,12 +73,7 @@ class FilterHead(nn.Module):
 
     def forward(self, states: Tensor, mask: Tensor, causal: bool) -> Tensor:
         """``[B, S, dim]`` filtered states -> ``[B, num_labels]`` logits."""
-        if causal:
-            # Right padding: the last real token is the only one that has seen the whole input.
-            last = mask.long().sum(-1).clamp(min=1) - 1
-            pooled = states[torch.arange(states.shape[0], device=states.device), last]
-        else:
-            pooled = states[:, 0]
+        pooled = pool(states, mask, causal, self.pooling)
         return self.out(self.dropout(self.act(self.dense(self.dropout(pooled)))))
 
 
@@ -101,7 +118,12 @@ def classifier_dropout(config: PretrainedConfig) -> float:
 
 
 def filter_heads(
-    model: PreTrainedModel, layers: Sequence[int], dim: int, num_labels: int, dropout: float | None
+    model: PreTrainedModel,
+    layers: Sequence[int],
+    dim: int,
+    num_labels: int,
+    dropout: float | None,
+    pooling: Pooling = "auto",
 ) -> nn.ModuleDict:
     """One Stage-I head per filtered layer, keyed ``layer_<n>``, for the task of ``model``'s head.
 
@@ -111,6 +133,7 @@ def filter_heads(
         dim: Filter output width d_f.
         num_labels: Classes of a ``seq`` task.
         dropout: Dropout of ``seq`` heads (default: the model's classifier dropout).
+        pooling: How ``seq`` heads pool the tokens (`Pooling`).
 
     Returns:
         The heads.
@@ -127,5 +150,5 @@ def filter_heads(
         else:
             act = getattr(model.config, "pooler_hidden_act", None) or "tanh"
             rate = dropout if dropout is not None else classifier_dropout(model.config)
-            heads[f"layer_{n}"] = FilterHead(dim, num_labels, act, rate)
+            heads[f"layer_{n}"] = FilterHead(dim, num_labels, act, rate, pooling)
     return heads

@@ -27,13 +27,16 @@ from distil.adapters import forward_features
 from distil.adapters.projections import LayerProjections, activation_of
 from distil.errors import ConfigError
 from distil.losses import task_loss
-from distil.methods._ted_heads import filter_heads, head_kind
+from distil.methods._ted_heads import Pooling, filter_heads, head_kind
 from distil.methods.base import Method, MethodContext, refuse_teacher_cache, require_labels
 from distil.models.architectures import num_layers
 from distil.models.layer_maps import resolve_layer_map
 from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
-__all__ = ["TEDFilters", "TEDFiltersConfig"]
+__all__ = ["CHANCE_NOTE", "TEDFilters", "TEDFiltersConfig"]
+
+# How a note about a filter that learned nothing begins; the ted plan stops on it (plan.allow_chance_filters).
+CHANCE_NOTE = "TED filter on layer "
 
 
 @dataclass
@@ -50,6 +53,8 @@ class TEDFiltersConfig:
         filter_dim: Filter output size d_f (default: the teacher's hidden size).
         head_dropout: Dropout of the classification heads (default: the model's classifier dropout);
             QA and LM heads are single linear maps without dropout.
+        pooling: How classification heads pool the tokens: ``auto`` (mean over real tokens for encoders,
+            the last real token for decoders), ``first`` (token 0, the released code), ``mean``, ``last``.
     """
 
     side: Literal["teacher", "student"] = "student"
@@ -58,6 +63,7 @@ class TEDFiltersConfig:
     filter_type: Literal["linear", "mlp"] = "linear"
     filter_dim: int | None = None
     head_dropout: float | None = None
+    pooling: Pooling = "auto"
 
     name: ClassVar[str] = "ted_filters"
 
@@ -111,7 +117,7 @@ class TEDFilters(Method):
         side_out = hidden if cfg.side == "teacher" else int(ctx.teacher.config.hidden_size)
         dim = cfg.filter_dim or side_out
         self.filters = LayerProjections(layers, hidden, dim, cfg.filter_type, activation_of(model.config))
-        self.heads = filter_heads(model, layers, dim, ctx.num_labels, cfg.head_dropout)
+        self.heads = filter_heads(model, layers, dim, ctx.num_labels, cfg.head_dropout, cfg.pooling)
         self.kind = head_kind(model)
         # Chance-level loss of a classification head (predicting the class prior, uniform): ln C.
         self.num_labels = ctx.num_labels
@@ -166,7 +172,7 @@ class TEDFilters(Method):
             loss = float(value)
             if loss >= 0.95 * self.chance:
                 notes.append(
-                    f"TED filter on layer {n} ended at chance-level loss ({loss:.3f}; ln {self.num_labels} = "
+                    f"{CHANCE_NOTE}{n} ended at chance-level loss ({loss:.3f}; ln {self.num_labels} = "
                     f"{self.chance:.3f}): it learned nothing from that layer. Raise this stage's learning "
                     "rate (train.lr, or plan.teacher_lr for the teacher's stages) or its epochs and redo it."
                 )

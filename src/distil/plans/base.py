@@ -33,11 +33,14 @@ class Step:
         name: The step's name (its folder below ``RUN_DIR/stages``).
         config: Its run config (``run_dir`` set); with ``resolve``, a stand-in that shows the step's shape.
         resolve: Computes the real config from the results of the steps before it.
+        check: Runs once the step has finished (or is reused) and raises to stop the plan there, when
+            what the step produced must not feed the steps after it.
     """
 
     name: str
     config: RunConfig
     resolve: Callable[[Mapping[str, RunResult]], RunConfig] | None = None
+    check: Callable[[RunResult], None] | None = None
 
 
 @dataclass

@@ -42,15 +42,16 @@ def run_steps(steps: list[Step], *, progress: bool, redo: bool = False) -> dict[
         folder = Path(cfg.run_dir)
         if redo:
             results[step.name] = train(cfg, overwrite=True, progress=progress)
-            continue
-        if _finished(folder):
+        elif _finished(folder):
             check_same_run(folder, cfg, what=f"stage {step.name}")  # a reused stage must be this stage
             print(f"[distil] stage {step.name}: reusing finished {folder}")
             results[step.name] = RunResult.from_run_dir(folder)
-            continue
-        print(f"[distil] stage {step.name} -> {folder}")
-        resume = bool(find_checkpoints(folder))
-        results[step.name] = train(cfg, resume=resume, overwrite=not resume, progress=progress)
+        else:
+            print(f"[distil] stage {step.name} -> {folder}")
+            resume = bool(find_checkpoints(folder))
+            results[step.name] = train(cfg, resume=resume, overwrite=not resume, progress=progress)
+        if step.check is not None:
+            step.check(results[step.name])
     return results
 
 

@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from transformers import AutoConfig
 
-from distil.errors import ConfigError, ModelError
+from distil.errors import ConfigError, ModelError, TrainingError
+from distil.methods._ted_heads import Pooling
 from distil.methods.finetune import FinetuneConfig
 from distil.methods.ted import TEDConfig
-from distil.methods.ted_filters import TEDFiltersConfig
+from distil.methods.ted_filters import CHANCE_NOTE, TEDFiltersConfig
 from distil.models.architectures import num_layers
 from distil.models.layer_maps import resolve_layer_map
 from distil.models.loading import resolve_model_path
@@ -41,6 +44,7 @@ from distil.plans.base import Plan, Step, stage_dir
 
 if TYPE_CHECKING:
     from distil.run_config import RunConfig
+    from distil.training.loop import RunResult
 
 __all__ = ["TEDPlan"]
 
@@ -81,6 +85,12 @@ class TEDPlan:
         teacher_epochs: Epochs of the teacher's stages; default ``train.epochs``.
         teacher_warmup_ratio: Warm-up ratio of the teacher's stages; default ``train.warmup_ratio``.
         head_dropout: Dropout of the Stage-I classification heads (default: the model's classifier dropout).
+        filter_pooling: How the Stage-I classification heads pool tokens: ``auto`` (mean over real tokens
+            for encoders, last real token for decoders), ``first`` (token 0, the released code), ``mean``,
+            ``last``.
+        allow_chance_filters: Go on to Stage II even when a Stage-I filter ended at chance-level loss.
+            Off: the plan stops after that filter stage with an error naming the layers, since Stage II
+            would align filters that carry nothing from those layers.
     """
 
     finetune_teacher: bool = True
@@ -91,6 +101,8 @@ class TEDPlan:
     teacher_epochs: int | None = None
     teacher_warmup_ratio: float | None = None
     head_dropout: float | None = None
+    filter_pooling: Pooling = "auto"
+    allow_chance_filters: bool = False
 
     name: ClassVar[str] = "ted"
     methods: ClassVar[tuple[str, ...]] = ("finetune", "ted_filters")
@@ -148,9 +160,11 @@ class TEDPlan:
         layers = resolve_layer_map(m.layer_map, depth_t, _student_depth(cfg.models.student, depth_t))
         steps: list[Step] = []
 
-        def add(name: str, run: RunConfig) -> None:
+        def add(name: str, run: RunConfig, check: Callable[[RunResult], None] | None = None) -> None:
             run.run_dir = str(stage_dir(root, name))
-            steps.append(Step(name, run))
+            steps.append(Step(name, run, check=check))
+
+        gate = None if self.allow_chance_filters else _refuse_chance_filters
 
         teacher = cfg.models.teacher
         if self.finetune_teacher:
@@ -169,17 +183,17 @@ class TEDPlan:
             return Plan(root, steps, cfg)
         filters = TEDFiltersConfig(
             layer_map=layers, student_depth=len(layers), filter_type=m.filter_type, filter_dim=m.filter_dim,
-            head_dropout=self.head_dropout,
+            head_dropout=self.head_dropout, pooling=self.filter_pooling,
         )  # fmt: skip
         t_filters, s_filters = m.teacher_filters, m.student_filters
         if not t_filters:
             run = self._run(cfg, teacher, StudentConfig.pretrained(teacher), filters, "teacher")
             run.method = dataclasses.replace(filters, side="teacher")
-            add("teacher-filters", _export_last_filters(run))
+            add("teacher-filters", _export_last_filters(run), gate)
             t_filters = str(stage_dir(root, "teacher-filters") / "student" / "method.safetensors")
         if not s_filters:
             run = self._run(cfg, teacher, student, dataclasses.replace(filters, side="student"), "student")
-            add("student-filters", _export_last_filters(run))
+            add("student-filters", _export_last_filters(run), gate)
             # Its exported student is the (unchanged) frozen student, with the filters beside it.
             student = StudentConfig.pretrained(str(stage_dir(root, "student-filters") / "student"))
             s_filters = str(stage_dir(root, "student-filters") / "student" / "method.safetensors")
@@ -199,6 +213,21 @@ class TEDPlan:
         names += [] if m.teacher_filters else ["teacher-filters"]
         names += [] if m.student_filters else ["student-filters"]
         return [*names, "distill"]
+
+
+def _refuse_chance_filters(result: RunResult) -> None:
+    """Stop the plan when a filter stage's notes say a filter ended at chance-level loss."""
+    recipe = result.student_dir / "recipe.json"
+    warnings = json.loads(recipe.read_text(encoding="utf-8")).get("results", {}).get("warnings") or []
+    chance = [w for w in warnings if str(w).startswith(CHANCE_NOTE)]
+    if chance:
+        layers = ", ".join(str(w)[len(CHANCE_NOTE) :].split(" ", 1)[0] for w in chance)
+        raise TrainingError(
+            f"TED's filters on layer(s) {layers} of {result.run_dir} ended at chance-level loss: Stage II "
+            "would align filters that carry nothing from those layers. Redo that stage with a higher "
+            "learning rate or more epochs (--overwrite), or set plan.allow_chance_filters=true to distil "
+            "from them anyway."
+        )
 
 
 def _export_last_filters(run: RunConfig) -> RunConfig:
