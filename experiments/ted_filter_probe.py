@@ -28,7 +28,7 @@ from distil.adapters import forward_features
 from distil.methods._ted_heads import pool
 from distil.models.architectures import num_layers
 from distil.training.setup import build_run
-from distil.types import Batch, FeatureRequest
+from distil.types import FeatureRequest
 
 
 def _config(
@@ -57,23 +57,25 @@ def _config(
     ]
 
 
+PROBES = ("first", "mean", "last")
+
+
 @torch.no_grad()
 def _features(model: torch.nn.Module, rows: list, collate, batch_size: int) -> tuple[list, np.ndarray]:  # noqa: ANN001
-    """Per layer: (token-0 features, mean features) of every row, and the labels."""
-    per_layer: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    """Per layer: the features of every row under each of `PROBES`, and the labels."""
+    per_layer: dict[int, dict[str, list[np.ndarray]]] = {}
     labels = []
     model.eval()
     for start in range(0, len(rows), batch_size):
-        batch = Batch.from_mapping(collate(rows[start : start + batch_size]))
+        batch = collate(rows[start : start + batch_size])
         out = forward_features(model, batch, FeatureRequest(logits=False, hidden_states=True))
         assert out.hidden_states is not None and batch.labels is not None
         labels.append(batch.labels.float().numpy())
         for n, states in enumerate(out.hidden_states[1:], start=1):
-            first = pool(states, out.attention_mask, out.causal, "first").float().numpy()
-            mean = pool(states, out.attention_mask, out.causal, "mean").float().numpy()
-            per_layer.setdefault(n, ([], []))[0].append(first)
-            per_layer[n][1].append(mean)
-    layers = [(np.concatenate(f), np.concatenate(m)) for _, (f, m) in sorted(per_layer.items())]
+            for how in PROBES:
+                pooled = pool(states, out.attention_mask, out.causal, how).float().numpy()  # type: ignore[arg-type]
+                per_layer.setdefault(n, {h: [] for h in PROBES})[how].append(pooled)
+    layers = [{h: np.concatenate(v[h]) for h in PROBES} for _, v in sorted(per_layer.items())]
     return layers, np.concatenate(labels)
 
 
@@ -102,7 +104,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--poolings", default="first,mean")
     parser.add_argument("overrides", nargs="*", help="Extra key=value overrides (data.train_file=...).")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     torch.manual_seed(args.seed)
     from transformers import AutoConfig
 
@@ -133,8 +135,7 @@ def main() -> None:
     dev_x, dev_y = _features(parts.student, dev_rows, task.collate, 64)
     for n in range(layers):
         results["probes"][n + 1] = {
-            how: _probe(train_x[n][i], train_y, dev_x[n][i], dev_y, reg)
-            for i, how in enumerate(("first", "mean"))
+            how: _probe(train_x[n][how], train_y, dev_x[n][how], dev_y, reg) for how in PROBES
         }
     classes = int(len(set(train_y.astype(int).tolist()))) if not reg else 0
     (args.out / f"{args.task}-seed{args.seed}.json").write_text(json.dumps(results, indent=2, default=str))
@@ -144,11 +145,11 @@ def main() -> None:
         f"{'-' if reg else f'{math.log(classes):.4f}'}\n"
     )
     polls = args.poolings.split(",")
-    head = ["layer", "probe token 0", "probe mean"] + [f"filter {p}" for p in polls]
+    head = ["layer", *(f"probe {h}" for h in PROBES)] + [f"filter {p}" for p in polls]
     head += [f"loss {p}" for p in polls]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for n in range(1, layers + 1):
-        cells = [str(n), f"{results['probes'][n]['first']:.3f}", f"{results['probes'][n]['mean']:.3f}"]
+        cells = [str(n), *(f"{results['probes'][n][h]:.3f}" for h in PROBES)]
         for p in polls:
             metrics = results["filters"][p]["metrics"]
             value = metrics.get(f"filter_{n}/{metric}", float("nan"))

@@ -24,3 +24,13 @@ $P "$OUT/stsb-teacher/student" --task stsb --out "$OUT" --max-length 128
 $P "$OUT/topics-teacher/student" --task custom --out "$OUT" --max-length 32 --epochs 8 --batch-size 16 \
   --probe-rows 48 data.train_file=tests/assets/data/custom/topics.tsv data.header=false \
   "data.text_columns=[0]" data.label_column=1 data.split_dev=0.2
+# A decoder: no pretrained decoder is reachable offline, so a 4 x 256 GPT-2 classifier is trained from
+# scratch on 8,000 SST-2 rows, then its filters pool the last real token (auto for decoders) or the mean.
+dec=$OUT/sst2-decoder
+if [ ! -f "$dec-teacher/student/recipe.json" ]; then
+  .venv/bin/python experiments/decoder_classifier.py "$dec-init"
+  $D finetune --config glue/sst2/finetune models.student.path="$dec-init" data.train_subset=8000 \
+    train.epochs=2 train.lr=5e-4 run_dir="$dec-teacher" --no-progress
+fi
+$P "$dec-teacher/student" --task sst2 --out "$OUT/decoder" --train-subset 4000 --max-length 64 \
+  --poolings last,mean

@@ -2,6 +2,8 @@
 end-to-end plans on tiny BERT / DeBERTa-v2 / GPT-2, and bad input rejected before training."""
 
 import json
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -345,7 +347,8 @@ def test_filter_stage_scores_each_filter_and_warns_about_one_at_chance(tmp_path,
     evals = [r for r in records if any(k.startswith("eval/") for k in r)]
     assert evals and all("eval/filter_1/accuracy" in r for r in evals)  # the 1-layer student's one filter
     out = capsys.readouterr().out
-    assert "warning: TED filter on layer 1 ended at chance-level loss" in out and "ln 2 = 0.693" in out
+    assert "warning: TED filter on layer 1 ended at chance-level loss" in out
+    assert re.search(r"predicting the class prior scores 0\.6\d\d", out)
     assert "filter_1/accuracy" in out  # the filters' own scores are printed, not only the frozen model's
     recipe = json.loads((result.student_dir / "recipe.json").read_text())
     assert any("layer 1" in w for w in recipe["results"]["warnings"])
@@ -393,3 +396,17 @@ def test_plan_stops_after_a_filter_stage_at_chance_unless_allowed(tmp_path):
     allowed = _ted(tmp_path, **at_chance, **{"plan.allow_chance_filters": True})
     run(allowed, overwrite=True, progress=False)
     assert (root / "student" / "recipe.json").is_file()
+
+
+def test_chance_is_the_entropy_of_the_training_labels(tmp_path):
+    """An imbalanced prior (MRPC's 68/32) makes chance 0.627, not ln 2: a filter at the prior is flagged."""
+    parts = build_run(_stage1(tmp_path, **{"eval.select": "last"}))
+    method = parts.method
+    assert method.chance_loss() is None  # nothing seen yet
+    method._counts = torch.tensor([68, 32])
+    expected = -(0.68 * math.log(0.68) + 0.32 * math.log(0.32))
+    assert method.chance_loss() == pytest.approx(expected)
+    method._recent = {1: torch.tensor(0.61)}  # below ln 2 * 0.95 = 0.658, yet no better than the prior
+    assert len(method.end_notes()) == 1 and "0.627" in method.end_notes()[0]
+    method._recent = {1: torch.tensor(0.55)}
+    assert method.end_notes() == []

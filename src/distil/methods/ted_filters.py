@@ -9,7 +9,6 @@ plan (`distil.plans.ted`) runs this stage for both models before Stage II (`dist
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -119,9 +118,11 @@ class TEDFilters(Method):
         self.filters = LayerProjections(layers, hidden, dim, cfg.filter_type, activation_of(model.config))
         self.heads = filter_heads(model, layers, dim, ctx.num_labels, cfg.head_dropout, cfg.pooling)
         self.kind = head_kind(model)
-        # Chance-level loss of a classification head (predicting the class prior, uniform): ln C.
+        # Chance level of a classification head: the loss of predicting the class prior, i.e. the entropy
+        # of the training labels (ln C when balanced; MRPC's 68/32 prior gives 0.63, not ln 2 = 0.69).
         self.num_labels = ctx.num_labels
-        self.chance = math.log(ctx.num_labels) if self.kind == "seq" and ctx.num_labels > 1 else None
+        self.classify = self.kind == "seq" and not ctx.is_regression and ctx.num_labels > 1
+        self._counts: Tensor | None = None  # training labels seen, per class, kept on the device
         self._recent: dict[int, Tensor] = {}  # each filter's loss, a running mean kept on the device
 
     def _filtered_layers(self, model: PreTrainedModel, teacher: PreTrainedModel) -> list[int]:
@@ -154,6 +155,9 @@ class TEDFilters(Method):
             parts[f"filter_{n}"] = task_loss(logits, batch.labels, self.is_regression)
         total = torch.stack(list(parts.values())).mean()
         with torch.no_grad():
+            if self.classify:
+                seen = torch.bincount(batch.labels.reshape(-1).long(), minlength=self.num_labels)
+                self._counts = seen if self._counts is None else self._counts + seen
             for n in self.filters.layers:
                 value = parts[f"filter_{n}"].detach().float()
                 self._recent[n] = value if n not in self._recent else 0.9 * self._recent[n] + 0.1 * value
@@ -163,17 +167,25 @@ class TEDFilters(Method):
         """Each filter with its head, scored like a model: ``eval/filter_<layer>/<metric>``."""
         return {f"filter_{n}": _FilterModel(student, self, n) for n in dict.fromkeys(self.filters.layers)}
 
+    def chance_loss(self) -> float | None:
+        """The loss of predicting the training labels' prior (their entropy); ``None`` without labels seen."""
+        if not self.classify or self._counts is None or not int(self._counts.sum()):
+            return None
+        prior = self._counts.double() / self._counts.sum()
+        return float(-(prior[prior > 0] * prior[prior > 0].log()).sum())
+
     def end_notes(self) -> list[str]:
-        """A warning for every classification filter whose loss ended at chance level (ln C)."""
-        if self.chance is None:
+        """A warning for every classification filter whose loss ended at chance (the prior's entropy)."""
+        chance = self.chance_loss()
+        if chance is None:
             return []
         notes = []
         for n, value in sorted(self._recent.items()):
             loss = float(value)
-            if loss >= 0.95 * self.chance:
+            if loss >= 0.95 * chance:
                 notes.append(
-                    f"{CHANCE_NOTE}{n} ended at chance-level loss ({loss:.3f}; ln {self.num_labels} = "
-                    f"{self.chance:.3f}): it learned nothing from that layer. Raise this stage's learning "
+                    f"{CHANCE_NOTE}{n} ended at chance-level loss ({loss:.3f}; predicting the class prior "
+                    f"scores {chance:.3f}): it learned nothing from that layer. Raise this stage's learning "
                     "rate (train.lr, or plan.teacher_lr for the teacher's stages) or its epochs and redo it."
                 )
         return notes
