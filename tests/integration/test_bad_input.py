@@ -144,6 +144,33 @@ def _changed_resume(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[st
     return ["distill", "--config", str(path), "--resume"], "train.lr", Path(cfg.run_dir)
 
 
+def _resume_missing_run_dir(tmp: Path, _: pytest.MonkeyPatch) -> tuple[list[str], str, Path]:
+    missing = tmp / "runs" / "typo-kd"
+    argv = ["distill", "--config", str(_config(tmp)), "--run-dir", str(missing), "--resume", "--no-progress"]
+    return argv, "does not exist: nothing to resume", missing
+
+
+def _resume_missing_plan_dir(tmp: Path, _: pytest.MonkeyPatch) -> tuple[list[str], str, Path]:
+    path = _config(tmp, method="ted", **{"plan": {"name": "ted", "allow_chance_filters": True}})
+    missing = tmp / "runs" / "typo-ted"
+    argv = ["distill", "--config", str(path), "--run-dir", str(missing), "--resume", "--no-progress"]
+    return argv, "does not exist: nothing to resume", missing
+
+
+def _damaged_resumes(content: bytes) -> Case:
+    def case(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], str, Path]:
+        cfg = tiny_run(tmp, **{"data.dev_file": None, "train.checkpoint_every": 2})
+        with pytest.MonkeyPatch.context() as patch:
+            train_interrupted(cfg, KD, 4, patch)
+        (Path(cfg.run_dir) / "resumes.json").write_bytes(content)
+        path = tmp / "same.yaml"
+        path.write_text(yaml.safe_dump(cfg.to_dict()))
+        argv = ["distill", "--config", str(path), "--resume", "--no-progress"]
+        return argv, "resumes.json", Path(cfg.run_dir)
+
+    return case
+
+
 CASES: dict[str, Case] = {
     "model folder without tokenizer files": _no_tokenizer,
     "data.max_length above the position table": _long_max_length,
@@ -159,6 +186,10 @@ CASES: dict[str, Case] = {
     "ragged CSV row": _ragged_csv,
     "unknown --method": _unknown_method,
     "--resume with a changed learning rate": _changed_resume,
+    "--resume of a run directory that does not exist": _resume_missing_run_dir,
+    "--resume of a plan whose directory does not exist": _resume_missing_plan_dir,
+    "--resume with a damaged resumes.json": _damaged_resumes(b'[{"from_step": 2'),
+    "--resume with a non-UTF-8 resumes.json": _damaged_resumes(b"\xff\xfe[]"),
 }
 
 

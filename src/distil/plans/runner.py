@@ -58,7 +58,7 @@ def run_steps(steps: list[Step], *, progress: bool, redo: bool = False) -> dict[
 def _check_root(root: Path, *, resume: bool, overwrite: bool) -> None:
     if not resume:
         check_run_dir(root, resume=False, overwrite=overwrite)
-    elif _finished(root):
+    elif _finished(root) or not root.is_dir():
         check_run_dir(root, resume=True, overwrite=False)  # raises: nothing to resume
 
 

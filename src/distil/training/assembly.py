@@ -35,7 +35,7 @@ from distil.training.engine import Engine, StepModule, resolve_parallel
 from distil.training.env import seed_everything
 from distil.training.optim import build_optimizer, cut_optimizer_state, trainable_parameters
 from distil.training.precision import Precision, precision_policy
-from distil.training.resume import check_same_run
+from distil.training.resume import check_same_run, read_resumes
 from distil.training.setup import RunParts, build_run
 from distil.types import FeatureRequest, Resize
 
@@ -69,13 +69,14 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
     precision = precision_policy(tc.precision, cfg.models.teacher_dtype, env.device)
     run_dir = Path(cfg.run_dir)
     # --resume of a run killed before its first checkpoint starts it again: there is nothing to lose.
-    restart = resume and _never_saved(run_dir)
+    restart = resume and run_dir.is_dir() and _never_saved(run_dir)
     resume = resume and not restart
     check_run_dir(run_dir, resume=resume, overwrite=overwrite or restart)
     changes: dict[str, tuple[Any, Any]] = {}
     checkpoint: Path | None = None
     skipped: list[str] = []
     if resume:
+        read_resumes(run_dir)  # a damaged history is refused now, before config.yaml is rewritten
         changes = check_same_run(run_dir, cfg)
         checkpoint = latest_checkpoint(run_dir, skipped=skipped)
         if checkpoint is None:

@@ -106,12 +106,18 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
 
     Raises:
         ConfigError: The folder holds a finished or unfinished run and neither ``resume`` nor
-            ``overwrite`` says what to do with it, or ``resume`` finds a finished run.
+            ``overwrite`` says what to do with it, or ``resume`` finds a finished run or no folder.
     """
     if resume and overwrite:
         raise ConfigError("Choose one of --resume and --overwrite, not both.")
     finished = (run_dir / FINISHED_MARKER).exists()
     if resume:
+        if not run_dir.is_dir():
+            # A typo in --run-dir must not cost a whole new run.
+            raise ConfigError(
+                f"Run directory {run_dir} does not exist: nothing to resume. Check --run-dir (run_dir), or "
+                "drop --resume to start a new run there."
+            )
         if finished:
             raise ConfigError(
                 f"{run_dir} holds a finished run; nothing to resume. Use --overwrite to redo it."

@@ -21,7 +21,14 @@ from distil.errors import ConfigError
 from distil.files import atomic_write_text, not_utf8
 from distil.run_config import RunConfig
 
-__all__ = ["SAFE_TO_CHANGE", "check_same_run", "config_changes", "record_resume", "resume_history"]
+__all__ = [
+    "SAFE_TO_CHANGE",
+    "check_same_run",
+    "config_changes",
+    "read_resumes",
+    "record_resume",
+    "resume_history",
+]
 
 SAFE_TO_CHANGE = frozenset(
     {
@@ -101,16 +108,37 @@ def check_same_run(run_dir: Path, cfg: RunConfig, what: str = "--resume") -> dic
     return {k: v for k, v in changes.items() if k != "run_dir"}
 
 
+def read_resumes(run_dir: Path) -> list[dict[str, Any]]:
+    """The resumes recorded for a run (empty for a run never resumed), checked.
+
+    Raises:
+        ConfigError: The file is not UTF-8 JSON holding a list of records (damaged or edited by hand).
+    """
+    path = run_dir / _RESUMES
+    if not path.is_file():
+        return []
+    try:
+        history = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        history, reason = None, f"{type(err).__name__}: {err}"
+    else:
+        reason = "not a list of resume records"
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise ConfigError(
+            f"{path} is damaged ({reason}); it only lists earlier resumes, so delete it (or restore it) "
+            "and resume again."
+        )
+    return history
+
+
 def record_resume(run_dir: Path, step: int, changes: dict[str, tuple[Any, Any]]) -> list[dict[str, Any]]:
     """Append this resume (from which step, with which accepted changes) to the run's history; returns it."""
-    path = run_dir / _RESUMES
-    history: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    history = read_resumes(run_dir)
     history.append({"from_step": step, "changed": {k: list(v) for k, v in changes.items()}})
-    atomic_write_text(path, json.dumps(history, indent=1, default=str))
+    atomic_write_text(run_dir / _RESUMES, json.dumps(history, indent=1, default=str))
     return history
 
 
 def resume_history(run_dir: Path) -> list[dict[str, Any]]:
     """The resumes recorded for a run (empty for a run never resumed)."""
-    path = run_dir / _RESUMES
-    return list(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else []
+    return read_resumes(run_dir)
