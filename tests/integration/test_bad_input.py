@@ -171,6 +171,26 @@ def _damaged_resumes(content: bytes) -> Case:
     return case
 
 
+class _Payload:
+    """Unpickling this creates ``marker``: proof that a loader executed what a model folder held."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+def _pickled_teacher(tmp: Path, _: pytest.MonkeyPatch) -> tuple[list[str], str, Path]:
+    import pickle
+
+    teacher = save_tiny_pair(tmp / "pickled", "bert", num_labels=2)
+    for weights in teacher.glob("*.safetensors"):
+        weights.unlink()
+    (teacher / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": _Payload(tmp / "ran")}))
+    return _distill(tmp, **{"models.teacher": str(teacher)}), "pickled objects", tmp / "run-kd"
+
+
 CASES: dict[str, Case] = {
     "model folder without tokenizer files": _no_tokenizer,
     "data.max_length above the position table": _long_max_length,
@@ -190,6 +210,7 @@ CASES: dict[str, Case] = {
     "--resume of a plan whose directory does not exist": _resume_missing_plan_dir,
     "--resume with a damaged resumes.json": _damaged_resumes(b'[{"from_step": 2'),
     "--resume with a non-UTF-8 resumes.json": _damaged_resumes(b"\xff\xfe[]"),
+    "teacher weights holding pickled objects": _pickled_teacher,
 }
 
 
@@ -205,6 +226,7 @@ def test_bad_input_gets_one_clean_line_and_writes_nothing(tmp_path, capsys, monk
     assert names in first, first
     assert "Traceback" not in err
     assert _snapshot(run_dir) == before
+    assert not (tmp_path / "ran").exists()  # nothing a folder held was executed
 
 
 def test_options_may_come_between_overrides(tmp_path):

@@ -7,6 +7,7 @@ A model name is either ``"embedded"`` (the all-MiniLM-L6-v2 weights shipped by t
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -245,6 +246,13 @@ def load_model(
         if meta:
             return _on_meta(config, head, kwargs)
         return HEADS[head].from_pretrained(path, **kwargs)
+    except pickle.UnpicklingError as exc:
+        # torch.load(weights_only=True) met objects other than tensors: nothing of them ran, nor will.
+        raise ModelError(
+            f"Cannot load the model {name!r}: its PyTorch weights file holds pickled objects that are not "
+            "plain tensors, and distil never unpickles those. Save the model as safetensors with a tool "
+            "you trust (save_pretrained(..., safe_serialization=True)), or use its safetensors weights."
+        ) from exc
     except (OSError, ValueError, SafetensorError) as exc:
         damaged = _damaged_weights(path)
         if damaged is not None:
