@@ -186,3 +186,22 @@ def test_mnli_is_scored_on_both_dev_sets(tmp_path, capsys):
     assert set(result.metrics) == {"accuracy", "accuracy_mm"}
     assert main(["eval", str(result.student_dir), "--task", "mnli", "--data-dir", str(DATA)]) == 0
     assert set(_metrics(capsys.readouterr().out.splitlines()[-1])) == {"accuracy", "accuracy_mm"}
+
+
+def test_eval_refuses_a_checkpoint_without_the_tasks_head(tmp_path, capsys):
+    """A masked-LM folder scored on a classification file would score a fresh, random head."""
+    from transformers import AutoModelForMaskedLM
+
+    from factories import tiny_config
+
+    mlm = tmp_path / "mlm"
+    AutoModelForMaskedLM.from_config(tiny_config("bert")).save_pretrained(mlm)
+    tiny_tokenizer().save_pretrained(mlm)
+    rows = tmp_path / "dev.tsv"
+    rows.write_text("".join(f"a line {i}\t{i % 2}\n" for i in range(8)))
+    capsys.readouterr()
+    argv = ["eval", str(mlm), "--task", "custom", "--file", str(rows), "--no-header", "--text-columns", "0"]
+    assert main([*argv, "--label-column", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "masked-LM checkpoint (BertForMaskedLM)" in err[0]
+    assert "sequence-classification head" in err[0] and "Traceback" not in err[0]

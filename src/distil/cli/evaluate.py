@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from distil.cli.task_args import task_from_args
-from distil.errors import ConfigError
+from distil.errors import ConfigError, ModelError
 from distil.models.loading import load_model, load_tokenizer, model_label_names
 from distil.tasks.classification import ClassificationTask
 
@@ -22,6 +22,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         if not isinstance(task, ClassificationTask):
             raise ConfigError(f"--split applies to GLUE tasks; --task {args.task} is scored on its --file.")
         task.use_split(args.split)
+    _check_head(args.model, task.head, args.task)
     num_labels = task.num_labels if task.head == "seq" else None
     model = load_model(
         args.model,
@@ -33,3 +34,26 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     )
     task.prepare(load_tokenizer(args.model), data.max_length)
     return task.evaluate(model, args.batch_size)
+
+
+def _check_head(model: str, head: str, task: str) -> None:
+    """Refuse a checkpoint without a trained head for the task: scoring a fresh head measures noise."""
+    from transformers import AutoConfig
+
+    from distil.deploy.runtime import head_of
+    from distil.models.loading import resolve_model_path
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_path(model))
+    except (OSError, ValueError):
+        return  # load_model names what is wrong with the folder
+    has = head_of(config)
+    if has != head:
+        names = {"seq": "sequence-classification", "qa": "question-answering", "lm": "causal-LM",
+                 "mlm": "masked-LM", "base": "bare encoder (no head)"}  # fmt: skip
+        archs = ", ".join(getattr(config, "architectures", None) or []) or "no architectures"
+        raise ModelError(
+            f"{model} is a {names.get(has, has)} checkpoint ({archs}), without the trained "
+            f"{names.get(head, head)} head that --task {task} scores; a fresh head would score noise. "
+            "Evaluate a model trained for this task (a run's student/ folder)."
+        )
