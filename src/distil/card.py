@@ -172,7 +172,11 @@ def _table(rows: list[tuple[str, Any]]) -> list[str]:
 
 
 def write_card(
-    folder: Path, *, bench: dict[str, Any] | None = None, export: dict[str, Any] | None = None
+    folder: Path,
+    *,
+    bench: dict[str, Any] | None = None,
+    export: dict[str, Any] | None = None,
+    title: str | None = None,
 ) -> Path:
     """Write (or rewrite) ``folder/README.md`` from the recipe and what ``bench`` / ``export`` measured.
 
@@ -181,6 +185,8 @@ def write_card(
         bench: ``distil bench`` results to record (kept as ``bench.json`` beside the card); ``None`` keeps
             the last ones recorded, if any.
         export: ``distil export``'s record (``onnx/export.json``); ``None`` reads it when it exists.
+        title: The card's title; default: the run's folder (``RUN/student``) or the model folder's name.
+            A folder written under a temporary name passes the name it will have.
 
     Returns:
         The card's path.
@@ -199,7 +205,7 @@ def write_card(
     results = recipe.get("results") or {}
     metrics = {k: v for k, v in (results.get("dev") or {}).items() if isinstance(v, int | float)}
     front = yaml.safe_dump(_front_matter(recipe, head, metrics), sort_keys=False).strip()
-    title = folder.parent.name if folder.name == "student" else folder.name
+    title = title or (folder.parent.name if folder.name == "student" else folder.name)
     lines = ["---", front, "---", "", f"# {title}", ""]
     lines += _intro(recipe, config) + _model(recipe, folder) + _training(recipe) + _results(results, metrics)
     lines += _bench_lines(bench) if bench else []

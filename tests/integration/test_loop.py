@@ -220,3 +220,12 @@ def test_a_checkpoint_of_an_older_format_is_refused_with_a_clear_message(tmp_pat
     manifest_file.write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match=r"older distil \(checkpoint format 1.*--overwrite"):
         train(cfg, resume=True, progress=False)
+
+
+def test_progress_off_a_terminal_is_lines_not_bar_frames(tmp_path, capsys):
+    """Output redirected to a file (pytest's capture is not a terminal) gets progress lines, no tqdm frames."""
+    cfg = tiny_run(tmp_path, "kd", **{"train.max_steps": 3, "train.progress_seconds": 1e-6})
+    train(cfg, progress=True)
+    captured = capsys.readouterr()
+    assert "kd custom" not in captured.err and "step/s" not in captured.err  # the loop's bar: off
+    assert "[distil] step 1/3" in captured.out

@@ -41,4 +41,7 @@ def test_the_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     assert sorted(config["id2label"].values()) == ["Business", "Sci/Tech", "Sports", "World"]
     card = (student / "README.md").read_text()
     assert "## Results" in card and "## Speed" in card and "## ONNX" in card
+    assert "\n# topics-kd\n" in card  # titled by the run, never by the temporary folder it was written in
+    ted_card = (tmp_path / "runs" / "topics-ted" / "student" / "README.md").read_text()
+    assert "\n# topics-ted\n" in ted_card and ".tmp" not in ted_card
     assert (tmp_path / "runs" / "topics-ted" / "student" / "recipe.json").is_file()

@@ -84,7 +84,7 @@ def _export_last(plan: Plan, results: Mapping[str, RunResult]) -> RunResult:
     shutil.copytree(last.student_dir, tmp)
     # The recipe marks a finished run, so it is written into the copy before the copy takes its name.
     atomic_write_text(tmp / "recipe.json", json.dumps(recipe, indent=2, default=str))
-    write_card(tmp)  # the whole plan's recipe, not the last stage's alone
+    write_card(tmp, title=plan.root.name)  # the whole plan's recipe, not the last stage's alone
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return RunResult.from_run_dir(plan.root)

@@ -82,6 +82,6 @@ def export_student(
     recipe = {"distil_version": __version__, **recipe}
     # The recipe marks a finished run: it is in the folder before the folder takes its name.
     (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, default=str), encoding="utf-8")
-    write_card(tmp)
+    write_card(tmp, title=run_dir.name)
     _publish(tmp, target)
     return target

@@ -182,8 +182,9 @@ def train(
     stepper = Stepper(mods, engine, method, precision, scheduler, scaler, tc.max_grad_norm, env, cache)
 
     logger = MetricLogger(run_dir, trackers=tc.trackers, config=cfg.to_dict(), enabled=env.is_main)
+    # A bar only on a terminal: redirected to a file, tqdm's carriage-return frames are noise (lines below).
     bar = tqdm(
-        total=total_steps, initial=state.step, disable=not (progress and env.is_main),
+        total=total_steps, initial=state.step, disable=not (progress and env.is_main and sys.stderr.isatty()),
         desc=f"{cfg.method_name} {task.name}", unit="step", dynamic_ncols=True,
     )  # fmt: skip
     window = _Window()
