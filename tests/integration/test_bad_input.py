@@ -261,3 +261,11 @@ def test_a_decoder_without_a_pad_token_pads_with_its_end_of_sequence_token(tmp_p
     assert "pad" in capsys.readouterr().out.lower()
     recipe = json.loads((tmp_path / "run-finetune" / "student" / "recipe.json").read_text())
     assert recipe["built"]["pad_token"] == "[SEP]"
+
+
+def test_only_the_bad_option_is_named_among_overrides(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        config = str(_config(tmp_path))
+        main(["validate", config, "--method", "finetune", "data.max_length=16", "train.lr=1e-4"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and err.endswith("unrecognized arguments: --method finetune"), err

@@ -223,7 +223,7 @@ def test_a_checkpoint_of_an_older_format_is_refused_with_a_clear_message(tmp_pat
 
 
 def test_progress_off_a_terminal_is_lines_not_bar_frames(tmp_path, capsys):
-    """Output redirected to a file (pytest's capture is not a terminal) gets progress lines, no tqdm frames."""
+    """Output redirected to a file (pytest's capture is no terminal) gets progress lines, no bar frames."""
     cfg = tiny_run(tmp_path, "kd", **{"train.max_steps": 3, "train.progress_seconds": 1e-6})
     train(cfg, progress=True)
     captured = capsys.readouterr()

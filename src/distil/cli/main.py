@@ -211,10 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # override, and refused as before when it is not.
     args, rest = parser.parse_known_args(argv)
     if rest:
-        if hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
-            args.overrides = [*args.overrides, *rest]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        overrides = [r for r in rest if "=" in r and not r.startswith("-")]
+        unknown = [r for r in rest if r not in overrides]
+        if unknown or not hasattr(args, "overrides"):
+            # Name only what is wrong: the overrides among them are fine.
+            parser.error(f"unrecognized arguments: {' '.join(unknown or rest)}")
+        args.overrides = [*args.overrides, *overrides]
     _quiet_libraries()
     try:
         return COMMANDS[args.command](args)
