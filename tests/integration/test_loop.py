@@ -229,3 +229,22 @@ def test_progress_off_a_terminal_is_lines_not_bar_frames(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "kd custom" not in captured.err and "step/s" not in captured.err  # the loop's bar: off
     assert "[distil] step 1/3" in captured.out
+
+
+def test_threads_option_sets_torch_threads_for_the_run(tmp_path, monkeypatch):
+    import yaml
+
+    from distil.cli.main import main
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    cfg = tiny_run(tmp_path, "kd", **{"train.max_steps": 1})
+    path = tmp_path / "run.yaml"
+    data = cfg.to_dict()
+    data.pop("plan")
+    path.write_text(yaml.safe_dump(data))
+    assert main(["distill", "--config", str(path), "--threads", "1", "--no-progress"]) == 0
+    assert calls and calls[0] == 1
+    assert yaml.safe_load((Path(cfg.run_dir) / "config.yaml").read_text())["train"]["threads"] == 1
+    with pytest.raises(ConfigError, match="train.threads must be >= 1"):
+        tiny_run(tmp_path, "kd", **{"train.threads": 0})

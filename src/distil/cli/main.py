@@ -23,15 +23,23 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--overwrite", action="store_true", help="Replace a run already in the run dir.")
     group.add_argument("--resume", action="store_true", help="Continue the unfinished run in the run dir.")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    p.add_argument(
+        "--threads", type=int, help="torch CPU threads per process (same as train.threads=...; default: one "
+        "per core). On a shared or 2-core machine, 1 is often faster.",
+    )  # fmt: skip
     p.add_argument("overrides", nargs="*", metavar="key=value", help="Dotted overrides, e.g. train.lr=3e-5.")
 
 
-def _overrides(args: argparse.Namespace, extra: Sequence[str] = ()) -> list[str]:
+def _overrides(
+    args: argparse.Namespace, extra: Sequence[str] = (), train_sections: Sequence[str] = ("train",)
+) -> list[str]:
     out = list(extra)
     if args.run_dir:
         out.append(f"run_dir={args.run_dir}")
     if args.data_dir:
         out.append(f"data.data_dir={args.data_dir}")
+    if getattr(args, "threads", None) is not None:
+        out += [f"{section}.threads={args.threads}" for section in train_sections]
     return out + list(args.overrides)
 
 
@@ -64,7 +72,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from distil.plans.pipeline import run_pipeline
 
     extra = ["data.train_subset=null"] if args.full else []
-    cfg = load_pipeline_config(args.config, _overrides(args, extra))
+    cfg = load_pipeline_config(args.config, _overrides(args, extra, ("teacher_train", "student_train")))
     run_pipeline(cfg, overwrite=args.overwrite, progress=not args.no_progress)
     return 0
 

@@ -60,6 +60,8 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
     """Every check, then the task, the models and the method; nothing is written before this returns."""
     tc = cfg.train
     check_run(cfg)  # configs built in code (plans, the API) get the checks a YAML config gets
+    if tc.threads is not None:
+        torch.set_num_threads(tc.threads)
     env = init_distributed(tc.dist_timeout_minutes)
     parallel = resolve_parallel(tc.parallel, env.world, env.device, cpu_offload=tc.cpu_offload)
     check_launcher(

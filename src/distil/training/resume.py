@@ -41,6 +41,7 @@ SAFE_TO_CHANGE = frozenset(
         "train.report_to",
         "train.progress_seconds",
         "train.num_workers",
+        "train.threads",
         "train.dist_timeout_minutes",
         "train.batch_size",  # with train.grad_accum and the process count: the global batch is checked
         "train.grad_accum",
