@@ -410,3 +410,12 @@ def test_chance_is_the_entropy_of_the_training_labels(tmp_path):
     assert len(method.end_notes()) == 1 and "0.627" in method.end_notes()[0]
     method._recent = {1: torch.tensor(0.55)}
     assert method.end_notes() == []
+
+
+def test_a_plan_stopped_after_stage_0_exports_a_fine_tuned_student_named_so(tmp_path):
+    cfg = _ted(tmp_path, **{"plan.stop_after": "finetune", "plan.finetune_teacher": False})
+    result = run(cfg, progress=False)
+    recipe = json.loads((result.student_dir / "recipe.json").read_text())
+    assert recipe["method"] == "finetune" and list(recipe["stages"]) == ["student-finetune"]
+    card = (result.student_dir / "README.md").read_text()
+    assert "by **finetune**" in card and "TED" not in card and "Less is More" not in card

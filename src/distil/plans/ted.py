@@ -180,7 +180,8 @@ class TEDPlan:
             add("student-finetune", self._run(cfg, teacher, student, FinetuneConfig(), "student"))
             student = StudentConfig.pretrained(str(stage_dir(root, "student-finetune") / "student"))
         if self.stop_after == "finetune":
-            return Plan(root, steps, cfg)
+            # The exported student is Stage 0's fine-tuned one: its recipe and card say so, not TED.
+            return Plan(root, steps, cfg, record="last")
         filters = TEDFiltersConfig(
             layer_map=layers, student_depth=len(layers), filter_type=m.filter_type, filter_dim=m.filter_dim,
             head_dropout=self.head_dropout, pooling=self.filter_pooling,
