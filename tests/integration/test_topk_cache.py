@@ -62,3 +62,12 @@ def test_a_top_k_cache_is_refused_where_it_cannot_apply(tmp_path):
     cfg = lm_run(tmp_path, "lwd", **{"train.cache_teacher_topk": 16})
     with pytest.raises(ConfigError, match="cache_teacher_topk: method 'lwd' needs more"):
         train(cfg, progress=False)
+
+
+def test_a_top_k_above_the_vocabulary_is_refused_before_anything_is_written(tmp_path):
+    cfg = _cfg(tmp_path, "too-many", cache_teacher_topk=VOCAB + 1)
+    with pytest.raises(
+        ConfigError, match=rf"cache_teacher_topk={VOCAB + 1} is above the teacher's {VOCAB}-token"
+    ):
+        train(cfg, progress=False)
+    assert not Path(cfg.run_dir).exists()

@@ -119,6 +119,14 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
             f"train.cache_teacher_topk: method {cfg.method_name!r} needs more than the teacher's token "
             "logits of clean inputs, or cannot read a top-k cache (KD can): unset train.cache_teacher_topk."
         )
+    if tc.cache_teacher_topk is not None and parts.teacher is not None:
+        head = parts.teacher.get_output_embeddings()
+        vocab = int(head.weight.shape[0]) if head is not None else int(parts.teacher.config.vocab_size)
+        if tc.cache_teacher_topk > vocab:
+            raise ConfigError(
+                f"train.cache_teacher_topk={tc.cache_teacher_topk} is above the teacher's {vocab}-token "
+                f"vocabulary: set it to at most {vocab} (the vocabulary size keeps the whole distribution)."
+            )
     if tc.cache_teacher and not cacheable:
         raise ConfigError(
             "train.cache_teacher needs a method that uses only the teacher's per-example logits of clean "
