@@ -125,3 +125,10 @@ def test_texts_shared_by_training_and_evaluation_data_are_counted_and_can_be_dro
     assert overlap(train, {"dev": Dataset.from_dict({"t": ["a  B", "d"]})}, ["t"], drop=False)[1] == {
         "dev": 1
     }
+
+
+def test_an_empty_parquet_file_gets_the_same_message_as_an_empty_csv(tmp_path):
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.string())}), empty)
+    with pytest.raises(DataError, match=r"empty\.parquet: has columns but no rows"):
+        _task(empty, text_columns=["text"], label_column="label")

@@ -187,6 +187,8 @@ def _read_user_file(
     if suffix == ".parquet":
         _check_exists(path)
         _check_columns(path, file_columns(path), needed, fix)
+        if pq.read_metadata(path).num_rows == 0:  # the reader fails on it with an unrelated message
+            raise DataError(f"{path}: has columns but no rows; a data file needs at least one row.")
         return _load("parquet", path)
     if suffix in (".jsonl", ".json"):
         _check_file(path)
