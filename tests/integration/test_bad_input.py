@@ -269,3 +269,12 @@ def test_only_the_bad_option_is_named_among_overrides(tmp_path, capsys):
         main(["validate", config, "--method", "finetune", "data.max_length=16", "train.lr=1e-4"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert exit_info.value.code == 2 and err.endswith("unrecognized arguments: --method finetune"), err
+
+
+def test_under_a_launcher_only_process_0_prints_the_error(tmp_path, capsys, monkeypatch):
+    argv = ["distill", "--method", "kdd", "--config", str(_config(tmp_path))]
+    capsys.readouterr()
+    monkeypatch.setenv("RANK", "1")
+    assert main(argv) == 2 and capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(argv) == 2 and "Unknown method 'kdd'" in capsys.readouterr().err

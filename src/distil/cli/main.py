@@ -229,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except DistilError as err:
-        print(f"distil {args.command}: error: {err}", file=sys.stderr)
+        # Under a launcher every process meets the same bad input: one line is enough (process 0's).
+        if os.environ.get("RANK", "0") == "0":
+            print(f"distil {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"distil {args.command}: interrupted", file=sys.stderr)
