@@ -71,3 +71,17 @@ def test_a_top_k_above_the_vocabulary_is_refused_before_anything_is_written(tmp_
     ):
         train(cfg, progress=False)
     assert not Path(cfg.run_dir).exists()
+
+
+@pytest.mark.parametrize("damaged", ["index.npy", "values.npy", "rest.npy", "meta.json"])
+def test_a_damaged_cache_is_named_and_built_again(tmp_path, capsys, damaged):
+    first = _cfg(tmp_path, "first", cache_teacher_topk=8)
+    train(first, progress=False)
+    (meta,) = tmp_path.rglob("meta.json")
+    (meta.parent / damaged).write_bytes(b"\x93NUMPY not really")
+    capsys.readouterr()
+    again = _cfg(tmp_path, "again", cache_teacher_topk=8)
+    train(again, progress=False)
+    out = capsys.readouterr().out
+    assert "is damaged" in out and "building it again" in out and "teacher top-k cache: wrote" in out
+    _assert_same(_student(first), _student(again), atol=1e-6)

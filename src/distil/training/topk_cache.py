@@ -114,7 +114,11 @@ class TopKCache:
         shard = shard or Shard()
         folder = root / cache_key(teacher_dir, dataset, k, temperature)
         if (folder / "meta.json").is_file():
-            return cls(folder, device), False
+            problem = _damage(folder)
+            if problem is None:
+                return cls(folder, device), False
+            if is_main:  # every process sees the same files, so all of them build it again together
+                print(f"[distil] teacher top-k cache {folder} is damaged ({problem}); building it again.")
         vocab = int(teacher.get_output_embeddings().weight.shape[0])
         k = min(k, vocab)
         rows, seq = len(dataset), int(_lengths(dataset).max())
@@ -161,6 +165,31 @@ class TopKCache:
             tmp.rename(folder)
         barrier()
         return cls(folder, device), True
+
+
+def _damage(folder: Path) -> str | None:
+    """What is wrong with a finished cache folder (``None``: its files load and agree with its meta)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        # Never unpickled: np.load refuses object arrays (allow_pickle is off).
+        index, values, rest = (
+            np.load(folder / f"{n}.npy", mmap_mode="r") for n in ("index", "values", "rest")
+        )
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        return f"{type(err).__name__}: {err}"
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT or not isinstance(meta.get("k"), int):
+        return "meta.json is not this cache format's"
+    k = meta["k"]
+    if index.dtype != np.int32 or values.dtype != np.float32 or rest.dtype != np.float32:
+        return "unexpected array types"
+    if (
+        index.ndim != 3
+        or index.shape != values.shape
+        or index.shape[-1] != k
+        or rest.shape != index.shape[:2]
+    ):
+        return f"array shapes {index.shape}, {values.shape}, {rest.shape} do not fit k = {k}"
+    return None
 
 
 def _lengths(dataset: Dataset) -> np.ndarray:
