@@ -278,3 +278,17 @@ def test_under_a_launcher_only_process_0_prints_the_error(tmp_path, capsys, monk
     assert main(argv) == 2 and capsys.readouterr().err == ""
     monkeypatch.setenv("RANK", "0")
     assert main(argv) == 2 and "Unknown method 'kdd'" in capsys.readouterr().err
+
+
+def test_under_a_launcher_only_process_0_prints_the_summary(tmp_path, capsys, monkeypatch):
+    import distil.plans
+    from distil.training.loop import RunResult
+
+    done = RunResult(tmp_path, tmp_path / "student", {"accuracy": 0.5}, 2, 2, 1.0)
+    monkeypatch.setattr(distil.plans, "run", lambda cfg, **_: done)
+    argv = ["distill", "--config", str(_config(tmp_path)), "--no-progress"]
+    capsys.readouterr()
+    monkeypatch.setenv("RANK", "1")
+    assert main(argv) == 0 and "student saved to" not in capsys.readouterr().out
+    monkeypatch.setenv("RANK", "0")
+    assert main(argv) == 0 and "student saved to" in capsys.readouterr().out

@@ -49,6 +49,8 @@ def _train_command(args: argparse.Namespace, method: str | None) -> int:
 
     cfg = load_run_config(args.config, _overrides(args), method=method)
     result = run(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under a launcher, process 0 prints the summary
     print(
         f"[distil] {cfg.method_name}: {result.steps} steps in {result.train_seconds:.0f} s; "
         f"dev {result.metrics}; student saved to {result.student_dir}"
