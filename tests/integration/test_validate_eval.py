@@ -136,7 +136,7 @@ def test_validate_rejects_what_training_rejects(tmp_path, capsys, case):
 
 
 def _metrics(out: str) -> dict[str, float]:
-    return {k: float(v) for k, v in (pair.split("=") for pair in out.split())}
+    return {k: float(v) for k, v in (pair.split("=") for pair in out.strip().splitlines()[-1].split())}
 
 
 def _dev(run_dir: str) -> dict[str, float]:
@@ -205,3 +205,25 @@ def test_eval_refuses_a_checkpoint_without_the_tasks_head(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "masked-LM checkpoint (BertForMaskedLM)" in err[0]
     assert "sequence-classification head" in err[0] and "Traceback" not in err[0]
+
+
+def test_eval_reports_rows_per_class_scores_and_a_confusion_matrix(tmp_path, capsys):
+    cfg = tiny_run(tmp_path, "finetune", **{"models.teacher": None, "train.max_steps": 2})
+    cfg.models.student.init, cfg.models.student.path = "pretrained", str(tmp_path / "teacher")
+    result = run(cfg, progress=False)
+    dev = str(tmp_path / "dev.jsonl")
+    base = ["eval", str(result.student_dir), "--task", "custom", "--file", dev, "--text-columns", "text"]
+    capsys.readouterr()
+    assert main([*base, "--json", str(tmp_path / "eval.json")]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["rows"] == {"dev": 16} and "[distil] scored 16 rows of dev" in out
+    assert set(report["classes"]) == {"0", "1"}
+    assert sum(c["support"] for c in report["classes"].values()) == 16
+    confusion = report["confusion"]
+    assert sum(map(sum, confusion)) == 16
+    correct = sum(confusion[i][i] for i in range(2))
+    assert report["metrics"]["accuracy"] == pytest.approx(correct / 16)
+    assert _metrics(out) == pytest.approx(report["metrics"], abs=1e-4) and "| class | precision |" in out
+    assert main([*base, "--subset", "5"]) == 0
+    assert "[distil] scored 5 rows of dev" in capsys.readouterr().out

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from distil.cli.task_args import task_from_args
 from distil.errors import ConfigError, ModelError
 from distil.models.loading import load_model, load_tokenizer, model_label_names
 from distil.tasks.classification import ClassificationTask
 
-__all__ = ["evaluate_checkpoint"]
+__all__ = ["evaluate_checkpoint", "format_report"]
 
 
-def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
-    """Load ``args.model`` and its tokenizer and evaluate it on the task's dev data (or ``--split``)."""
+def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+    """Load ``args.model`` and its tokenizer and evaluate it on the task's dev data (or ``--split``).
+
+    Returns:
+        The report: ``metrics`` (the task's own, as training scores it), ``rows`` scored per split, and for
+        classification ``classes`` (precision, recall, F1 and support per class) and ``confusion`` (rows:
+        true class, columns: predicted) on the first split.
+    """
     lengths = {"max_length": args.max_length, "doc_stride": args.doc_stride, "eval_stride": args.eval_stride}
     labels = model_label_names(args.model) if args.task == "custom" and not args.regression else None
     # The model's own class order, not the file's: a file that lacks a class must still score correctly.
-    task, data = task_from_args(args, eval_only=True, label_names=labels, **lengths)
+    task, data = task_from_args(args, eval_only=True, label_names=labels, dev_subset=_subset(args), **lengths)
     if args.split:
         if not isinstance(task, ClassificationTask):
             raise ConfigError(f"--split applies to GLUE tasks; --task {args.task} is scored on its --file.")
@@ -33,7 +40,73 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         dtype=args.dtype,
     )
     task.prepare(load_tokenizer(args.model), data.max_length)
-    return task.evaluate(model, args.batch_size)
+    report: dict[str, Any] = {"model": str(args.model), "task": args.task}
+    report["metrics"] = task.evaluate(model, args.batch_size)
+    report["rows"] = _rows(task)
+    if isinstance(task, ClassificationTask) and not task.is_regression:
+        report |= _per_class(task, model, args.batch_size)
+    return report
+
+
+def _subset(args: argparse.Namespace) -> int | None:
+    subset = getattr(args, "subset", None)
+    if subset is not None and subset < 1:
+        raise ConfigError(f"--subset must be >= 1, got {subset}.")
+    return subset
+
+
+def _rows(task: Any) -> dict[str, int]:
+    """Rows (examples, questions or perplexity windows) scored per split."""
+    splits = getattr(task, "dev_sets", None) or {"dev": getattr(task, "dev_set", None)}
+    return {name: len(rows) for name, rows in splits.items() if rows is not None}
+
+
+def _per_class(task: ClassificationTask, model: Any, batch_size: int) -> dict[str, Any]:
+    """Precision, recall, F1 and support per class, and the confusion matrix, on the first split."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from distil.evaluation.classification import model_logits, predict
+
+    split, rows = next(iter(task.dev_sets.items()))
+    model.eval()
+    preds, refs = predict(
+        model_logits(model), rows, batch_size=batch_size, pad_token_id=task.pad_token_id, is_regression=False
+    )
+    ids = list(range(task.num_labels))
+    names = list(task.spec.label_names or []) or [str(i) for i in ids]
+    precision, recall, f1, support = precision_recall_fscore_support(refs, preds, labels=ids, zero_division=0)
+    classes = {
+        names[i]: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                   "support": int(support[i])}
+        for i in ids
+    }  # fmt: skip
+    return {
+        "split": split,
+        "classes": classes,
+        "confusion": confusion_matrix(refs, preds, labels=ids).tolist(),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report for people; its last line is the metrics as ``key=value`` pairs."""
+    lines = ["[distil] scored " + ", ".join(f"{n} rows of {split}" for split, n in report["rows"].items())]
+    if "classes" in report:
+        lines += [f"Per class on {report['split']}:", "", "| class | precision | recall | f1 | support |"]
+        lines.append("|---|---|---|---|---|")
+        for name, c in report["classes"].items():
+            lines.append(
+                f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |"
+            )
+        names = list(report["classes"])
+        lines += ["", "Confusion matrix (rows: true class, columns: predicted):", ""]
+        lines += ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [
+            f"| {n} | " + " | ".join(str(v) for v in row) + " |"
+            for n, row in zip(names, report["confusion"], strict=True)
+        ]
+        lines.append("")
+    lines.append(" ".join(f"{k}={v:.4f}" for k, v in report["metrics"].items()))
+    return "\n".join(lines)
 
 
 def _check_head(model: str, head: str, task: str) -> None:

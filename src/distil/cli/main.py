@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from distil.cli.augment import add_augment_options
 from distil.cli.deploy import add_bench_options, add_export_options, add_report_options
@@ -81,10 +82,15 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a saved model on a task's dev split."""
-    from distil.cli.evaluate import evaluate_checkpoint
+    import json
 
-    metrics = evaluate_checkpoint(args)
-    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    from distil.cli.evaluate import evaluate_checkpoint, format_report
+    from distil.files import atomic_write_text
+
+    report = evaluate_checkpoint(args)
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")
+    print(format_report(report))
     return 0
 
 
@@ -175,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
                 help="Truncation (window) length (default: the task's, as in training).",
             )
             p.add_argument("--batch-size", type=int, default=64, help="Evaluation batch size.")
+            p.add_argument(
+                "--subset", type=int, help="Score a seeded subset of N rows (SQuAD questions, LM windows)."
+            )
+            p.add_argument("--json", help="Also write the report (metrics, rows, per class) to this file.")
             p.add_argument("--doc-stride", type=int, help="SQuAD: tokens shared by consecutive windows.")
             p.add_argument("--eval-stride", type=int, help="lm: tokens the perplexity window advances by.")
             p.add_argument(
