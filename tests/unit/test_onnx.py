@@ -212,6 +212,7 @@ def test_every_head_exports_verified(tmp_path, family, head, outputs):
     result = export_onnx(model_dir, int8=True)
     record = json.loads(result.record_path.read_text())
     assert record["head"] == head and record["outputs"] == outputs
+    assert f"outputs: {', '.join(outputs)}." in (result.record_path.parent / "EXPORT.md").read_text()
     assert result.fp32.max_rel <= FP32_MAX_REL_DIFF and result.int8 is not None
     model, loaded_head = load_exportable(model_dir)
     assert loaded_head == head
