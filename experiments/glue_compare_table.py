@@ -64,12 +64,17 @@ def table(out: Path) -> str:
             continue
         seeds = sorted(p for p in root.glob("seed*") if p.is_dir())
         runs = {s.name.removeprefix("seed"): {row: dev_metrics(s / row) for row in rows} for s in seeds}
-        done = {seed: got for seed, got in runs.items() if all(got.values())}
+        # A seed counts once its required rows are done; an optional row shows where all such seeds have it.
+        done = {seed: got for seed, got in runs.items() if all(got[r] for r in ROWS)}
         teacher = dev_metrics(root / "teacher")
         cells = [cell([teacher], names) if teacher else "unfinished"]
         for row in rows:
-            cells.append(cell([got[row] for got in done.values()], names) if done else "unfinished")
-        ted_rows = [r for r in rows if r.startswith("ted")]
+            values = [got[row] for got in done.values()]
+            if row in OPTIONAL and (not done or not all(values)):
+                cells.append("-")
+                continue
+            cells.append(cell(values, names) if done else "unfinished")  # type: ignore[arg-type]
+        ted_rows = [r for r in rows if r.startswith("ted") and all(got[r] for got in done.values())]
         at_chance = {r: sum(chance_filters(root / f"seed{s}" / r) for s in done) for r in ted_rows}
         cells.append(", ".join(f"{r}: {n}" for r, n in at_chance.items()))
         lines.append(f"| {task} ({' / '.join(names)}) | {', '.join(done) or '-'} | {' | '.join(cells)} |")
