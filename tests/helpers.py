@@ -139,3 +139,11 @@ def train_interrupted(cfg: RunConfig, method: type, at_call: int, monkeypatch: p
     with pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False)
     monkeypatch.setattr(method, "loss", original)
+
+
+def in_bundled_layout(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work in ``tmp`` with the bundled data at its repository path, so README commands run as written."""
+    data = tmp / "tests" / "assets" / "data"
+    data.mkdir(parents=True)
+    (data / "custom").symlink_to(Path(__file__).resolve().parent / "assets" / "data" / "custom")
+    monkeypatch.chdir(tmp)

