@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import numpy as np
+
 from distil.cli.task_args import task_from_args
 from distil.errors import ConfigError, ModelError
 from distil.models.loading import load_model, load_tokenizer, model_label_names
@@ -41,10 +43,14 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     )
     task.prepare(load_tokenizer(args.model), data.max_length)
     report: dict[str, Any] = {"model": str(args.model), "task": args.task}
-    report["metrics"] = task.evaluate(model, args.batch_size)
+    if isinstance(task, ClassificationTask):
+        by_split = task.predictions(model, args.batch_size)  # one pass: metrics and per-class from it
+        report["metrics"] = task.metrics_of(by_split)
+    else:
+        report["metrics"] = task.evaluate(model, args.batch_size)
     report["rows"] = _rows(task)
     if isinstance(task, ClassificationTask) and not task.is_regression:
-        report |= _per_class(task, model, args.batch_size)
+        report |= _per_class(task, *next(iter(by_split.items())))
     return report
 
 
@@ -61,17 +67,11 @@ def _rows(task: Any) -> dict[str, int]:
     return {name: len(rows) for name, rows in splits.items() if rows is not None}
 
 
-def _per_class(task: ClassificationTask, model: Any, batch_size: int) -> dict[str, Any]:
-    """Precision, recall, F1 and support per class, and the confusion matrix, on the first split."""
+def _per_class(task: ClassificationTask, split: str, scored: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """Precision, recall, F1 and support per class, and the confusion matrix, of one split's predictions."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    from distil.evaluation.classification import model_logits, predict
-
-    split, rows = next(iter(task.dev_sets.items()))
-    model.eval()
-    preds, refs = predict(
-        model_logits(model), rows, batch_size=batch_size, pad_token_id=task.pad_token_id, is_regression=False
-    )
+    preds, refs = scored
     ids = list(range(task.num_labels))
     names = list(task.spec.label_names or []) or [str(i) for i in ids]
     precision, recall, f1, support = precision_recall_fscore_support(refs, preds, labels=ids, zero_division=0)

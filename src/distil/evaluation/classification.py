@@ -1,4 +1,4 @@
-"""Evaluate a sequence classifier or regressor on a tokenised split with the task's official metrics."""
+"""Predictions of a sequence classifier or regressor on a tokenised split, and the task's official metrics."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from distil.data.tasks import GLUE_TASKS, TaskSpec
 from distil.evaluation.shards import Shard
 from distil.metrics import compute_metrics, glue_metrics
 
-__all__ = ["Logits", "evaluate", "model_logits", "predict", "task_metrics"]
+__all__ = ["Logits", "model_logits", "predict", "predictions", "task_metrics"]
 
 
 _ALONE = Shard()
@@ -82,23 +82,22 @@ def task_metrics(task: TaskSpec, preds: np.ndarray, refs: np.ndarray) -> dict[st
     return compute_metrics(task.metrics, preds, refs)
 
 
-def evaluate(
+def predictions(
     model: PreTrainedModel | Logits,
     dataset: Dataset,
-    task: TaskSpec,
     *,
+    is_regression: bool,
     batch_size: int,
     pad_token_id: int,
     shard: Shard = _ALONE,
-) -> dict[str, float]:
-    """Metrics of ``model`` (a PyTorch model or any batch -> logits function) on ``dataset``."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """`predict` for a PyTorch model (in eval mode for the pass) or any batch -> logits function."""
     kwargs: dict[str, Any] = {"batch_size": batch_size, "pad_token_id": pad_token_id, "shard": shard}
     if isinstance(model, nn.Module):  # a model, or a module called like one (TED's filter heads)
         was_training = model.training
         model.eval()
         try:
-            return evaluate(model_logits(model), dataset, task, **kwargs)
+            return predict(model_logits(model), dataset, is_regression=is_regression, **kwargs)
         finally:
             model.train(was_training)
-    preds, refs = predict(model, dataset, is_regression=task.is_regression, **kwargs)
-    return task_metrics(task, preds, refs)
+    return predict(model, dataset, is_regression=is_regression, **kwargs)

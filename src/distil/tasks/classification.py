@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -16,7 +17,7 @@ from distil.data.sources import subset
 from distil.data.splits import held_out_count, overlap, split_rows
 from distil.data.tasks import TaskSpec
 from distil.errors import ConfigError
-from distil.evaluation.classification import Logits, evaluate
+from distil.evaluation.classification import Logits, predictions, task_metrics
 from distil.evaluation.shards import Shard
 from distil.types import Batch
 
@@ -113,11 +114,24 @@ class ClassificationTask:
         self, model: PreTrainedModel | Logits, batch_size: int, shard: Shard | None = None
     ) -> dict[str, float]:
         """The task's official metrics on every dev split; splits after the first get their name as suffix."""
-        metrics: dict[str, float] = {}
+        return self.metrics_of(self.predictions(model, batch_size, shard))
+
+    def predictions(
+        self, model: PreTrainedModel | Logits, batch_size: int, shard: Shard | None = None
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Predictions and references of every dev split, in row order."""
         kwargs: dict[str, Any] = {"batch_size": batch_size, "pad_token_id": self.pad_token_id}
         kwargs |= {"shard": shard} if shard is not None else {}
-        for i, (split, data) in enumerate(self.dev_sets.items()):
-            scores = evaluate(model, data, self.spec, **kwargs)
+        return {
+            split: predictions(model, data, is_regression=self.spec.is_regression, **kwargs)
+            for split, data in self.dev_sets.items()
+        }
+
+    def metrics_of(self, by_split: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+        """The official metrics of `predictions`; splits after the first get their name as suffix."""
+        metrics: dict[str, float] = {}
+        for i, (split, (preds, refs)) in enumerate(by_split.items()):
+            scores = task_metrics(self.spec, preds, refs)
             metrics |= scores if i == 0 else {f"{k}_{split}": v for k, v in scores.items()}
         return metrics
 
