@@ -3,16 +3,14 @@ emulator is installed) the same check passing on an AVX2 CPU without VNNI."""
 
 import dataclasses
 import json
+import runpy
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import numpy_helper
 
 import distil.deploy.onnx as onnx_export
@@ -21,8 +19,6 @@ from distil.cli.deploy import add_export_options
 from distil.deploy import INT8_MAX_REL_DIFF, INT8_MIN_AGREEMENT, ExportError, OnnxModel, export_onnx
 from distil.deploy.cpu import CpuInfo, _read_cpuinfo, cpu_info
 from distil.deploy.int8 import DEFAULT_INT8_FORMAT, INT8_FORMATS
-from distil.deploy.probe import probe_batches
-from distil.deploy.runtime import load_exportable
 from factories import save_tiny_pair, tiny_model, tiny_tokenizer
 
 AVX2_ONLY = CpuInfo("x86_64", "an AVX2 CPU", ("avx2",))
@@ -145,58 +141,21 @@ def test_cli_choices_are_the_formats():
 
 
 _EMULATOR = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
-_CHECK = """
-import json, sys
-import numpy as np, onnxruntime as ort
-out = {}
-for d in sys.argv[1:]:
-    probe = dict(np.load(d + "/probe.npz")); ref = np.load(d + "/ref.npz")["ref"]
-    mask = probe["attention_mask"].astype(bool)
-    for f in sorted(p for p in __import__("os").listdir(d + "/onnx") if p.endswith(".onnx")):
-        s = ort.InferenceSession(d + "/onnx/" + f, providers=["CPUExecutionProvider"])
-        got = s.run(None, {i.name: probe[i.name] for i in s.get_inputs()})[0]
-        r, g = (ref[mask], got[mask]) if ref.ndim == 3 else (ref, got)
-        rel = float(np.abs(g - r).max() / np.abs(r).max())
-        out[d + "/" + f] = [rel, float((g.argmax(-1) == r.argmax(-1)).mean())]
-print(json.dumps(out))
-"""
-
-
-def _run_check(dirs: list[str], emulate: bool) -> dict[str, list[float]]:
-    command = [sys.executable, "-c", _CHECK, *dirs]
-    if emulate:
-        command = [str(_EMULATOR), "-cpu", "Haswell", *command]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(
     _EMULATOR is None or not cpu_info().x86, reason="needs qemu-x86_64 (apt-get install qemu-user-static)"
 )
 def test_exports_hold_on_an_avx2_cpu_without_vnni(tmp_path):
-    """Graphs made here, run under an emulated Haswell (AVX2, no AVX-512, no VNNI): the portable formats give
-    what they give natively, within the check; full-range int8 weights saturate there (the control)."""
-    from distil.deploy.int8 import quantize
-
-    dirs = []
-    for family, head in [("bert", "seq"), ("deberta-v2", "seq"), ("gpt2", "seq"), ("gpt2", "lm")]:
-        model_dir = tmp_path / f"{family}-{head}"
-        tiny_model(family, head, **({"num_labels": 3} if head == "seq" else {})).save_pretrained(model_dir)
-        tiny_tokenizer().save_pretrained(model_dir)
-        fp32 = export_onnx(model_dir).fp32_path
-        for fmt in INT8_FORMATS.values():
-            quantize(fp32, fp32.with_name(f"{fmt.name}.onnx"), fmt)
-        model, _ = load_exportable(model_dir)
-        _, probe = probe_batches(model, model_dir)
-        with torch.no_grad():
-            ref = model(**probe, **({"use_cache": False} if family == "gpt2" else {})).logits.numpy()
-        np.savez(model_dir / "probe.npz", **{k: v.numpy() for k, v in probe.items()})
-        np.savez(model_dir / "ref.npz", ref=ref)
-        dirs.append(str(model_dir))
-    native, emulated = _run_check(dirs, emulate=False), _run_check(dirs, emulate=True)
+    """Graphs made here, run under an emulated Haswell (AVX2, no AVX-512, no VNNI) by the same code as
+    `benchmarks/int8_cpus.py`: the portable formats give what they give natively, within the check;
+    full-range int8 weights saturate there (the control)."""
+    bench = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks" / "int8_cpus.py"))
+    dirs = bench["_build"](tmp_path)
+    native, emulated = bench["_run"](dirs, None), bench["_run"](dirs, _EMULATOR)
     saturated = 0
     for d in dirs:
-        assert emulated[f"{d}/model.onnx"][0] <= 1e-4
+        assert emulated[f"{d}/fp32.onnx"][0] <= 1e-4
         for fmt in INT8_FORMATS.values():
             rel, agreement = emulated[f"{d}/{fmt.name}.onnx"]
             if fmt.portable:
