@@ -31,6 +31,11 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="Dotted overrides, e.g. train.lr=3e-5.")
 
 
+def _main_process() -> bool:
+    """Process 0 of a launcher (``RANK``, as torchrun sets it), or a process started alone."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _overrides(
     args: argparse.Namespace, extra: Sequence[str] = (), train_sections: Sequence[str] = ("train",)
 ) -> list[str]:
@@ -50,7 +55,7 @@ def _train_command(args: argparse.Namespace, method: str | None) -> int:
 
     cfg = load_run_config(args.config, _overrides(args), method=method)
     result = run(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    if os.environ.get("RANK", "0") != "0":
+    if not _main_process():
         return 0  # under a launcher, process 0 prints the summary
     print(
         f"[distil] {cfg.method_name}: {result.steps} steps in {result.train_seconds:.0f} s; "
@@ -242,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except DistilError as err:
         # Under a launcher every process meets the same bad input: one line is enough (process 0's).
-        if os.environ.get("RANK", "0") == "0":
+        if _main_process():
             print(f"distil {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
