@@ -50,7 +50,7 @@ from distil.training.env import process_seed, seed_everything
 from distil.training.export import export_student, save_best
 from distil.training.logging import MetricLogger, progress_line
 from distil.training.optim import build_scheduler
-from distil.training.resume import record_resume, resume_history
+from distil.training.resume import read_resumes, record_resume
 from distil.training.setup import describe
 from distil.training.step import Stepper
 from distil.training.teacher_cache import TeacherCache
@@ -323,7 +323,7 @@ def train(
                 "world_size": env.world,
                 "parallel": engine.mode,
                 "precision": precision.name,
-                "resumes": resume_history(run_dir),
+                "resumes": read_resumes(run_dir),
                 "warnings": warnings,
             },
         }

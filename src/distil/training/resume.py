@@ -27,7 +27,6 @@ __all__ = [
     "config_changes",
     "read_resumes",
     "record_resume",
-    "resume_history",
 ]
 
 SAFE_TO_CHANGE = frozenset(
@@ -138,8 +137,3 @@ def record_resume(run_dir: Path, step: int, changes: dict[str, tuple[Any, Any]])
     history.append({"from_step": step, "changed": {k: list(v) for k, v in changes.items()}})
     atomic_write_text(run_dir / _RESUMES, json.dumps(history, indent=1, default=str))
     return history
-
-
-def resume_history(run_dir: Path) -> list[dict[str, Any]]:
-    """The resumes recorded for a run (empty for a run never resumed)."""
-    return read_resumes(run_dir)
