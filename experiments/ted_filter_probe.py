@@ -7,6 +7,12 @@ model frozen) once per pooling, through distil's own loop; each filter's head sc
 Prints one markdown table per task: layer, probe (token 0 / mean), filter (token 0 / mean), and the
 filter's final training loss against chance (ln C).
 
+For the per-token heads (``--task squad``: span heads; ``--task lm``: next-token heads) nothing is pooled,
+and a linear filter with a linear head on a frozen layer is itself a linear probe of that layer: one run,
+each filter's head scored on the dev split (EM/F1, perplexity), its final loss next to chance, the loss of
+predicting the training labels' prior (`distil.methods._ted_chance.LabelPrior`) over the whole training
+split.
+
     .venv/bin/python experiments/ted_filter_probe.py MODEL_DIR --task sst2 --out runs/filter-probe \
         [--train-subset 4000] [--epochs 1] [--lr 1e-4] [-- data.key=value ...]
 """
@@ -27,6 +33,7 @@ import distil
 from distil.adapters import forward_features
 from distil.methods._ted_heads import pool
 from distil.models.architectures import num_layers
+from distil.models.loading import resolve_model_path
 from distil.training.setup import build_run
 from distil.types import FeatureRequest
 
@@ -90,7 +97,55 @@ def _probe(
     return float((clf.predict(x_dev) == y_dev.astype(int)).mean())
 
 
+@torch.no_grad()
+def _chance(task, vocab: int, batch_size: int = 64) -> tuple[float, str]:  # noqa: ANN001
+    """The chance-level loss of a filter head over the whole training split, and what it means."""
+    from distil.methods._ted_chance import LabelPrior
+
+    kind = task.head  # "qa" or "lm"
+    prior = LabelPrior(kind, False, 0)
+    for start in range(0, len(task.train_set), batch_size):
+        batch = task.collate([task.train_set[i] for i in range(start, min(start + batch_size, len(task.train_set)))])
+        assert batch.labels is not None
+        b, s = batch.input_ids.shape
+        shape = (b, 2, s) if kind == "qa" else (b, s, vocab)
+        prior.update(batch.labels, torch.empty(shape, device="meta"))
+    chance = prior.chance()
+    assert chance is not None
+    return chance, prior.what
+
+
+def _per_token(args: argparse.Namespace, layers: int) -> None:
+    """QA and LM: one filter stage on every layer, each head scored; loss against chance."""
+    run_dir = args.out / f"{args.task}-seed{args.seed}-filters"
+    cfg = distil.load_config(None, _config(args, layers, "auto", run_dir, args.overrides))
+    distil.train(cfg, overwrite=True, progress=False)
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    losses, evals = {}, {}
+    for record in log:  # the last value of each: the end of training
+        losses |= {k: v for k, v in record.items() if k.startswith("loss/filter_")}
+        evals |= {k[len("eval/") :]: v for k, v in record.items() if k.startswith("eval/")}
+    parts = build_run(cfg)
+    vocab = int(parts.student.config.vocab_size)
+    chance, what = _chance(parts.task, vocab)
+    (args.out / f"{args.task}-seed{args.seed}.json").write_text(
+        json.dumps({"losses": losses, "evals": evals, "chance": chance, "chance_is": what}, indent=2)
+    )
+    metrics = sorted(
+        {k.split("/", 1)[1] for k in evals if k.startswith("filter_")} - {"eval_tokens", "neg_perplexity"}
+    )
+    print(f"\n{args.task}: chance loss {chance:.4f} ({what}); the frozen model itself: "
+          + ", ".join(f"{k} {evals[k]:.3f}" for k in metrics if k in evals) + "\n")
+    head = ["layer", *(f"filter {m}" for m in metrics), "loss", "loss / chance"]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for n in range(1, layers + 1):
+        loss = losses.get(f"loss/filter_{n}", float("nan"))
+        cells = [str(n), *(f"{evals.get(f'filter_{n}/{m}', float('nan')):.3f}" for m in metrics)]
+        print("| " + " | ".join([*cells, f"{loss:.4f}", f"{loss / chance:.3f}"]) + " |")
+
+
 def main() -> None:
+    """Probe and filter every layer of one model on one task; print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", help="A fine-tuned classifier (model directory or run directory's student).")
     parser.add_argument("--task", required=True)
@@ -108,7 +163,10 @@ def main() -> None:
     torch.manual_seed(args.seed)
     from transformers import AutoConfig
 
-    layers = num_layers(AutoConfig.from_pretrained(args.model))
+    layers = num_layers(AutoConfig.from_pretrained(resolve_model_path(args.model)))
+    if args.task in ("squad", "lm"):
+        _per_token(args, layers)
+        return
     results: dict[str, dict] = {"filters": {}, "probes": {}}
     for pooling in args.poolings.split(","):
         run_dir = args.out / f"{args.task}-{pooling}-seed{args.seed}"
@@ -137,7 +195,7 @@ def main() -> None:
         results["probes"][n + 1] = {
             how: _probe(train_x[n][how], train_y, dev_x[n][how], dev_y, reg) for how in PROBES
         }
-    classes = int(len(set(train_y.astype(int).tolist()))) if not reg else 0
+    classes = len(set(train_y.astype(int).tolist())) if not reg else 0
     (args.out / f"{args.task}-seed{args.seed}.json").write_text(json.dumps(results, indent=2, default=str))
     metric = "pearson" if reg else "accuracy"
     print(

@@ -28,7 +28,7 @@ $P "$OUT/topics-teacher/student" --task custom --out "$OUT" --max-length 32 --ep
 # scratch on 8,000 SST-2 rows, then its filters pool the last real token (auto for decoders) or the mean.
 dec=$OUT/sst2-decoder
 if [ ! -f "$dec-teacher/student/recipe.json" ]; then
-  .venv/bin/python experiments/decoder_classifier.py "$dec-init"
+  .venv/bin/python experiments/tiny_decoder.py "$dec-init"
   $D finetune --config glue/sst2/finetune models.student.path="$dec-init" data.train_subset=8000 \
     train.epochs=2 train.lr=5e-4 run_dir="$dec-teacher" --no-progress
 fi

@@ -11,6 +11,8 @@ as far as can be known without loading models or data.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from distil.files import not_utf8
 from distil.methods import get_method
 from distil.plans import default_plan, get_plan
 from distil.run_config import EvalConfig, ModelsConfig, RunConfig, StudentConfig, TrainConfig
-from distil.schema import apply_overrides, from_dict
+from distil.schema import apply_overrides, from_dict, parse_override
 from distil.tasks import task_class
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "build_run_config",
     "bundled_configs",
     "load_config",
+    "read_config",
     "read_yaml",
     "resolve_config",
 ]
@@ -111,14 +114,66 @@ def resolve_config(name_or_path: str) -> Path:
     )
 
 
+def read_config(
+    path: str | Path | None, overrides: list[str] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """A config file's mapping with ``key=value`` overrides applied, and notes on what was dropped.
+
+    Switching a file's method (``method.name=lwd`` on ``custom/kd``) keeps the file's method settings
+    the new method shares (``temperature``, ``layer_map``) and drops the others (``kd``'s ``alpha``),
+    each dropped key named in a note; the file's plan section goes too when it was the old method's usual
+    plan (TED's stages), and so do its teacher caches (``train.cache_teacher``). A key given as an
+    override is never dropped: it is checked against the new method like any other.
+
+    Args:
+        path: A YAML file, the name of a bundled config, or ``None`` for the defaults.
+        overrides: Dotted ``key=value`` strings, as on the command line.
+    """
+    source = resolve_config(str(path)) if path else None
+    data = read_yaml(source) if source else {}
+    before = data.get("method")
+    old = dict(before) if isinstance(before, dict) else {}
+    apply_overrides(data, overrides or [])
+    node = data.get("method")
+    if not isinstance(node, dict) or old.get("name") is None or node.get("name") in (None, old["name"]):
+        return data, []
+    new_name, old_name = node["name"], old["name"]
+    get_method(str(new_name))  # an unknown name is its own error, with the closest known one
+    given = {tuple(parse_override(o)[0]) for o in overrides or []}
+    keep = {f.name for f in dataclasses.fields(get_method(str(new_name)).Config) if f.init}
+    notes = []
+    for key in [k for k in node if k != "name" and k not in keep and ("method", k) not in given]:
+        if key in old and node[key] == old[key]:
+            del node[key]
+            notes.append(f"method.{key} from {path} does not apply to method {new_name!r}; dropped.")
+    train = data.get("train")
+    for key in ("cache_teacher", "cache_teacher_topk"):  # caches of what the old method read of the teacher
+        if isinstance(train, dict) and train.get(key) and ("train", key) not in given:
+            del train[key]
+            notes.append(
+                f"train.{key} from {path} was set for method {old_name!r}; dropped (set it again "
+                f"if method {new_name!r} can use it)."
+            )
+    plan = data.get("plan")
+    task = str((data.get("data") or {}).get("task", "sst2"))
+    if isinstance(plan, dict) and not any(k[0] == "plan" for k in given):
+        usual = default_plan(str(old_name), None, task)
+        if plan.get("name") == usual != default_plan(str(new_name), None, task):
+            del data["plan"]
+            what = f"plan {usual!r} (method {old_name!r}'s stages) from {path}"
+            notes.append(f"{what} does not apply; dropped.")
+    return data, notes
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a run config and apply ``key=value`` overrides.
+    """Load a run config and apply ``key=value`` overrides (switching the method: `read_config`).
 
     Args:
         path: A YAML file, the name of a bundled config (``glue/sst2/kd``; `bundled_configs`), or ``None``
             for the defaults.
         overrides: Dotted ``key=value`` strings, as on the command line.
     """
-    data = read_yaml(resolve_config(str(path))) if path else {}
-    apply_overrides(data, overrides or [])
+    data, notes = read_config(path, overrides)
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
     return build_run_config(data)

@@ -82,3 +82,28 @@ def test_student_config_checks():
 def test_from_dict_rejects_non_mapping():
     with pytest.raises(ConfigError, match="must be a mapping"):
         from_dict(TrainConfig, [1, 2], "train")  # type: ignore[arg-type]
+
+
+def test_switching_a_files_method_drops_only_the_settings_it_does_not_share(tmp_path):
+    """custom/kd with method.name=lwd: kd's alpha is dropped (with a note), the shared temperature kept."""
+    from distil.config import read_config
+
+    _, notes = read_config("custom/kd", [])
+    assert notes == []
+    data, notes = read_config("custom/kd", ["method.name=lwd"])
+    assert "alpha" not in data["method"] and data["method"]["temperature"] == 2.0
+    assert notes[0] == "method.alpha from custom/kd does not apply to method 'lwd'; dropped."
+    assert "train.cache_teacher from custom/kd was set for method 'kd'" in notes[1] and len(notes) == 2
+    with pytest.warns(UserWarning) as seen:
+        assert load_config("custom/kd", ["method.name=lwd"]).method_name == "lwd"
+    assert [str(w.message) for w in seen] == notes
+    # A key typed on the command line is never dropped: it is checked against the new method.
+    with pytest.raises(ConfigError, match="Unknown config key 'method.alpha'"), pytest.warns(UserWarning):
+        load_config("custom/kd", ["method.name=lwd", "method.alpha=0.3"])
+    # TED's stages (the file's plan) go with TED; an explicit plan override stays and is checked.
+    data, notes = read_config("custom/ted", ["method.name=kd"])
+    assert "plan" not in data and any(n.startswith("plan 'ted'") for n in notes)
+    with pytest.warns(UserWarning):
+        assert load_config("custom/ted", ["method.name=kd"]).plan_name == "single"
+    with pytest.raises(ConfigError, match="plan.name=ted runs method 'ted'"), pytest.warns(UserWarning):
+        load_config("custom/ted", ["method.name=kd", "plan.name=ted"])

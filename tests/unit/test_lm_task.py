@@ -146,6 +146,10 @@ def test_ted_stage1_lm_heads_start_from_the_model_head(tmp_path):
     logits = heads["layer_1"].out(parts.method.filters(s.hidden_states)[0])
     keep = batch.labels != -100
     torch.testing.assert_close(out.parts["filter_1"], F.cross_entropy(logits[keep], batch.labels[keep]))
+    # Chance: the entropy of the unigram prior of the tokens predicted in this batch.
+    counts = torch.bincount(batch.labels[keep]).double()
+    prior = counts[counts > 0] / counts.sum()
+    assert parts.method.chance_loss() == pytest.approx(float(-(prior * prior.log()).sum()))
     # A filter width other than the model's gives a fresh head of that width.
     wide = build_run(lm_run(tmp_path / "w", "ted_filters", **{**_stage1(), "method.filter_dim": 48}))
     assert wide.method.trainable_modules()["heads"]["layer_1"].out.weight.shape == (128, 48)

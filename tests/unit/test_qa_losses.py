@@ -70,6 +70,10 @@ def test_ted_on_qa_stage1_span_heads_and_stage2_kl(tmp_path):
         + F.cross_entropy(scores[..., 1], batch.labels[:, 1])
     ) / 2
     torch.testing.assert_close(out.parts["filter_1"], expected)
+    # Chance: the loss of the start and end priors of this batch, i.e. their mean entropy.
+    starts, ends = (torch.bincount(batch.labels[:, i]).double() for i in range(2))
+    prior = [c[c > 0] / c.sum() for c in (starts, ends)]
+    assert m.chance_loss() == pytest.approx(float(sum(-(p * p.log()).sum() for p in prior) / 2))
     stage2 = {"plan.name": "single", "method.layer_map": [2], "method.kl_alpha": 10.0}
     parts, batch = _qa_batch(tmp_path / "s2", "ted", **stage2)
     m = parts.method

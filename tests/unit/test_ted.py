@@ -403,13 +403,58 @@ def test_chance_is_the_entropy_of_the_training_labels(tmp_path):
     parts = build_run(_stage1(tmp_path, **{"eval.select": "last"}))
     method = parts.method
     assert method.chance_loss() is None  # nothing seen yet
-    method._counts = torch.tensor([68, 32])
+    method.prior.update(torch.tensor([0] * 40 + [1] * 20), torch.zeros(60, 2))
+    method.prior.update(torch.tensor([0] * 28 + [1] * 12), torch.zeros(40, 2))
     expected = -(0.68 * math.log(0.68) + 0.32 * math.log(0.32))
     assert method.chance_loss() == pytest.approx(expected)
     method._recent = {1: torch.tensor(0.61)}  # below ln 2 * 0.95 = 0.658, yet no better than the prior
-    assert len(method.end_notes()) == 1 and "0.627" in method.end_notes()[0]
+    assert len(method.end_notes()) == 1 and "predicting the class prior scores 0.627" in method.end_notes()[0]
     method._recent = {1: torch.tensor(0.55)}
     assert method.end_notes() == []
+
+
+def test_chance_of_regression_qa_and_lm_filters_by_hand():
+    """Regression: the targets' variance; QA: the mean entropy of the start and end priors; LM: the
+    entropy of the predicted tokens' unigram prior, -100 left out."""
+    from distil.methods._ted_chance import LabelPrior
+
+    reg = LabelPrior("seq", True, 1)
+    y = torch.tensor([0.0, 1.0, 4.0, 5.0, 2.5])
+    reg.update(y[:2], torch.zeros(2, 1))
+    reg.update(y[2:], torch.zeros(3, 1))
+    assert reg.chance() == pytest.approx(float(y.double().var(unbiased=False)))
+    assert "mean target" in reg.what
+
+    qa = LabelPrior("qa", False, 2)
+    qa.update(torch.tensor([[0, 0], [3, 4]]), torch.zeros(2, 2, 5))
+    qa.update(torch.tensor([[3, 5], [6, 7]]), torch.zeros(2, 2, 8))  # a longer window: the counts grow
+    starts, ends = [0, 3, 3, 6], [0, 4, 5, 7]
+
+    def entropy(values):
+        p = torch.tensor([values.count(v) / len(values) for v in set(values)], dtype=torch.float64)
+        return float(-(p * p.log()).sum())
+
+    assert qa.chance() == pytest.approx((entropy(starts) + entropy(ends)) / 2)
+
+    lm = LabelPrior("lm", False, 0)
+    lm.update(torch.tensor([[5, 5, 7, -100], [2, 5, -100, -100]]), torch.zeros(2, 4, 11))
+    assert lm.chance() == pytest.approx(entropy([5, 5, 7, 2, 5]))
+    assert LabelPrior("seq", False, 3).chance() is None
+
+
+def test_a_regression_filter_at_chance_is_flagged(tmp_path, capsys):
+    """A filter whose MSE stays at the targets' variance is flagged like a classifier at the prior."""
+    save_tiny_pair(tmp_path / "teacher", "bert", num_labels=1)
+    for name, seed in (("train.jsonl", 0), ("dev.jsonl", 1)):
+        rows = write_tiny_task(tmp_path / name, 32, seed=seed, regression=True).read_text().splitlines()
+        # Targets around 3 (STS-B's 0-5 scale): a head that learned nothing stays far above their variance.
+        shifted = [{**r, "label": r["label"] + 3.0} for r in map(json.loads, rows)]
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in shifted))
+    regression = {"data.is_regression": True, "data.label_names": None}
+    cfg = _stage1(tmp_path, **regression, **{"train.lr": 1e-9, "eval.select": "last", "train.epochs": 2})
+    train(cfg, progress=False)
+    out = capsys.readouterr().out
+    assert re.search(r"TED filter on layer 1 ended at chance-level loss .*predicting the mean target", out)
 
 
 def test_a_plan_stopped_after_stage_0_exports_a_fine_tuned_student_named_so(tmp_path):

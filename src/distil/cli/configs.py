@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from distil.config import RunConfig, build_run_config, bundled_configs, read_yaml, resolve_config
+from distil.config import RunConfig, build_run_config, bundled_configs, read_config, resolve_config
 from distil.errors import ConfigError
 from distil.methods import get_method
-from distil.schema import apply_overrides, from_dict
+from distil.schema import from_dict
 
 __all__ = [
     "bundled_configs",
@@ -20,8 +21,11 @@ __all__ = [
 
 
 def _raw(name_or_path: str | None, overrides: list[str]) -> dict[str, Any]:
-    data = read_yaml(resolve_config(name_or_path)) if name_or_path else {}
-    return apply_overrides(data, overrides)
+    """The file with the overrides applied; what a switched method drops is said on stderr."""
+    data, notes = read_config(name_or_path, overrides)
+    for note in notes:
+        print(f"distil: note: {note}", file=sys.stderr)
+    return data
 
 
 def load_run_config(

@@ -26,6 +26,7 @@ from distil.adapters import forward_features
 from distil.adapters.projections import LayerProjections, activation_of
 from distil.errors import ConfigError
 from distil.losses import task_loss
+from distil.methods._ted_chance import LabelPrior
 from distil.methods._ted_heads import Pooling, filter_heads, head_kind
 from distil.methods.base import Method, MethodContext, refuse_teacher_cache, require_labels
 from distil.models.architectures import num_layers
@@ -118,11 +119,8 @@ class TEDFilters(Method):
         self.filters = LayerProjections(layers, hidden, dim, cfg.filter_type, activation_of(model.config))
         self.heads = filter_heads(model, layers, dim, ctx.num_labels, cfg.head_dropout, cfg.pooling)
         self.kind = head_kind(model)
-        # Chance level of a classification head: the loss of predicting the class prior, i.e. the entropy
-        # of the training labels (ln C when balanced; MRPC's 68/32 prior gives 0.63, not ln 2 = 0.69).
-        self.num_labels = ctx.num_labels
-        self.classify = self.kind == "seq" and not ctx.is_regression and ctx.num_labels > 1
-        self._counts: Tensor | None = None  # training labels seen, per class, kept on the device
+        # What a head that reads nothing from its layer scores: the loss of predicting the labels' prior.
+        self.prior = LabelPrior(self.kind, ctx.is_regression, ctx.num_labels)
         self._recent: dict[int, Tensor] = {}  # each filter's loss, a running mean kept on the device
 
     def _filtered_layers(self, model: PreTrainedModel, teacher: PreTrainedModel) -> list[int]:
@@ -150,14 +148,14 @@ class TEDFilters(Method):
         """Mean task loss of the filter heads; each filter's loss is logged as ``filter_<layer>``."""
         assert student.hidden_states is not None and batch.labels is not None
         parts: dict[str, Tensor] = {}
+        logits = None
         for n, out in zip(self.filters.layers, self.filters(student.hidden_states), strict=True):
             logits = self.heads[f"layer_{n}"](out, student.attention_mask, student.causal)
             parts[f"filter_{n}"] = task_loss(logits, batch.labels, self.is_regression)
         total = torch.stack(list(parts.values())).mean()
         with torch.no_grad():
-            if self.classify:
-                seen = torch.bincount(batch.labels.reshape(-1).long(), minlength=self.num_labels)
-                self._counts = seen if self._counts is None else self._counts + seen
+            assert logits is not None
+            self.prior.update(batch.labels, logits)
             for n in self.filters.layers:
                 value = parts[f"filter_{n}"].detach().float()
                 self._recent[n] = value if n not in self._recent else 0.9 * self._recent[n] + 0.1 * value
@@ -168,24 +166,21 @@ class TEDFilters(Method):
         return {f"filter_{n}": _FilterModel(student, self, n) for n in dict.fromkeys(self.filters.layers)}
 
     def chance_loss(self) -> float | None:
-        """The loss of predicting the training labels' prior (their entropy); ``None`` without labels seen."""
-        if not self.classify or self._counts is None or not int(self._counts.sum()):
-            return None
-        prior = self._counts.double() / self._counts.sum()
-        return float(-(prior[prior > 0] * prior[prior > 0].log()).sum())
+        """The loss of predicting the training labels' prior (`LabelPrior`); ``None`` before any label."""
+        return self.prior.chance()
 
     def end_notes(self) -> list[str]:
-        """A warning for every classification filter whose loss ended at chance (the prior's entropy)."""
+        """A warning for every filter whose loss ended at chance (within 5 % of the prior's loss)."""
         chance = self.chance_loss()
-        if chance is None:
+        if chance is None or chance <= 0:
             return []
         notes = []
         for n, value in sorted(self._recent.items()):
             loss = float(value)
             if loss >= 0.95 * chance:
                 notes.append(
-                    f"{CHANCE_NOTE}{n} ended at chance-level loss ({loss:.3f}; predicting the class prior "
-                    f"scores {chance:.3f}): it learned nothing from that layer. Raise this stage's learning "
+                    f"{CHANCE_NOTE}{n} ended at chance-level loss ({loss:.3f}; {self.prior.what} scores "
+                    f"{chance:.3f}): it learned nothing from that layer. Raise this stage's learning "
                     "rate (train.lr, or plan.teacher_lr for the teacher's stages) or its epochs and redo it."
                 )
         return notes
