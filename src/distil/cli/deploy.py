@@ -112,7 +112,8 @@ def export_command(args: argparse.Namespace) -> int:
     if result.int8_path is not None and result.int8 is not None:
         print(
             f"[distil] {result.int8_path} ({result.int8_format}): max relative difference "
-            f"{result.int8.max_rel:.2g}, argmax agreement {result.int8.agreement:.0%}"
+            f"{result.int8.max_rel:.2g}, argmax agreement {result.int8.agreement:.0%} of "
+            f"{result.int8.decided} decided rows (of {result.int8.rows}; the rest are ties at int8 precision)"
         )
     print(f"[distil] how they were made: {result.record_path.with_name('EXPORT.md')}")
     if args.push_to_hub:

@@ -84,14 +84,18 @@ class LogitDiff:
     Attributes:
         max_abs: Largest absolute difference of any logit.
         max_rel: ``max_abs`` over the largest absolute PyTorch logit.
-        agreement: Fraction of rows whose argmax is the same.
+        agreement: Fraction of the decided rows whose argmax is the same (1.0 when none is decided).
         rows: Rows compared.
+        decided: Rows whose PyTorch top-1 beats its runner-up by at least the tie margin (all rows for
+            fp32; for int8 the tolerated error, ``INT8_MAX_REL_DIFF`` of the largest logit: a closer
+            decision is a tie at int8 precision, which the accepted error may flip either way).
     """
 
     max_abs: float
     max_rel: float
     agreement: float
     rows: int
+    decided: int
 
 
 @dataclass(frozen=True)
@@ -108,8 +112,14 @@ class ExportResult:
     int8_format: str | None = None
 
 
-def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> LogitDiff:
+def compare_logits(reference: np.ndarray, candidate: np.ndarray, tie: float = 0.0) -> LogitDiff:
     """Compare candidate logits ``(B, C)`` with reference logits of the same shape.
+
+    Args:
+        reference: PyTorch's logits.
+        candidate: The exported graph's.
+        tie: Argmax agreement counts the rows whose reference margin (top-1 minus runner-up) is at least
+            ``tie`` times the largest absolute reference logit; closer rows are ties.
 
     Raises:
         ExportError: The shapes differ.
@@ -118,8 +128,14 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> LogitDiff:
         raise ExportError(f"Exported logits have shape {candidate.shape}, PyTorch's {reference.shape}.")
     abs_diff = float(np.abs(candidate.astype(np.float64) - reference).max())
     scale = max(float(np.abs(reference).max()), 1e-12)
-    agree = float((candidate.argmax(-1) == reference.argmax(-1)).mean())
-    return LogitDiff(abs_diff, abs_diff / scale, agree, int(reference.shape[0]))
+    same = candidate.argmax(-1) == reference.argmax(-1)
+    if reference.shape[-1] > 1:
+        top = np.sort(reference, axis=-1)
+        decided = top[..., -1] - top[..., -2] >= tie * scale
+    else:
+        decided = np.ones(same.shape, dtype=bool)
+    agree = float(same[decided].mean()) if decided.any() else 1.0
+    return LogitDiff(abs_diff, abs_diff / scale, agree, int(reference.shape[0]), int(decided.sum()))
 
 
 class _Outputs(nn.Module):
@@ -170,7 +186,11 @@ def _rows(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 
 
 def _compare_all(
-    references: list[np.ndarray], candidates: list[np.ndarray], mask: np.ndarray | None, argmax: bool
+    references: list[np.ndarray],
+    candidates: list[np.ndarray],
+    mask: np.ndarray | None,
+    argmax: bool,
+    tie: float = 0.0,
 ) -> LogitDiff:
     """The worst difference over every output (QA has two), on real tokens."""
     diffs = []
@@ -179,12 +199,13 @@ def _compare_all(
             raise ExportError(f"Exported outputs have shape {cand.shape}, PyTorch's {ref.shape}.")
         if ref.ndim == 2 and mask is not None and ref.shape == mask.shape:  # QA: one score per token
             ref, cand = np.where(mask.astype(bool), ref, 0.0), np.where(mask.astype(bool), cand, 0.0)
-        diffs.append(compare_logits(_rows(ref, mask), _rows(cand, mask)))
+        diffs.append(compare_logits(_rows(ref, mask), _rows(cand, mask), tie))
     return LogitDiff(
         max(d.max_abs for d in diffs),
         max(d.max_rel for d in diffs),
         min(d.agreement for d in diffs) if argmax else 1.0,
         sum(d.rows for d in diffs),
+        sum(d.decided for d in diffs),
     )
 
 
@@ -197,7 +218,9 @@ def _check(
     argmax: bool,
 ) -> LogitDiff:
     mask = probe["attention_mask"].numpy() if "attention_mask" in probe else None
-    diff = _compare_all(references, OnnxModel(path, outputs=outputs).run_all(probe), mask, argmax)
+    # int8: a decision closer than the tolerated error is a tie, which that error may flip either way.
+    tie = INT8_MAX_REL_DIFF if int8 else 0.0
+    diff = _compare_all(references, OnnxModel(path, outputs=outputs).run_all(probe), mask, argmax, tie)
     limit = INT8_MAX_REL_DIFF if int8 else FP32_MAX_REL_DIFF
     kind = "int8" if int8 else "fp32"
     hint = (
@@ -209,7 +232,7 @@ def _check(
         raise ExportError(
             f"The {kind} ONNX model differs from PyTorch on the probe batch: max relative difference "
             f"{diff.max_rel:.3g} (max abs {diff.max_abs:.3g}; tolerance {limit:g}), argmax agreement "
-            f"{diff.agreement:.0%}. No file was kept. {hint}"
+            f"{diff.agreement:.0%} of {diff.decided} decided rows. No file was kept. {hint}"
         )
     return diff
 

@@ -34,6 +34,12 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     (path.parent / "EXPORT.md").write_text(_markdown(record))
 
 
+def _agreement(check: dict[str, Any]) -> str:
+    """``100%``, or ``100% of 5 decided rows`` where ties at int8 precision were left out."""
+    decided, rows = check.get("decided", check["rows"]), check["rows"]
+    return f"{check['agreement']:.0%}" + (f" of {decided} decided rows" if decided != rows else "")
+
+
 def _markdown(record: dict[str, Any]) -> str:
     lines = [
         "# ONNX export",
@@ -56,7 +62,7 @@ def _markdown(record: dict[str, Any]) -> str:
         )
         lines.append(
             f"| {info['file']} | {info['bytes'] / 1e6:.1f} | {check['max_abs']:.3g} | {check['max_rel']:.3g} "
-            f"| {check['agreement']:.0%} | {limit} |"
+            f"| {_agreement(check)} | {limit} |"
         )
     if record.get("optimizer"):
         lines += ["", f"Fused by {record['optimizer']} (onnxruntime-only graphs)."]
