@@ -95,7 +95,8 @@ def test_ls_and_validate(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", sorted(bundled_configs()))
 def test_bundled_configs_validate(name, capsys):
-    assert main(["validate", name]) == 0
+    """Every bundled config is valid as a config (their teachers are trained by other configs first)."""
+    assert main(["validate", name, "--no-models"]) == 0
 
 
 def test_layer_map_out_of_range_is_rejected_before_writing(tmp_path, capsys):

@@ -118,6 +118,34 @@ INVALID = {
         ),
         "nothing to run",
     ),
+    # Checks that read the checkpoints' config.json and tokenizer (validate builds on the meta device).
+    "missing teacher folder": (
+        lambda t: _raw(t, **{"models.teacher": str(t / "no-such-teacher")}),
+        "no such directory",
+    ),
+    "paper layer map of a depth it does not halve": (
+        lambda t: _raw(t, **{"models.student": {"init": "layers", "num_layers": 2, "layer_map": "paper"}}),
+        "halves the depth",
+    ),
+    "student layer beyond the teacher's depth": (
+        lambda t: _raw(t, **{"models.student": {"init": "layers", "layers": [7]}}),
+        "layers",
+    ),
+    "teacher head with another label count": (
+        lambda t: _raw(t, **{"data.label_names": ["0", "1", "2"]}),
+        "classifier with 2 labels",
+    ),
+    "maximum length beyond the teacher's positions": (
+        lambda t: _raw(t, **{"data.max_length": 100000}),
+        "max_length",
+    ),
+    "student heads that do not divide its width": (
+        lambda t: _raw(
+            t,
+            **{"models.student": {"init": "config", "num_layers": 1, "hidden_size": 30, "num_heads": 4}},
+        ),
+        "hidden",
+    ),
 }
 
 

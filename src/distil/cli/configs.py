@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from distil.config import RunConfig, build_run_config, bundled_configs, read_config, resolve_config
@@ -78,11 +79,43 @@ def describe_registry() -> str:
     return "\n".join(lines)
 
 
-def validate(name_or_path: str, overrides: list[str], *, check_data: bool = False) -> str:
+def _models_checked(cfg: RunConfig) -> list[str]:
+    """Build each step of the plan whose models exist on the meta device; the names of those steps.
+
+    This runs every check training runs before its first step that needs only the checkpoints'
+    ``config.json`` and tokenizer files (family,
+    depth against the layer map, widths, heads, label count, vocabulary, maximum length). A step whose
+    models an earlier step will write, or whose config comes from earlier results, is checked when it
+    runs.
+    """
+    from distil.plans import plan_for
+    from distil.training.setup import build_run
+
+    plan = plan_for(cfg)
+    root = Path(plan.root).resolve()
+    checked = []
+    for step in plan.steps:
+        paths = [step.config.models.teacher, step.config.models.student.path]
+        later = [p for p in paths if p and Path(p).resolve().is_relative_to(root) and not Path(p).exists()]
+        if step.resolve is not None or later:
+            continue
+        build_run(step.config, meta=True, prepare=False)
+        checked.append(step.name)
+    return checked
+
+
+def validate(
+    name_or_path: str, overrides: list[str], *, check_data: bool = False, models: bool = True
+) -> str:
     """Validate a run or pipeline config as training would, without training; returns a summary.
 
+    Besides the config itself, with ``models`` every plan step is built on the meta device from the
+    checkpoints' config and tokenizer files (no weights are read; the data files are read but not
+    tokenised unless ``check_data``); a model that does not exist yet is an error, as in training,
+    unless an earlier step of the plan writes it.
+
     Raises:
-        DistilError: Whatever training would reject before its first step, short of loading the models.
+        DistilError: Whatever training would reject before its first step.
     """
     path = resolve_config(name_or_path)
     data = _raw(str(path), overrides)
@@ -92,9 +125,11 @@ def validate(name_or_path: str, overrides: list[str], *, check_data: bool = Fals
     cfg = build_run_config(data)
     steps = cfg.plan.step_names(cfg)
     summary = f"method {cfg.method_name}, task {cfg.data.task}, plan {cfg.plan_name} ({', '.join(steps)})"
+    checked = _models_checked(cfg) if models else []
+    said = f"models checked for {', '.join(checked)}" if checked else "models not checked"
     if check_data:
         from distil.tasks import load_task
 
         task = load_task(cfg.data, cfg.train.seed)
-        return f"{path}: valid; {summary}; data: {task.describe()}."
-    return f"{path}: valid; {summary}."
+        return f"{path}: valid; {summary}; {said}; data: {task.describe()}."
+    return f"{path}: valid; {summary}; {said}."

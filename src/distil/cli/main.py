@@ -111,7 +111,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a config file without training."""
     from distil.cli.configs import validate
 
-    print(validate(args.config, list(args.overrides), check_data=args.check_data))
+    print(validate(args.config, list(args.overrides), check_data=args.check_data, models=not args.no_models))
     return 0
 
 
@@ -206,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("config", help="YAML run config (file or bundled name).")
             p.add_argument("overrides", nargs="*", metavar="key=value")
             p.add_argument("--check-data", action="store_true", help="Also load and check the data files.")
+            p.add_argument(
+                "--no-models",
+                action="store_true",
+                help="Check the config alone, not the models' config.json and tokenizer files (for a config "
+                "whose teacher is not trained yet, or a Hub model without Hub access).",
+            )
         if name == "export":
             add_export_options(p)
         if name == "bench":

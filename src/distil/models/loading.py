@@ -116,7 +116,19 @@ def resolve_model_path(name: str) -> str:
 
 
 def _looks_local(path: str) -> bool:
-    return os.path.isabs(path) or path.startswith((".", "~")) or os.path.exists(path)
+    """Whether ``path`` names a local folder rather than a Hub id (``name`` or ``owner/name``).
+
+    Local: absolute, starting with ``.`` or ``~``, existing, more than one ``/`` deep, or below an
+    existing folder (``runs/x`` where ``runs/`` exists).
+    """
+    parts = path.replace(os.sep, "/").split("/")
+    return (
+        os.path.isabs(path)
+        or path.startswith((".", "~"))
+        or os.path.exists(path)
+        or len(parts) > 2
+        or (len(parts) == 2 and os.path.isdir(parts[0]))
+    )
 
 
 def _fix_hint(path: str) -> str:

@@ -125,6 +125,7 @@ def build_run(
     precision: Precision | None = None,
     meta: bool = False,
     prepare_order: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    prepare: bool = True,
 ) -> RunParts:
     """Load and validate data, models and method; raises before any file is written.
 
@@ -134,6 +135,8 @@ def build_run(
         meta: Build the models on the meta device (shapes only): their weights come later from process 0
             (``train.ram_efficient_loading``).
         prepare_order: Context around tokenisation (e.g. process 0 first, filling the shared cache).
+        prepare: Tokenise the data; ``False`` with ``meta`` checks everything else that training checks
+            before its first step from the checkpoints' config and tokenizer files alone (`distil validate`).
     """
     method_cls = get_method(cfg.method_name)
     task = load_task(cfg.data, cfg.train.seed)
@@ -191,8 +194,9 @@ def build_run(
         tokenizer=tokenizer,
     )
     method = method_cls(cfg.method, ctx)
-    with prepare_order():
-        task.prepare(tokenizer, cfg.data.max_length)
+    if prepare:
+        with prepare_order():
+            task.prepare(tokenizer, cfg.data.max_length)
     notes = [*task.notes, *([pad_note] if pad_note else [])]
     return RunParts(task, tokenizer, student, teacher, method, layers, notes)
 
