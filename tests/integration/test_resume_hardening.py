@@ -231,3 +231,40 @@ def test_a_plan_does_not_reuse_a_finished_stage_trained_with_another_config(tmp_
     )
     with pytest.raises(ConfigError, match=r"stage intermediate: .*train\.lr: 0\.001 -> 0\.0005"):
         run(changed, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("name", ["weights/model-00001-of-00001.safetensors", "method_state.safetensors"])
+def test_a_newest_checkpoint_whose_tensors_do_not_load_falls_back_to_an_older_one(
+    tmp_path, capsys, reference, name
+):
+    """Its manifest checks out (rewritten with the damage), so only loading finds it: the older intact
+    checkpoint is used instead, named in the output, and the run ends as the uninterrupted one."""
+    cfg = _interrupted(tmp_path)
+    newest = find_checkpoints(Path(cfg.run_dir))[0]
+    if name == "method_state.safetensors":  # KD has no method state: give the newest a damaged one
+        (newest / name).write_bytes(b"not safetensors")
+        manifest = json.loads((newest / "manifest.json").read_text())
+        data = (newest / name).read_bytes()
+        manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        (newest / "manifest.json").write_text(json.dumps(manifest))
+    else:
+        _plant(newest, name, tmp_path / "executed", fix_manifest=True)
+    capsys.readouterr()
+    train(cfg, resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert f"skipping checkpoint {newest.name}" in out and "falling back to step-00000002" in out
+    assert not (tmp_path / "executed").exists()
+    assert _same(_student(Path(cfg.run_dir)), reference)
+
+
+def test_a_resume_that_fails_to_load_leaves_config_yaml_as_it_was(tmp_path):
+    """config.yaml is rewritten (with the resume's safe changes) only once a checkpoint has loaded."""
+    cfg = _interrupted(tmp_path)
+    config = Path(cfg.run_dir) / "config.yaml"
+    before = config.read_bytes()
+    for checkpoint in find_checkpoints(Path(cfg.run_dir)):
+        _plant(checkpoint, "weights/model-00001-of-00001.safetensors", tmp_path / "x", fix_manifest=True)
+    changed = tiny_run(tmp_path, **{"run_dir": cfg.run_dir, **COMMON, "train.log_every": 3})
+    with pytest.raises(DistilError, match=r"step-00000002/weights: not weights distil wrote"):
+        train(changed, resume=True, progress=False)
+    assert config.read_bytes() == before

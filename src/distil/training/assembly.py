@@ -39,7 +39,7 @@ from distil.training.resume import check_same_run, read_resumes
 from distil.training.setup import RunParts, build_run
 from distil.types import FeatureRequest, Resize
 
-__all__ = ["Modules", "Prepared", "assemble", "prepare", "resize", "start"]
+__all__ = ["Modules", "Prepared", "assemble", "prepare", "resize", "start", "write_config"]
 
 
 @dataclass
@@ -164,8 +164,14 @@ def start(cfg: RunConfig, prep: Prepared) -> None:
         for leftover in remove_leftovers(run_dir):
             print(f"[distil] removed {leftover}, left by an interrupted write")
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if prep.checkpoint is None:  # a resume writes it once its checkpoint has loaded (`write_config`)
+            write_config(cfg, run_dir)
     env.barrier()
+
+
+def write_config(cfg: RunConfig, run_dir: Path) -> None:
+    """The run's config as training uses it, ``RUN_DIR/config.yaml`` (what a resume is compared with)."""
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def _rank0_state(module: nn.Module, env: DistEnv) -> tuple[dict[str, Any], dict[str, Tensor]]:

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from distil.data.batching import row_lengths
-from distil.errors import ConfigError, TrainingError
+from distil.errors import ConfigError, DataError, TrainingError
 from distil.evaluation.shards import Shard
 from distil.models.loading import resolve_model_path
 from distil.run_config import RunConfig
@@ -39,10 +39,12 @@ from distil.training import assembly
 from distil.training.checkpoint import (
     FINISHED_MARKER,
     TrainerState,
+    find_checkpoints,
     latest_checkpoint,
     load_checkpoint,
     method_state,
     save_checkpoint,
+    verify_checkpoint,
 )
 from distil.training.data import StepPlan, step_loader
 from distil.training.dist import DistEnv
@@ -105,6 +107,62 @@ class _Window:
         self.samples += samples
 
 
+def _restore(
+    prep: assembly.Prepared,
+    mods: assembly.Modules,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler | None,
+    seed: int,
+) -> tuple[TrainerState, Path]:
+    """Load the newest intact checkpoint whose tensors load; an older intact one when they do not.
+
+    A checkpoint's manifest can check out while its tensors cannot be read (written by an incompatible
+    library, damaged in a way the digests missed): each such checkpoint is named and skipped, as a
+    checkpoint with a bad manifest is. Every tensor is overwritten by the checkpoint that loads, so a
+    partial read of a newer one leaves nothing behind.
+
+    Raises:
+        DataError: No intact checkpoint loads (the last error), or a checkpoint that changed the student's
+            shapes failed after the change (an older one cannot be loaded into the narrowed model).
+    """
+    env, method, engine = prep.env, prep.parts.method, prep.engine
+    assert prep.checkpoint is not None
+    ckpt: Path = prep.checkpoint
+    skipped = list(prep.skipped)
+    older = [p for p in find_checkpoints(ckpt.parent.parent) if p.name < ckpt.name]
+    while True:
+        if env.is_main:
+            for line in skipped:
+                print(f"[distil] skipping checkpoint {line}; falling back to {ckpt.name}")
+        skipped = []
+        resized = False
+        try:
+            # The method's state first (read once: HomoDistil's EMAs are twice the model): a method whose
+            # state fixes the student's shapes (HomoDistil's pruned widths) applies them, so the saved
+            # weights and moments load into tensors of their own shapes.
+            saved = method_state(ckpt)
+            change = method.restore_shapes(saved)
+            if change is not None:
+                assembly.resize(mods, engine, change)
+                resized = True
+            method.load_state_dict(saved)
+            state = load_checkpoint(env, ckpt, mods.runner, mods.optimizer, scheduler, scaler, seed=seed)
+            return state, ckpt
+        except DataError as err:
+            following = None
+            while older and following is None:
+                candidate = older.pop(0)
+                problem = verify_checkpoint(candidate)
+                if problem is None:
+                    following = candidate
+                else:
+                    skipped.append(f"{candidate.name}: {problem}")
+            if resized or following is None:
+                raise
+            skipped.insert(0, f"{ckpt.name}: {err}")
+            ckpt = following
+
+
 def train(
     cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> RunResult:
@@ -136,27 +194,18 @@ def train(
     seed_everything(process_seed(tc.seed, env.rank))  # each process's own dropout and masking stream
     state = TrainerState(world_size=env.world, global_batch=plan.global_batch)
     if prep.checkpoint is not None:
-        ckpt = prep.checkpoint
-        if env.is_main:
-            for line in prep.skipped:
-                print(f"[distil] skipping checkpoint {line}; falling back to {ckpt.name}")
-        # The method's state first (read once: HomoDistil's EMAs are twice the model): a method whose state
-        # fixes the student's shapes (HomoDistil's pruned widths) applies them, so the saved weights and
-        # moments load into tensors of their own shapes.
-        saved = method_state(ckpt)
-        change = method.restore_shapes(saved)
-        if change is not None:
-            assembly.resize(mods, engine, change)
-        method.load_state_dict(saved)
-        state = load_checkpoint(env, ckpt, mods.runner, mods.optimizer, scheduler, scaler, seed=tc.seed)
+        state, ckpt = _restore(prep, mods, scheduler, scaler, tc.seed)
         state.world_size, state.global_batch = env.world, plan.global_batch
         if env.is_main:
+            # Only now that the checkpoint has loaded: a failed resume leaves config.yaml as it was.
+            assembly.write_config(cfg, run_dir)
             record_resume(run_dir, state.step, prep.changes)
             changed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in prep.changes.items())
             print(
                 f"[distil] resuming {run_dir} from {ckpt.name} with {env.world} process(es)"
                 + (f"; changed: {changed}" if changed else "")
             )
+        env.barrier()
     shard = Shard(env.rank, env.world, env.gather_objects)
     cache: TeacherCache | TopKCache | None = None
     if tc.cache_teacher:
