@@ -1,8 +1,10 @@
 """The model card of an exported student: ``README.md`` in the Hugging Face format.
 
-YAML front matter (``library_name``, ``base_model`` = the teacher, ``tags``, ``datasets``, ``metrics``,
-``pipeline_tag``) and a markdown body: method and paper, teacher, data, hyper-parameters, dev results,
-parameters, speed after ``distil bench``, ONNX files after ``distil export``, and how to load it. It is
+YAML front matter (``library_name``, ``base_model`` = the Hub model the teacher descends from, ``license``
+when distil knows it, ``tags``, ``datasets`` = Hub ids only, ``metrics``, ``pipeline_tag``) and a markdown
+body: method and paper, teacher, data, hyper-parameters, dev results and their size, intended use,
+limitations and licence, parameters, speed after ``distil bench``, ONNX files after ``distil export``, and
+how to load it. Local paths never appear: a teacher or a data file is shown by name. It is
 written from ``recipe.json`` when a run exports its student and rewritten, with what they measured, by
 ``distil bench`` and ``distil export``; everything in it comes from files beside it.
 """
@@ -17,13 +19,15 @@ from typing import Any
 import yaml
 from safetensors import safe_open
 
-from distil.files import atomic_write_text
+from distil.files import atomic_write_text, looks_local
 
-__all__ = ["CARD", "METHOD_CARDS", "PAPERS", "MethodCard", "write_card"]
+__all__ = ["CARD", "METHOD_CARDS", "PAPERS", "MethodCard", "base_model", "public_recipe", "write_card"]
 
 CARD = "README.md"
 BENCH_FILE = "bench.json"  # the latest `distil bench` results for this student, kept beside it
 _EMBEDDED = "sentence-transformers/all-MiniLM-L6-v2"
+# Licences of the base models distil knows; any other is left for the publisher to state.
+_LICENCES = {_EMBEDDED: "apache-2.0"}
 
 _LIANG_TED = ("Liang et al., Less is More: Task-aware Layer-wise Distillation (2023)", "2210.01351")
 _LIANG_HOMO = ("Liang et al., HomoDistil: Homotopic Task-Agnostic Distillation (2023)", "2302.09632")
@@ -129,29 +133,74 @@ def _parameters(folder: Path) -> int | None:
 
 
 def _datasets(data: dict[str, Any]) -> list[str]:
+    """The Hub datasets a run trained on (GLUE, SQuAD), or ``[]``: local files have no Hub id."""
     task = str(data.get("task", ""))
     if task in _GLUE:
         return ["nyu-mll/glue"]
     if task in ("squad", "squad_v2"):
         return ["rajpurkar/squad" if task == "squad" else "rajpurkar/squad_v2"]
+    return []
+
+
+def _data_files(data: dict[str, Any]) -> list[str]:
+    """The local files a run trained on, by name only (a card never shows where they were)."""
     files = [data.get("train_file"), *(data.get("corpus") or [])]
     return [Path(str(f)).name for f in files if f]
 
 
-def _teacher(recipe: dict[str, Any]) -> str | None:
-    teacher = (recipe.get("config") or {}).get("models", {}).get("teacher")
-    if teacher in ("embedded", "all-MiniLM-L6-v2", _EMBEDDED):
+def _hub_id(name: str | None) -> str | None:
+    """``name`` when it is a Hub id (``embedded`` is all-MiniLM-L6-v2's), else ``None``."""
+    if name in ("embedded", "all-MiniLM-L6-v2", _EMBEDDED):
         return _EMBEDDED
-    return str(teacher) if teacher else None
+    return name if name and not looks_local(name) else None
+
+
+def base_model(recipe: dict[str, Any], depth: int = 0) -> str | None:
+    """The Hub model a student descends from, following local teachers' own recipes back to one.
+
+    A student distilled from ``runs/topics-teacher/student`` (all-MiniLM-L6-v2 fine-tuned here) has
+    ``sentence-transformers/all-MiniLM-L6-v2`` as its base: the teacher's recipe names where it started.
+    ``None`` when the chain ends in a local folder without a recipe.
+    """
+    models = (recipe.get("config") or {}).get("models") or {}
+    student = models.get("student") or {}
+    # The model the student learned from: its teacher, else the checkpoint it was fine-tuned from.
+    source = models.get("teacher") or (student.get("path") if student.get("init") == "pretrained" else None)
+    if not source:
+        return None
+    hub = _hub_id(str(source))
+    if hub is not None or depth > 8:
+        return hub
+    parent = Path(str(source)).expanduser() / "recipe.json"
+    if not parent.is_file():
+        return None
+    try:
+        return base_model(json.loads(parent.read_text(encoding="utf-8")), depth + 1)
+    except (OSError, ValueError):
+        return None
+
+
+def _teacher(recipe: dict[str, Any]) -> str | None:
+    """The teacher as the card shows it: its Hub id, or its run's name (never a local path)."""
+    teacher = (recipe.get("config") or {}).get("models", {}).get("teacher")
+    if not teacher:
+        return None
+    hub = _hub_id(str(teacher))
+    if hub is not None:
+        return hub
+    path = Path(str(teacher))
+    return path.parent.name if path.name == "student" else path.name
 
 
 def _front_matter(recipe: dict[str, Any], head: str, metrics: dict[str, float]) -> dict[str, Any]:
     method = str(recipe.get("method", ""))
     data = (recipe.get("config") or {}).get("data", {})
     meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": _PIPELINES[head]}
-    teacher = _teacher(recipe)
-    if teacher:
-        meta["base_model"] = teacher
+    base = base_model(recipe)
+    if base:
+        meta["base_model"] = base
+    if base in _LICENCES:
+        meta["license"] = _LICENCES[base]
     meta["tags"] = [
         "distillation",
         "distil",
@@ -207,7 +256,9 @@ def write_card(
     front = yaml.safe_dump(_front_matter(recipe, head, metrics), sort_keys=False).strip()
     title = title or (folder.parent.name if folder.name == "student" else folder.name)
     lines = ["---", front, "---", "", f"# {title}", ""]
-    lines += _intro(recipe, config) + _model(recipe, folder) + _training(recipe) + _results(results, metrics)
+    lines += _intro(recipe, config) + _model(recipe, folder) + _training(recipe)
+    lines += _results(results, metrics, recipe.get("built") or {})
+    lines += _use_and_limits(recipe, head)
     lines += _bench_lines(bench) if bench else []
     lines += _onnx(export) if export else []
     lines += _usage(head)
@@ -236,10 +287,11 @@ def _model(recipe: dict[str, Any], folder: Path) -> list[str]:
     init = built.get("student_init") or (cfg.get("models") or {}).get("student", {}).get("init")
     rows = [
         ("teacher", f"`{teacher}`" if teacher else "none"),
+        ("base model", f"`{base}`" if (base := base_model(recipe)) and base != teacher else None),
         ("student initialisation", init),
         ("teacher layers kept", built.get("student_teacher_layers")),
         ("task", data.get("task")),
-        ("training data", ", ".join(_datasets(data)) or None),
+        ("training data", ", ".join(_datasets(data) or _data_files(data)) or None),
         ("training examples", built.get("train_examples") or built.get("train_blocks")),
         ("classes", ", ".join(built["label_names"]) if built.get("label_names") else None),
         ("parameters", f"{params:,}" if params else None),
@@ -264,12 +316,72 @@ def _training(recipe: dict[str, Any]) -> list[str]:
     return out
 
 
-def _results(results: dict[str, Any], metrics: dict[str, float]) -> list[str]:
+def _results(results: dict[str, Any], metrics: dict[str, float], built: dict[str, Any]) -> list[str]:
     if not metrics:
         return []
     chosen = f"selected on `{results.get('selection_metric')}` at step {results.get('best_step')}"
+    size = (built.get("eval_splits") or {}).get("dev") or built.get("dev_examples")
     rows = [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
-    return ["## Results", "", f"Dev set ({chosen}):", "", "| metric | value |", "|---|---|", *rows, ""]
+    dev = f"Dev set, {size:,} examples" if isinstance(size, int) else "Dev set"
+    small = (
+        [f"With {size} dev examples, one example moves accuracy by {100 / size:.1f} points.", ""]
+        if isinstance(size, int) and 0 < size < 200
+        else []
+    )
+    return ["## Results", "", f"{dev} ({chosen}):", "", "| metric | value |", "|---|---|", *rows, "", *small]
+
+
+def _use_and_limits(recipe: dict[str, Any], head: str) -> list[str]:
+    """Intended use, limitations and licence, from what the recipe records (no claim beyond it)."""
+    cfg, built = recipe.get("config") or {}, recipe.get("built") or {}
+    data = cfg.get("data") or {}
+    task = str(data.get("task", "?"))
+    what = {"seq": "text classification", "qa": "extractive question answering", "lm": "text generation",
+            "mlm": "masked-token prediction", "base": "sentence features"}[head]  # fmt: skip
+    classes = built.get("label_names")
+    labels = f" into {', '.join(classes)}" if classes else ""
+    trained = _datasets(data) or _data_files(data) or [task]
+    length = data.get("max_length")
+    base = base_model(recipe)
+    licence = (
+        f"{_LICENCES[base]}, the licence of its base model `{base}`; the terms of its training data apply "
+        "as well"
+        if base in _LICENCES
+        else "not recorded: the student inherits the terms of its teacher and of its training data; "
+        "state them (`license:` above) before publishing"
+    )
+    inputs = f", inputs of at most {length} tokens" if length else ""
+    return [
+        "## Intended use and limitations",
+        "",
+        f"- Intended use: {what}{labels} on text like its training data ({', '.join(trained)}){inputs}.",
+        "- It was evaluated only on the dev split reported above; it has not been tested on other domains, "
+        "languages or input lengths, where its accuracy is unknown.",
+        "- It learned from its teacher and its data and carries their errors and biases; a distilled "
+        "student is usually less accurate than its teacher (see Results and Speed).",
+        f"- Licence: {licence}.",
+        "",
+    ]
+
+
+def public_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` with every local path reduced to its last part, for a file leaving this machine.
+
+    ``--push-to-hub`` uploads this instead of ``recipe.json``: the user's training file, teacher folder and
+    run directory are shown by name, never by where they are (``/home/me/data/mine.tsv`` -> ``mine.tsv``).
+    Hub ids and ``embedded`` are kept.
+    """
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, str) and ("/" in value or "\\" in value) and looks_local(value):
+            return Path(value).name
+        return value
+
+    return clean(recipe)
 
 
 def _onnx(export: dict[str, Any]) -> list[str]:

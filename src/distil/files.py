@@ -17,7 +17,7 @@ from pathlib import Path
 
 from distil.errors import ConfigError
 
-__all__ = ["atomic_write_text", "check_writable", "not_utf8", "remove_leftovers"]
+__all__ = ["atomic_write_text", "check_writable", "looks_local", "not_utf8", "remove_leftovers"]
 
 # Temporaries of atomic writes (".name.tmp<pid>", ".name.old<pid>") and of checkpoints (".tmp-step-<N>").
 _LEFTOVER = re.compile(r"^\..+\.(tmp|old)\d+$|^\.tmp-step-\d+$")
@@ -117,3 +117,19 @@ def remove_leftovers(folder: Path) -> list[Path]:
         else:
             path.unlink(missing_ok=True)
     return found
+
+
+def looks_local(path: str) -> bool:
+    """Whether ``path`` names a local folder rather than a Hub id (``name`` or ``owner/name``).
+
+    Local: absolute, starting with ``.`` or ``~``, existing, more than one ``/`` deep, or below an
+    existing folder (``runs/x`` where ``runs/`` exists).
+    """
+    parts = path.replace(os.sep, "/").split("/")
+    return (
+        os.path.isabs(path)
+        or path.startswith((".", "~"))
+        or os.path.exists(path)
+        or len(parts) > 2
+        or (len(parts) == 2 and os.path.isdir(parts[0]))
+    )

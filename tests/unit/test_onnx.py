@@ -240,3 +240,27 @@ def test_every_head_exports_verified(tmp_path, family, head, outputs):
         expected = reference[name].numpy()
         assert array.shape == expected.shape
         np.testing.assert_allclose(array[mask], expected[mask], rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+def test_the_card_follows_local_teachers_to_their_hub_base_and_a_pushed_recipe_has_no_local_path(tmp_path):
+    """A student of a teacher fine-tuned here from the embedded model: base_model is the embedded model's
+    Hub id (with its licence), and the recipe pushed to the Hub names local files by name only."""
+    from distil.card import base_model, public_recipe
+
+    teacher = tmp_path / "runs" / "topics-teacher" / "student"
+    teacher.mkdir(parents=True)
+    started = {"teacher": None, "student": {"init": "pretrained", "path": "embedded"}}
+    (teacher / "recipe.json").write_text(json.dumps({"config": {"models": started}}))
+    data = {"task": "custom", "train_file": str(tmp_path / "data" / "mine.tsv")}
+    recipe = {
+        "config": {"models": {"teacher": str(teacher), "student": {"init": "layers"}}, "data": data},
+        "built": {"run_dir": str(tmp_path / "runs" / "kd"), "teacher": str(teacher)},
+    }
+    assert base_model(recipe) == "sentence-transformers/all-MiniLM-L6-v2"
+    assert base_model({"config": {"models": {"teacher": "bert-base-uncased"}}}) == "bert-base-uncased"
+    assert base_model({"config": {"models": {"teacher": str(tmp_path / "nowhere")}}}) is None
+    public = public_recipe(recipe)
+    assert public["config"]["data"]["train_file"] == "mine.tsv" and str(tmp_path) not in json.dumps(public)
+    assert public["config"]["models"]["teacher"] == "student" and public["built"]["run_dir"] == "kd"
+    hub = {"config": {"models": {"teacher": "sentence-transformers/all-MiniLM-L6-v2"}}}
+    assert public_recipe(hub) == hub  # Hub ids are kept

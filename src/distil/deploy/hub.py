@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -40,12 +41,25 @@ def check_hub(repo: str) -> None:
 
 
 def push_folder(folder: Path, repo: str) -> str:
-    """Upload ``folder`` (model, tokenizer, ONNX files, card) to ``repo``; returns its URL."""
-    from huggingface_hub import HfApi
+    """Upload ``folder`` (model, tokenizer, ONNX files, card) to ``repo``; returns its URL.
+
+    ``recipe.json`` goes up as `distil.card.public_recipe` writes it: local paths (the training file, the
+    teacher folder, the run directory) by name only.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from distil.card import public_recipe
 
     api = HfApi()
     api.create_repo(repo, exist_ok=True)
-    api.upload_folder(
-        folder_path=str(folder), repo_id=repo, commit_message="Upload a student distilled with distil"
-    )
+    operations = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = path.relative_to(folder).as_posix()
+        if name == "recipe.json":
+            recipe = public_recipe(json.loads(path.read_text(encoding="utf-8")))
+            content: bytes | str = (json.dumps(recipe, indent=2) + "\n").encode()
+        else:
+            content = str(path)
+        operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=content))
+    api.create_commit(repo, operations, commit_message="Upload a student distilled with distil")
     return f"https://huggingface.co/{repo}"

@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from distil.errors import ConfigError, ModelError
+from distil.files import looks_local
 from distil.models.architectures import arch_spec
 
 __all__ = [
@@ -115,24 +116,8 @@ def resolve_model_path(name: str) -> str:
     return expanded if os.path.isdir(expanded) else name
 
 
-def _looks_local(path: str) -> bool:
-    """Whether ``path`` names a local folder rather than a Hub id (``name`` or ``owner/name``).
-
-    Local: absolute, starting with ``.`` or ``~``, existing, more than one ``/`` deep, or below an
-    existing folder (``runs/x`` where ``runs/`` exists).
-    """
-    parts = path.replace(os.sep, "/").split("/")
-    return (
-        os.path.isabs(path)
-        or path.startswith((".", "~"))
-        or os.path.exists(path)
-        or len(parts) > 2
-        or (len(parts) == 2 and os.path.isdir(parts[0]))
-    )
-
-
 def _fix_hint(path: str) -> str:
-    if _looks_local(path):
+    if looks_local(path):
         return f"Check that the directory {path!r} exists and holds config.json and the weights."
     return (
         f"{path!r} is not a local directory, so it was taken as a Hugging Face Hub id. Without Hub access "
@@ -149,7 +134,7 @@ def _load_error(what: str, name: str, path: str, exc: Exception | None = None) -
 
 def _check_local(what: str, name: str, path: str) -> None:
     # A missing local path would otherwise reach the Hub client and fail with a confusing repo-id error.
-    if _looks_local(path) and not os.path.isdir(path):
+    if looks_local(path) and not os.path.isdir(path):
         raise _load_error(what, name, path)
 
 
