@@ -417,7 +417,9 @@ def _bench_lines(bench: dict[str, Any]) -> list[str]:
     return [
         "## Speed",
         "",
-        f"`distil bench` ({where}; speed-ups against the teacher):",
+        f"`distil bench` ({where}). Speed-ups kept apart: against the teacher in the same runtime (what "
+        "distillation bought), against the model's own PyTorch graph (what the runtime bought), and against "
+        "the teacher in PyTorch (both):",
         "",
         format_bench(bench),
         "",

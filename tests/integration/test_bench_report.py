@@ -65,6 +65,17 @@ def test_bench_returns_every_field(pair, bench_json):
             assert row["speedup"][bs] > 0
         assert set(row["metrics"]) == {"accuracy", "f1"} and 0 <= row["metrics"]["accuracy"] <= 1
     assert rows[("teacher", "pytorch-fp32")]["speedup"]["1"] == 1.0
+    # Distillation and runtime kept apart: the student's ONNX rows against its own PyTorch row; the
+    # teacher has no ONNX export here, so no same-runtime ratio for them, and a note says how to get one.
+    for key in (("student", "onnx-fp32"), ("student", "onnx-int8")):
+        assert "distillation_speedup" not in rows[key] and rows[key]["runtime_speedup"]["1"] > 0
+        own = rows[("student", "pytorch-fp32")]["latency_ms"]["1"]["median_ms"]
+        assert rows[key]["runtime_speedup"]["1"] == pytest.approx(
+            own / rows[key]["latency_ms"]["1"]["median_ms"]
+        )
+    same = rows[("student", "pytorch-fp32")]
+    assert same["distillation_speedup"] == same["speedup"] and same["runtime_speedup"]["1"] == 1.0
+    assert any("the teacher has no onnx-int8 export" in n for n in result["notes"])
     assert rows[("student", "onnx-fp32")]["metrics"] == rows[("student", "pytorch-fp32")]["metrics"]
     assert rows[("student", "pytorch-fp32")]["parameters"] < rows[("teacher", "pytorch-fp32")]["parameters"]
     settings = result["settings"]

@@ -103,7 +103,7 @@ def test_bench_adds_its_speed_to_the_card(runs, capsys):
             "--repeats", "1", "--warmup", "0", "--seq-length", "16", "--no-onnx"]  # fmt: skip
     assert main(argv) == 0
     _, body = _card(student)
-    assert "## Speed" in body and "speedup b=1" in body
+    assert "## Speed" in body and "vs teacher, same runtime b=1" in body and "vs own PyTorch b=1" in body
     assert (student / "bench.json").is_file()
 
 

@@ -198,12 +198,31 @@ def run_bench(
         timing = _timing(runtimes, vocab, batch_sizes, seq_length, onnx_spin, repeats=repeats, warmup=warmup)
     finally:
         torch.set_num_threads(previous)
-    base = f"{next(iter(models))}/{PYTORCH}"
+    teacher = next(iter(models))
+    base = f"{teacher}/{PYTORCH}"
+    notes = []
     for row in rows:
         key = f"{row['model']}/{row['runtime']}"
         row["latency_ms"] = {str(bs): _finite(vars(t[key])) for bs, t in timing.items()}
         row["throughput_seq_per_s"] = {str(bs): bs * 1000 / t[key].median_ms for bs, t in timing.items()}
+        # Three ratios, kept apart: what distillation bought (against the teacher in the same runtime), what
+        # the runtime bought (against the same model in PyTorch), and both together (against the teacher
+        # in PyTorch: `speedup`, the baseline of the table).
         row["speedup"] = {str(bs): t[base].median_ms / t[key].median_ms for bs, t in timing.items()}
+        own = f"{row['model']}/{PYTORCH}"
+        row["runtime_speedup"] = {str(bs): t[own].median_ms / t[key].median_ms for bs, t in timing.items()}
+        same = f"{teacher}/{row['runtime']}"
+        if all(same in t for t in timing.values()):
+            row["distillation_speedup"] = {
+                str(bs): t[same].median_ms / t[key].median_ms for bs, t in timing.items()
+            }
+        elif row["model"] != teacher:
+            flag = " --int8" if "int8" in str(row["runtime"]) else ""
+            notes.append(
+                f"{row['model']} {row['runtime']}: the teacher has no {row['runtime']} export, so what "
+                f"distillation bought in that runtime is not measured; export the teacher the same way "
+                f"(`distil export TEACHER{flag}`) and bench again."
+            )
     settings = {
         "seq_length": seq_length,
         "batch_sizes": list(batch_sizes),
@@ -230,7 +249,7 @@ def run_bench(
             "torch": torch.__version__,
         },
     }
-    return {"settings": settings, "rows": rows}
+    return {"settings": settings, "rows": rows, "notes": notes}
 
 
 def format_bench(result: dict[str, Any]) -> str:
@@ -241,7 +260,8 @@ def format_bench(result: dict[str, Any]) -> str:
     head = ["model", "runtime", "params (M)", "size (MB)", "MFLOPs/token"]
     head += [metric] if metric else []
     head += [f"b={b} ms median [min-max]" for b in sizes] + [f"b={b} seq/s" for b in sizes]
-    head += [f"speedup b={b}" for b in sizes]
+    head += [f"vs teacher, same runtime b={b}" for b in sizes] + [f"vs own PyTorch b={b}" for b in sizes]
+    head += [f"vs teacher PyTorch b={b}" for b in sizes]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         runtime = f"{r['runtime']} ({r['int8_format']})" if r.get("int8_format") else r["runtime"]
@@ -253,6 +273,11 @@ def format_bench(result: dict[str, Any]) -> str:
             t = r["latency_ms"][b]
             cells.append(f"{t['median_ms']:.1f} [{t['min_ms']:.1f}-{t['max_ms']:.1f}]")
         cells += [f"{r['throughput_seq_per_s'][b]:.1f}" for b in sizes]
+        same = r.get("distillation_speedup") or {}
+        cells += [f"{same[b]:.2f}x" if b in same else "-" for b in sizes]
+        own = r.get("runtime_speedup") or {}
+        cells += [f"{own[b]:.2f}x" if b in own else "-" for b in sizes]
         cells += [f"{r['speedup'][b]:.2f}x" for b in sizes]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    notes = [f"Note: {n}" for n in result.get("notes") or []]
+    return "\n".join(lines + (["", *notes] if notes else []))
