@@ -5,9 +5,11 @@
 - ``none``: one process, the modules as they are.
 - ``ddp``: `StepModule` (student + the method's trainable modules, whose forward computes the loss) wrapped
   by ``DistributedDataParallel``: gradients are bucketed and all-reduced while the backward pass runs.
-  ``find_unused_parameters`` is on, so parameters a method leaves without a gradient (MiniLMv2's last
-  FFN, a task head no loss reads) neither deadlock nor get a zero gradient (AdamW then skips them, as in
-  one process).
+  ``static_graph`` is on: the parameters a method leaves without a gradient (MiniLMv2's last FFN, a task
+  head no loss reads) are found in the first step, so they neither deadlock nor get a zero gradient
+  (AdamW then skips them, as in one process), without ``find_unused_parameters``'s search of the graph
+  at every step. Every method uses the same parameters at every step; HomoDistil's prune events, which
+  change them, wrap the step module again (`Engine.rewrap`).
 - ``fsdp``: FSDP2 (``fully_shard``) on every transformer block of the student and at the root
   (`StepModule`: embeddings, head, the method's modules), and the same on the frozen teacher, which has
   no optimizer state. Parameters are stored sharded; each block gathers its parameters for its forward
@@ -153,7 +155,10 @@ class Engine:
             return step
         if self.mode == "ddp":
             ids = [self.env.device.index] if self.env.device.type == "cuda" else None
-            return DistributedDataParallel(step, device_ids=ids, find_unused_parameters=True)
+            # static_graph: the set of parameters a method leaves without a gradient is found once, in the
+            # first step, and reused; find_unused_parameters would search the graph every step (and warn
+            # on every KD run, which leaves none).
+            return DistributedDataParallel(step, device_ids=ids, static_graph=True)
         compute = self.precision.compute_dtype if self.precision.mixed else None
         for i, block in enumerate(get_layers(step.student)):
             fully_shard(block, reshard_after_forward=i not in hooked_layers, **self._fsdp_kwargs(compute))
