@@ -1,6 +1,7 @@
 """The ``distil`` CLI end to end on tiny models and tiny data (in-process)."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from transformers import AutoModelForSequenceClassification
 
 from distil.cli.configs import bundled_configs
 from distil.cli.main import main
+from distil.config import load_config
 from helpers import tiny_run
 
 
@@ -168,3 +170,18 @@ def test_augment_then_distil_on_the_augmented_file(tmp_path, capsys):
     assert code == 0
     recipe = json.loads((tmp_path / "kd" / "student" / "recipe.json").read_text())
     assert recipe["results"]["steps"] == 2 * -(-(len(lines) - 1) // 8)  # 2 epochs over every augmented row
+
+
+def test_validate_times_real_steps_and_estimates_each_stage_without_writing(tmp_path, capsys):
+    path = _write_config(tmp_path, "kd")
+    cfg = load_config(str(path))
+    capsys.readouterr()
+    assert main(["validate", str(path), "--time", "3"]) == 0
+    out = capsys.readouterr().out
+    line = re.search(r"  run: ~(\d+) s \((\d+) steps x ([\d.]+) s, median of 3; (\d+) evaluation", out)
+    assert line, out
+    assert int(line.group(2)) == 8  # 32 rows / batch 8 x 2 epochs
+    assert float(line.group(3)) > 0 and int(line.group(4)) == 2  # evaluated at the end of each epoch
+    assert not Path(cfg.run_dir).exists()  # nothing was written
+    assert main(["validate", str(path), "--time", "--no-models"]) == 2
+    assert "--time builds and times the models" in capsys.readouterr().err

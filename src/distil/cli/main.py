@@ -11,7 +11,7 @@ from pathlib import Path
 from distil.cli.augment import add_augment_options
 from distil.cli.deploy import add_bench_options, add_export_options, add_report_options
 from distil.cli.task_args import add_task_options
-from distil.errors import DistilError
+from distil.errors import ConfigError, DistilError
 
 __all__ = ["COMMANDS", "main"]
 
@@ -111,7 +111,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a config file without training."""
     from distil.cli.configs import validate
 
-    print(validate(args.config, list(args.overrides), check_data=args.check_data, models=not args.no_models))
+    if args.time and args.no_models:
+        raise ConfigError("--time builds and times the models; drop --no-models.")
+    result = validate(
+        args.config, list(args.overrides), check_data=args.check_data, models=not args.no_models,
+        time_steps=args.time or 0,
+    )  # fmt: skip
+    print(result)
     return 0
 
 
@@ -211,6 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="Check the config alone, not the models' config.json and tokenizer files (for a config "
                 "whose teacher is not trained yet, or a Hub model without Hub access).",
+            )
+            p.add_argument(
+                "--time",
+                type=int,
+                nargs="?",
+                const=5,
+                metavar="STEPS",
+                help="Also time STEPS real training steps (default 5, after 2 untimed) of every stage whose "
+                "models exist and print each stage's estimated wall time; nothing is written.",
             )
         if name == "export":
             add_export_options(p)
