@@ -16,6 +16,7 @@ from distil.data.batching import collate, length_sorted_batches
 from distil.data.tasks import GLUE_TASKS, TaskSpec
 from distil.evaluation.shards import Shard
 from distil.metrics import compute_metrics, glue_metrics
+from distil.progress import Phase
 
 __all__ = ["Logits", "model_logits", "predict", "predictions", "task_metrics"]
 
@@ -64,11 +65,15 @@ def predict(
     batches = list(length_sorted_batches(dataset, batch_size))
     mine, padding = shard.take(batches)
     done: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for rows in [*mine, *batches[:1] * padding]:
+    todo = [*mine, *batches[:1] * padding]
+    phase = Phase(f"evaluating on {len(dataset)} rows", len(todo), enabled=shard.rank == 0)
+    for rows in todo:
         batch = collate([dataset[int(i)] for i in rows], pad_token_id)
         logits = torch.as_tensor(logits_of(batch)).float()
         out = logits[:, 0] if is_regression else logits.argmax(-1)
         done.append((rows, out.cpu().numpy(), batch["labels"].numpy()))
+        phase.update()
+    phase.close()
     for part in shard.gather(done[: len(mine)]):
         for rows, pred, ref in part:
             preds[rows], refs[rows] = pred, ref

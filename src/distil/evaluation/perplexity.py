@@ -22,6 +22,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel
 
 from distil.evaluation.shards import Shard
+from distil.progress import Phase
 
 __all__ = ["perplexity_windows", "windowed_perplexity"]
 
@@ -96,9 +97,12 @@ def windowed_perplexity(
         chunks.append(chunk)
     mine, padding = shard.take(chunks)
     total, count = 0.0, 0
-    for n, chunk in enumerate([*mine, *chunks[:1] * padding]):
+    todo = [*mine, *chunks[:1] * padding]
+    phase = Phase(f"scoring perplexity on {len(windows)} windows", len(todo), enabled=shard.rank == 0)
+    for n, chunk in enumerate(todo):
         ids = torch.tensor([r["input_ids"] for r in chunk], dtype=torch.long, device=device)
         logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+        phase.update()
         if n >= len(mine):
             continue  # a padding pass: every process runs as many forward passes
         # Position p - 1 predicts token p; token p counts when p >= score_from.
@@ -108,6 +112,7 @@ def windowed_perplexity(
         scored = positions[None, :] >= first[:, None]
         total += float(nll[scored].sum())
         count += int(scored.sum())
+    phase.close()
     parts = shard.gather((total, count))
     total, count = sum(p[0] for p in parts), sum(p[1] for p in parts)
     model.train(was_training)

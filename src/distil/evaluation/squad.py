@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 from distil.adapters import model_inputs
 from distil.data.batching import collate, length_sorted_batches, row_lengths
 from distil.evaluation.shards import Shard
+from distil.progress import Phase
 
 __all__ = ["decode_answers", "predict_span_scores"]
 
@@ -53,14 +54,18 @@ def predict_span_scores(
     batches = list(length_sorted_batches(features, batch_size))
     mine, padding = shard.take(batches)
     done: list[tuple[int, np.ndarray, np.ndarray]] = []
-    for n, order in enumerate([*mine, *batches[:1] * padding]):
+    todo = [*mine, *batches[:1] * padding]
+    phase = Phase(f"evaluating on {len(lengths)} question windows", len(todo), enabled=shard.rank == 0)
+    for n, order in enumerate(todo):
         rows = [int(i) for i in order]
         batch = collate([features[i] for i in rows], pad_token_id)
         out = model(**{k: v.to(device) for k, v in model_inputs(model, batch).items()})
+        phase.update()
         if n >= len(mine):
             continue  # a padding pass: every process runs as many forward passes
         start, end = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
         done += [(row, start[j, : lengths[row]], end[j, : lengths[row]]) for j, row in enumerate(rows)]
+    phase.close()
     for part in shard.gather(done):
         for row, start_row, end_row in part:
             starts[row], ends[row] = start_row, end_row

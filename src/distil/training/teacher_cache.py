@@ -17,6 +17,7 @@ from transformers import PreTrainedModel
 from distil.adapters import model_inputs
 from distil.data.batching import length_sorted_batches
 from distil.evaluation.shards import Shard
+from distil.progress import Phase
 from distil.types import Batch, Features
 
 __all__ = ["TeacherCache"]
@@ -50,11 +51,15 @@ class TeacherCache:
         batches = list(length_sorted_batches(dataset, batch_size))
         mine, padding = shard.take(batches)
         done: list[tuple[np.ndarray, np.ndarray]] = []
-        for n, rows in enumerate([*mine, *batches[:1] * padding]):
+        todo = [*mine, *batches[:1] * padding]
+        phase = Phase("caching teacher logits", len(todo), enabled=shard.rank == 0)
+        for n, rows in enumerate(todo):
             batch = collate([dataset[int(i)] for i in rows])
             out = teacher(**{k: v.to(device) for k, v in model_inputs(teacher, batch).items()}).logits
             if n < len(mine):  # padding passes keep every process's forward passes in step (FSDP)
                 done.append((idx_all[rows], out.float().cpu().numpy()))
+            phase.update()
+        phase.close()
         parts = [item for part in shard.gather(done) for item in part]
         assert parts, "empty training set"
         logits = torch.zeros(int(idx_all.max()) + 1, *parts[0][1].shape[1:])

@@ -28,6 +28,7 @@ from transformers import PreTrainedModel
 from distil.adapters import model_inputs
 from distil.evaluation.shards import Shard
 from distil.files import atomic_write_text
+from distil.progress import Phase
 from distil.types import Batch, Features, TopK
 
 __all__ = ["TopKCache", "cache_key"]
@@ -137,9 +138,12 @@ class TopKCache:
         teacher.eval()
         batches = [list(range(i, min(i + batch_size, rows))) for i in range(0, rows, batch_size)]
         mine, padding = shard.take(batches)
-        for n, chosen in enumerate([*mine, *batches[:1] * padding]):
+        todo = [*mine, *batches[:1] * padding]
+        phase = Phase("caching the teacher's top-k token logits", len(todo), enabled=is_main)
+        for n, chosen in enumerate(todo):
             batch = collate([dataset[i] for i in chosen])
             logits = teacher(**{key: v.to(device) for key, v in model_inputs(teacher, batch).items()}).logits
+            phase.update()
             if n >= len(mine):
                 continue  # padding passes keep every process's forward passes in step (FSDP)
             logits = logits.float()
@@ -151,6 +155,7 @@ class TopKCache:
             index[where, :length] = ids.cpu().numpy().astype(np.int32)
             values[where, :length] = top.cpu().numpy()
             rest[where, :length] = tail.cpu().numpy()
+        phase.close()
         for array in (index, values, rest):
             array.flush()
         del index, values, rest
