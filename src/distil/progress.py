@@ -9,6 +9,7 @@ Only process 0 prints (``enabled``).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -33,7 +34,7 @@ class Phase:
         what: The phase, as the line names it (``caching teacher logits``).
         total: Units it will process.
         unit: Their name (``batches``).
-        enabled: Print at all (process 0 only).
+        enabled: Print at all (default: only in process 0, by the launcher's ``RANK``).
         every: Seconds between lines (default `EVERY`).
         quiet_below: A phase that ends sooner prints nothing (default `QUIET_BELOW`).
     """
@@ -44,11 +45,13 @@ class Phase:
         total: int,
         unit: str = "batches",
         *,
-        enabled: bool = True,
+        enabled: bool | None = None,
         every: float | None = None,
         quiet_below: float | None = None,
     ) -> None:
-        self.what, self.total, self.unit, self.enabled = what, total, unit, enabled
+        self.what, self.total, self.unit = what, total, unit
+        # Default: process 0 of a launcher (torchrun sets RANK), or the only process.
+        self.enabled = int(os.environ.get("RANK", "0") or 0) == 0 if enabled is None else enabled
         self.every = EVERY if every is None else every
         self.quiet_below = QUIET_BELOW if quiet_below is None else quiet_below
         self.done = 0

@@ -39,3 +39,14 @@ def test_the_teacher_cache_and_evaluation_say_how_far_they_are(tmp_path, capsys,
     task.evaluate(parts.student, 8)
     out = capsys.readouterr().out
     assert "[distil] evaluating on 16 rows: 1/2 batches (50%)" in out and "done, 2 batches" in out
+
+
+def test_tokenising_says_how_far_it_is_in_process_0_only(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "EVERY", 0.0)
+    monkeypatch.setattr(progress, "QUIET_BELOW", 0.0)
+    capsys.readouterr()
+    build_run(tiny_run(tmp_path, "kd"))
+    assert "[distil] tokenising 32 rows: done, 32 rows" in capsys.readouterr().out
+    monkeypatch.setenv("RANK", "1")
+    build_run(tiny_run(tmp_path, "kd"))
+    assert "tokenising" not in capsys.readouterr().out

@@ -11,6 +11,7 @@ import pyarrow as pa
 import torch
 
 from distil.data.tasks import TaskSpec
+from distil.progress import Phase
 
 if TYPE_CHECKING:  # only for annotations; keeps `import distil.data` from loading transformers
     from transformers import PreTrainedTokenizerBase
@@ -38,8 +39,10 @@ def tokenize(
         An in-memory dataset with ``input_ids``, ``attention_mask``, ``token_type_ids`` (when the tokenizer
         makes them), ``labels`` and ``idx`` (the row's index in ``ds``).
     """
+    phase = Phase(f"tokenising {len(ds)} rows", len(ds), "rows")  # the CLI turns datasets' own bar off
 
     def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        phase.update(len(indices))
         texts = [list(batch[column]) for column in task.text_columns]
         encoded = tokenizer(*texts, truncation=True, max_length=max_length)
         out = {key: encoded[key] for key in _MODEL_INPUTS if key in encoded}
@@ -49,7 +52,7 @@ def tokenize(
         return out
 
     # keep_in_memory: tokenised copies of hub datasets would otherwise pile up in the user's cache.
-    return ds.map(
+    out = ds.map(
         encode,
         batched=True,
         with_indices=True,
@@ -57,6 +60,8 @@ def tokenize(
         keep_in_memory=True,
         desc="Tokenizing",
     )
+    phase.close()
+    return out
 
 
 def collate(rows: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
