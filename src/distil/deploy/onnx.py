@@ -51,6 +51,7 @@ from distil.deploy.runtime import (
 )
 from distil.errors import DistilError
 from distil.models.architectures import arch_spec
+from distil.progress import Phase
 
 __all__ = [
     "FP32_MAX_REL_DIFF",
@@ -341,17 +342,25 @@ def export_onnx(
     argmax = head != "base"
     fp32_path, int8_path = onnx_dir / EXPORT_FILES["onnx-fp32"], onnx_dir / EXPORT_FILES["onnx-int8"]
     tmp32, tmp8 = onnx_dir / f".tmp{os.getpid()}.onnx", onnx_dir / f".tmp{os.getpid()}.int8.onnx"
+    # Steps: trace, (fuse,) check; (quantise, check): a line every 30 s of a long export, and its end.
+    phase = Phase(f"exporting {model_dir.name} to ONNX", 2 + bool(optimize) + 2 * (fmt is not None), "steps")
     try:
         _trace(model, trace_batch, tmp32, opset, outputs)
+        phase.update()
         if optimize:
             _optimize(tmp32, model)
+            phase.update()
         fp32 = _check(tmp32, references, probe, False, outputs, argmax)
+        phase.update()
         int8_diff = None
         if fmt is not None:
             quantize(tmp32, tmp8, fmt)
+            phase.update()
             int8_diff = _check(tmp8, references, probe, True, outputs, argmax)
+            phase.update()
             os.replace(tmp8, int8_path)
         os.replace(tmp32, fp32_path)
+        phase.close()
     finally:
         tmp32.unlink(missing_ok=True)
         tmp8.unlink(missing_ok=True)
