@@ -185,3 +185,14 @@ def test_validate_times_real_steps_and_estimates_each_stage_without_writing(tmp_
     assert not Path(cfg.run_dir).exists()  # nothing was written
     assert main(["validate", str(path), "--time", "--no-models"]) == 2
     assert "--time builds and times the models" in capsys.readouterr().err
+
+
+def test_switching_a_bundled_configs_method_on_the_command_line(capsys):
+    """custom/kd with method.name=lwd: kd's alpha and teacher cache are dropped with a note, not refused."""
+    assert main(["validate", "custom/kd", "method.name=lwd", "--no-models"]) == 0
+    captured = capsys.readouterr()
+    assert "method lwd" in captured.out
+    assert "note: method.alpha from custom/kd does not apply to method 'lwd'; dropped." in captured.err
+    assert "note: train.cache_teacher from custom/kd" in captured.err
+    assert main(["validate", "custom/kd", "method.name=lwd", "method.alpha=0.5", "--no-models"]) == 2
+    assert "Unknown config key 'method.alpha'" in capsys.readouterr().err
