@@ -137,7 +137,7 @@ def validate(
         DistilError: Whatever training would reject before its first step.
     """
     path = resolve_config(name_or_path)
-    data = _raw(str(path), overrides)
+    data = _raw(name_or_path, overrides)
     if "method" not in data:
         load_pipeline_config(str(path), overrides)
         return f"{path}: valid pipeline config."
