@@ -3,8 +3,9 @@
 Builds the tiny BERT / DeBERTa-v2 / GPT-2 classifiers, the GPT-2 LM and BERT MLM and QA heads from
 ``tests/factories.py`` (seeded), exports each to ONNX fp32 once, quantises it in every format of
 `distil.deploy.int8` and prints, per model and format, the max relative logit difference from PyTorch and
-the argmax agreement on the export's probe rows (real tokens only), as the export's check measures them:
-on this CPU and under ``qemu-x86_64-static -cpu Haswell`` (AVX2, FMA, no AVX-512, no VNNI).
+the argmax agreement on the export's probe rows (real tokens only), every row counted (the export's own
+check leaves out rows tied at int8 precision, so this is the stricter figure): on this CPU and under
+``qemu-x86_64-static -cpu Haswell`` (AVX2, FMA, no AVX-512, no VNNI).
 
     apt-get install qemu-user-static   # once
     .venv/bin/python benchmarks/int8_cpus.py

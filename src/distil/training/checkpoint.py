@@ -193,14 +193,20 @@ def verify_checkpoint(path: Path) -> str | None:
     return None
 
 
-def latest_checkpoint(run_dir: Path, *, skipped: list[str] | None = None) -> Path | None:
+def latest_checkpoint(
+    run_dir: Path, *, skipped: list[str] | None = None, before: str | None = None
+) -> Path | None:
     """The newest complete, intact checkpoint of a run, or ``None``.
 
     Args:
         run_dir: The run.
         skipped: If given, receives ``"<checkpoint>: <why>"`` for each newer checkpoint passed over.
+        before: Only checkpoints older than the one of this name (a resume falling back past one whose
+            tensors did not load).
     """
     for path in find_checkpoints(run_dir):
+        if before is not None and path.name >= before:
+            continue
         problem = verify_checkpoint(path)
         if problem is None:
             return path

@@ -39,12 +39,10 @@ from distil.training import assembly
 from distil.training.checkpoint import (
     FINISHED_MARKER,
     TrainerState,
-    find_checkpoints,
     latest_checkpoint,
     load_checkpoint,
     method_state,
     save_checkpoint,
-    verify_checkpoint,
 )
 from distil.training.data import StepPlan, step_loader
 from distil.training.dist import DistEnv
@@ -129,7 +127,6 @@ def _restore(
     assert prep.checkpoint is not None
     ckpt: Path = prep.checkpoint
     skipped = list(prep.skipped)
-    older = [p for p in find_checkpoints(ckpt.parent.parent) if p.name < ckpt.name]
     while True:
         if env.is_main:
             for line in skipped:
@@ -149,17 +146,10 @@ def _restore(
             state = load_checkpoint(env, ckpt, mods.runner, mods.optimizer, scheduler, scaler, seed=seed)
             return state, ckpt
         except DataError as err:
-            following = None
-            while older and following is None:
-                candidate = older.pop(0)
-                problem = verify_checkpoint(candidate)
-                if problem is None:
-                    following = candidate
-                else:
-                    skipped.append(f"{candidate.name}: {problem}")
+            skipped = [f"{ckpt.name}: {err}"]
+            following = latest_checkpoint(ckpt.parent.parent, skipped=skipped, before=ckpt.name)
             if resized or following is None:
                 raise
-            skipped.insert(0, f"{ckpt.name}: {err}")
             ckpt = following
 
 
