@@ -102,9 +102,10 @@ def _models_checked(cfg: RunConfig, time_steps: int = 0) -> tuple[list[str], lis
         if step.resolve is not None or later:
             times.append(f"  {step.name}: not timed (its models are written by an earlier step)")
             continue
-        build_run(step.config, meta=True, prepare=False)
         checked.append(step.name)
-        if time_steps:
+        if not time_steps:
+            build_run(step.config, meta=True, prepare=False)
+        else:  # builds the step for real, which runs every check the meta build runs
             est = estimate_stage(step.config, step.name, steps=time_steps)
             total += est.total_seconds
             times.append(
