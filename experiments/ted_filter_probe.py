@@ -32,7 +32,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 import distil
 from distil.adapters import forward_features
 from distil.methods._ted_heads import pool
-from distil.models.architectures import num_layers
+from distil.models.families import num_layers
 from distil.models.loading import resolve_model_path
 from distil.training.setup import build_run
 from distil.types import FeatureRequest

@@ -22,75 +22,75 @@ from transformers import (
 ASSETS = Path(__file__).parent / "assets"
 VOCAB_SIZE = 128  # >= len(assets/vocab.txt); the models' embedding tables are this large
 
-ENCODERS = ("bert", "roberta", "xlm-roberta", "deberta-v2", "distilbert", "electra")
-DECODERS = ("gpt2", "llama")
-FAMILIES = ENCODERS + DECODERS
+_BERT_STYLE: dict[str, Any] = {
+    "num_hidden_layers": 2,
+    "hidden_size": 32,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+}
+_ROBERTA_STYLE = {**_BERT_STYLE, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+_LLAMA_STYLE: dict[str, Any] = {
+    "num_hidden_layers": 2,
+    "hidden_size": 32,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+    "attention_dropout": 0.0,
+}
+
+# One tiny config per family of `distil.models.families.FAMILIES` (a test checks that they match): 2 layers,
+# 32 wide, 4 heads, FFN 64, 64 positions, dropout off (deterministic tests).
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    "bert": _BERT_STYLE,
+    "roberta": _ROBERTA_STYLE,
+    "xlm-roberta": _ROBERTA_STYLE,
+    "electra": {**_BERT_STYLE, "embedding_size": 32},
+    "deberta-v2": {
+        **_BERT_STYLE,
+        "relative_attention": True,
+        "position_buckets": 8,
+        "max_relative_positions": 16,
+        "pos_att_type": ["p2c", "c2p"],
+        "type_vocab_size": 0,
+    },
+    "distilbert": {
+        "n_layers": 2,
+        "dim": 32,
+        "n_heads": 4,
+        "hidden_dim": 64,
+        "dropout": 0.0,
+        "attention_dropout": 0.0,
+        "max_position_embeddings": 64,
+        "seq_classif_dropout": 0.0,
+    },
+    "gpt2": {
+        "n_layer": 2,
+        "n_embd": 32,
+        "n_head": 4,
+        "n_positions": 64,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "summary_first_dropout": 0.0,
+        "bos_token_id": 2,
+        "eos_token_id": 3,
+    },
+    "llama": _LLAMA_STYLE,
+    "mistral": _LLAMA_STYLE,
+    "qwen2": _LLAMA_STYLE,
+    "qwen3": {**_LLAMA_STYLE, "head_dim": 8},  # its default head_dim (128) is not hidden / heads
+    "gemma2": {**_LLAMA_STYLE, "head_dim": 8, "query_pre_attn_scalar": 8},
+}
+FAMILIES = tuple(TINY_CONFIGS)
 
 
 def tiny_config(family: str, **overrides: Any) -> PretrainedConfig:
-    """A 2-layer, 32-wide, 4-head config of ``family`` with dropout off (deterministic tests)."""
-    common: dict[str, Any] = {"vocab_size": VOCAB_SIZE, "pad_token_id": 0}
-    if family == "distilbert":
-        kw = {
-            "n_layers": 2,
-            "dim": 32,
-            "n_heads": 4,
-            "hidden_dim": 64,
-            "dropout": 0.0,
-            "attention_dropout": 0.0,
-            "max_position_embeddings": 64,
-            "seq_classif_dropout": 0.0,
-        }
-    elif family == "gpt2":
-        kw = {
-            "n_layer": 2,
-            "n_embd": 32,
-            "n_head": 4,
-            "n_positions": 64,
-            "resid_pdrop": 0.0,
-            "embd_pdrop": 0.0,
-            "attn_pdrop": 0.0,
-            "summary_first_dropout": 0.0,
-            "bos_token_id": 2,
-            "eos_token_id": 3,
-        }
-    elif family == "llama":
-        kw = {
-            "num_hidden_layers": 2,
-            "hidden_size": 32,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "intermediate_size": 64,
-            "max_position_embeddings": 64,
-            "attention_dropout": 0.0,
-        }
-    else:
-        kw = {
-            "num_hidden_layers": 2,
-            "hidden_size": 32,
-            "num_attention_heads": 4,
-            "intermediate_size": 64,
-            "max_position_embeddings": 64,
-            "hidden_dropout_prob": 0.0,
-            "attention_probs_dropout_prob": 0.0,
-        }
-        if family == "electra":
-            kw["embedding_size"] = 32
-        if family == "deberta-v2":
-            kw.update(
-                {
-                    "relative_attention": True,
-                    "position_buckets": 8,
-                    "max_relative_positions": 16,
-                    "pos_att_type": ["p2c", "c2p"],
-                    "type_vocab_size": 0,
-                }
-            )
-        if family in ("roberta", "xlm-roberta"):
-            kw.update({"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2})
-            common["pad_token_id"] = 1
-    kw.update(common)
-    kw.update(overrides)
+    """A tiny config of ``family`` (`TINY_CONFIGS`) with ``overrides`` applied."""
+    kw: dict[str, Any] = {"vocab_size": VOCAB_SIZE, "pad_token_id": 0, **TINY_CONFIGS[family], **overrides}
     return AutoConfig.for_model(family, **kw)
 
 

@@ -20,6 +20,7 @@ import yaml
 from safetensors import safe_open
 
 from distil.files import atomic_write_text, looks_local
+from distil.models.heads import HEADS, head_of_architectures
 
 __all__ = ["CARD", "METHOD_CARDS", "PAPERS", "MethodCard", "base_model", "public_recipe", "write_card"]
 
@@ -91,10 +92,6 @@ METHOD_CARDS: dict[str, MethodCard] = {
     ),
 }
 PAPERS: dict[str, tuple[str, str]] = {k: c.paper for k, c in METHOD_CARDS.items() if c.paper is not None}
-_PIPELINES = {"seq": "text-classification", "qa": "question-answering", "lm": "text-generation",
-              "mlm": "fill-mask", "base": "feature-extraction"}  # fmt: skip
-_CLASSES = {"seq": "AutoModelForSequenceClassification", "qa": "AutoModelForQuestionAnswering",
-            "lm": "AutoModelForCausalLM", "mlm": "AutoModelForMaskedLM", "base": "AutoModel"}  # fmt: skip
 # Metric keys distil reports -> the metric ids model cards list.
 _METRIC_IDS = {"accuracy": "accuracy", "f1": "f1", "matthews_correlation": "matthews_correlation",
                "pearson": "pearsonr", "spearmanr": "spearmanr", "exact_match": "exact_match",
@@ -102,21 +99,8 @@ _METRIC_IDS = {"accuracy": "accuracy", "f1": "f1", "matthews_correlation": "matt
 _GLUE = {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}
 
 
-_HEADS = (
-    ("ForSequenceClassification", "seq"),
-    ("ForQuestionAnswering", "qa"),
-    ("ForCausalLM", "lm"),
-    ("LMHeadModel", "lm"),
-    ("ForMaskedLM", "mlm"),
-)
-
-
 def _head(config: dict[str, Any]) -> str:
-    for arch in config.get("architectures") or ():
-        for suffix, head in _HEADS:
-            if arch.endswith(suffix):
-                return head
-    return "base"
+    return head_of_architectures(config.get("architectures") or ())
 
 
 def _parameters(folder: Path) -> int | None:
@@ -195,7 +179,7 @@ def _teacher(recipe: dict[str, Any]) -> str | None:
 def _front_matter(recipe: dict[str, Any], head: str, metrics: dict[str, float]) -> dict[str, Any]:
     method = str(recipe.get("method", ""))
     data = (recipe.get("config") or {}).get("data", {})
-    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": _PIPELINES[head]}
+    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": HEADS[head].pipeline_tag}
     base = base_model(recipe)
     if base:
         meta["base_model"] = base
@@ -427,7 +411,7 @@ def _bench_lines(bench: dict[str, Any]) -> list[str]:
 
 
 def _usage(head: str) -> list[str]:
-    cls = _CLASSES[head]
+    cls = HEADS[head].auto_class
     return [
         "## Use",
         "",

@@ -13,6 +13,7 @@ from distil.losses import relation_kl
 from distil.methods import MethodContext
 from distil.methods.minilm import MiniLM, MiniLMConfig
 from distil.methods.minilmv2 import MiniLMv2, MiniLMv2Config
+from distil.models.families import family_of
 from distil.plans import run
 from distil.training.loop import train
 from factories import FAMILIES, save_tiny_pair, tiny_model
@@ -34,12 +35,8 @@ def _ctx(student, teacher):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_qkv_reach_the_minilmv2_loss(family):
     teacher = tiny_model(family, "base").eval()
-    student = (
-        tiny_model(family, "base", num_hidden_layers=1)
-        if family not in ("gpt2", "distilbert")
-        else (tiny_model(family, "base", **({"n_layer": 1} if family == "gpt2" else {"n_layers": 1})))
-    )
-    relation_heads = 4 if family != "llama" else 2  # Llama's K/V are 16 wide (2 KV heads)
+    student = tiny_model(family, "base", **{family_of(teacher).num_layers_key: 1})
+    relation_heads = 2  # a grouped-query family's K/V are 16 wide (2 KV heads)
     method = MiniLMv2(MiniLMv2Config(relation_heads=relation_heads, teacher_layer=1), _ctx(student, teacher))
     batch = _batch()
     s = forward_features(student, batch, method.student_request())

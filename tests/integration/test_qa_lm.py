@@ -11,9 +11,12 @@ from transformers import AutoModelForCausalLM, AutoModelForQuestionAnswering
 
 from distil.adapters import forward_features
 from distil.cli.main import main
+from distil.config import build_run_config
+from distil.errors import ConfigError
 from distil.losses import kd_kl
 from distil.plans import run, stage_dir
 from distil.training.setup import build_run
+from helpers import corpus_run
 from qa_lm_helpers import SQUAD_V2, lm_run, qa_run
 
 
@@ -138,3 +141,35 @@ def test_lwd_on_qa_and_causal_lm(tmp_path, task):
     assert result.steps == 2 and {"loss/kl", "loss/hidden_mse", "loss/task"} <= _log_keys(cfg.run_dir)
     auto = AutoModelForQuestionAnswering if task == "squad" else AutoModelForCausalLM
     auto.from_pretrained(result.student_dir)
+
+
+_LM_METHODS = {
+    "kd": {},
+    "lwd": {"method.layer_map": [2]},
+    "ted": {"method.layer_map": [2], "plan.finetune_teacher": False, "plan.finetune_student": False},
+}
+_CORPUS_METHODS = {
+    "minilmv2": {"relation_heads": 2},  # K/V are 16 wide (2 KV heads)
+    "minilm": {},
+    "distilbert": {},
+    "tinybert": {"attention_weight": 0.0},  # rotary: scores rebuilt from Q and K are not the model's
+}
+
+
+@pytest.mark.parametrize(("family", "methods"), [("qwen3", None), ("gemma2", ("kd", "minilmv2"))])
+def test_a_new_decoder_family_runs_every_method_that_applies(tmp_path, family, methods):
+    """A family added as one record (and one tiny config) trains with the LM and task-agnostic methods."""
+    for name, overrides in _LM_METHODS.items():
+        if methods is None or name in methods:
+            cfg = lm_run(tmp_path / name, name, family=family, **{"train.max_steps": 2}, **overrides)
+            AutoModelForCausalLM.from_pretrained(run(cfg, progress=False).student_dir)
+    teacher = next((tmp_path / "kd").glob(f"lm-{family}"))
+    student = {"init": "layers", "layers": [2]}
+    for name, method in _CORPUS_METHODS.items():
+        if methods is None or name in methods:
+            raw = corpus_run(tmp_path, teacher, student, {"name": name, **method}, name, max_steps=2)
+            assert run(build_run_config(raw), progress=False).steps == 2
+    if methods is None:  # the rotary check refuses TinyBERT's score loss on this family
+        raw = corpus_run(tmp_path, teacher, student, {"name": "tinybert"}, "tinybert-scores", max_steps=2)
+        with pytest.raises(ConfigError, match="rotary"):
+            run(build_run_config(raw), progress=False)

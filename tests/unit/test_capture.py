@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 
 from distil.adapters import capture_qkv, forward_features, model_inputs
 from distil.errors import ModelError
-from distil.models.architectures import SUPPORTED, get_layers
+from distil.models.families import SUPPORTED, get_layers
 from distil.types import Batch, FeatureRequest
 from factories import FAMILIES, VOCAB_SIZE, tiny_config, tiny_model
 
@@ -38,7 +38,7 @@ def _projections(family: str, block: torch.nn.Module) -> tuple[torch.nn.Module |
     """(pre-norm, [q, k, v] or [fused]) written out per family, independent of the path table."""
     if family == "gpt2":
         return block.ln_1, [block.attn.c_attn]
-    if family == "llama":
+    if hasattr(block, "self_attn"):  # Llama, Mistral, Qwen2/3, Gemma 2: input norm, then q/k/v_proj
         a = block.self_attn
         return block.input_layernorm, [a.q_proj, a.k_proj, a.v_proj]
     if family == "distilbert":

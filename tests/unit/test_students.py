@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from distil.errors import ConfigError, ModelError
-from distil.models.architectures import arch_spec, get_layers, num_layers
+from distil.models.families import family_of, get_layers, num_layers
 from distil.models.layer_maps import paper_layer_map, uniform_layer_map, validate_layer_list
 from distil.models.loading import (
     check_same_vocabulary,
@@ -86,7 +86,7 @@ def test_validate_layer_list_rejects_invalid(layers: list) -> None:
 
 
 def _deep_teacher(family: str, depth: int, head: str = "seq") -> torch.nn.Module:
-    return tiny_model(family, head, **{arch_spec(tiny_config(family)).num_layers_key: depth})
+    return tiny_model(family, head, **{family_of(tiny_config(family)).num_layers_key: depth})
 
 
 def _batch(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -202,7 +202,8 @@ def test_student_from_config_sizes(family: str) -> None:
         head="seq",
         num_labels=3,
     )
-    keys = _SMALL.get(family, _SMALL_DEFAULT)
+    keys = _SMALL.get(family, _SMALL["llama"] if family_of(teacher_config).rotary else _SMALL_DEFAULT)
+    keys = {k: v for k, v in keys.items() if hasattr(teacher_config, k)}  # Qwen2 has no head_dim key
     assert all(getattr(student.config, k) == v for k, v in keys.items())
     assert len(get_layers(student)) == 1 and student.config.num_labels == 3
     reference = AutoModelForSequenceClassification.from_config(tiny_config(family, num_labels=3, **keys))

@@ -2,7 +2,7 @@
 
 Hidden states and attention probabilities come from the model's own outputs. The Q/K/V projection
 outputs, which ``transformers`` does not return, come from forward hooks that live only inside
-``capture_qkv``. Module paths come from ``distil.models.architectures``, never from strings in configs.
+``capture_qkv``. Module paths come from ``distil.models.families``, never from strings in configs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch.utils.hooks import RemovableHandle
 from transformers import PreTrainedModel
 
 from distil.errors import ModelError
-from distil.models.architectures import ArchSpec, arch_spec, get_layers
+from distil.models.families import Family, family_of, get_layers
 from distil.types import QKV, Batch, FeatureRequest, Features
 
 __all__ = ["capture_qkv", "forward_features", "model_inputs"]
@@ -51,7 +51,7 @@ def _resolve(block: nn.Module, path: str, index: int, model_type: str) -> nn.Mod
         # Only happens if a transformers release renames modules; say which entry of the table is stale.
         raise ModelError(
             f"Layer {index} of this {model_type!r} model has no module {path!r}; "
-            "the path table in distil.models.architectures does not match this transformers version."
+            "the path table in distil.models.families does not match this transformers version."
         ) from None
 
 
@@ -97,7 +97,7 @@ class _LayerRecorder:
         return hook
 
 
-def _projection_hooks(spec: ArchSpec, recorder: _LayerRecorder) -> dict[str, _Hook]:
+def _projection_hooks(spec: Family, recorder: _LayerRecorder) -> dict[str, _Hook]:
     """Forward hooks keyed by module path inside one block."""
     if spec.fused_qkv is not None:
         return {spec.fused_qkv: recorder.fused}
@@ -126,7 +126,7 @@ def capture_qkv(model: PreTrainedModel, layers: Sequence[int]) -> Iterator[dict[
     Raises:
         ModelError: The architecture is unsupported or a layer index is out of range.
     """
-    spec = arch_spec(model)
+    spec = family_of(model)
     model_type = str(model.config.model_type)
     blocks = get_layers(model)
     indices = _normalise_layers(layers, len(blocks), model_type)
@@ -171,7 +171,7 @@ def model_inputs(
         present in ``batch``.
     """
     keys = ["input_ids", "attention_mask"]
-    if arch_spec(model).token_type_ids and getattr(model.config, "type_vocab_size", 1) > 0:
+    if family_of(model).token_type_ids and getattr(model.config, "type_vocab_size", 1) > 0:
         keys.append("token_type_ids")
     entries = batch.tensors() if isinstance(batch, Batch) else batch
     return {key: entries[key] for key in keys if key in entries}
@@ -249,7 +249,7 @@ def forward_features(model: PreTrainedModel, batch: Batch, request: FeatureReque
             return the requested hidden states or attentions, or ``HEAD_POSITIONS`` is given for a model
             without an output-embedding layer.
     """
-    spec = arch_spec(model)
+    spec = family_of(model)
     inputs = model_inputs(model, batch)
     if request.attentions:
         _ensure_eager(model)

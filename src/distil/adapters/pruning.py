@@ -28,10 +28,9 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from distil.errors import ConfigError, ModelError
-from distil.models.architectures import get_layers
+from distil.models.families import FAMILIES, Family, PruningLayout, family_of, get_layers
 
 __all__ = [
-    "SUPPORTED_FAMILIES",
     "Group",
     "PruningPlan",
     "Slot",
@@ -103,64 +102,15 @@ class PruningPlan:
         return {k: ffn if g.kind == "ffn" else self.num_heads * head_dim for k, g in self.groups.items()}
 
 
-@dataclass(frozen=True)
-class _Proj:
-    path: str  # inside one layer
-    out: tuple[str, ...]  # kind of each consecutive block of the output axis
-    inp: str  # kind of the input axis
-    query: int | None = None  # the output block that holds the queries
-
-
-@dataclass(frozen=True)
-class _Family:
-    projections: tuple[_Proj, ...]
-    attention: str
-    hidden_key: str
-    ffn_key: str
-    conv1d: bool  # weights stored [in, out] (GPT-2's Conv1D) instead of nn.Linear's [out, in]
-    attention_widths: tuple[tuple[str, str], ...]  # width attributes its forward reads (PruningPlan)
-
-
-_BERT_LIKE = _Family(
-    projections=(
-        _Proj("attention.self.query", ("qk",), "hidden", query=0),
-        _Proj("attention.self.key", ("qk",), "hidden"),
-        _Proj("attention.self.value", ("vo",), "hidden"),
-        _Proj("attention.output.dense", ("hidden",), "vo"),
-        _Proj("intermediate.dense", ("ffn",), "hidden"),
-        _Proj("output.dense", ("hidden",), "ffn"),
-    ),
-    attention="attention.self",
-    hidden_key="hidden_size",
-    ffn_key="intermediate_size",
-    conv1d=False,
-    attention_widths=(("attention_head_size", "head_dim"), ("all_head_size", "hidden")),
-)
-_GPT2 = _Family(
-    projections=(
-        _Proj("attn.c_attn", ("qk", "qk", "vo"), "hidden", query=0),
-        _Proj("attn.c_proj", ("hidden",), "vo"),
-        _Proj("mlp.c_fc", ("ffn",), "hidden"),
-        _Proj("mlp.c_proj", ("hidden",), "ffn"),
-    ),
-    attention="attn",
-    hidden_key="n_embd",
-    ffn_key="n_inner",
-    conv1d=True,
-    attention_widths=(("head_dim", "head_dim"), ("embed_dim", "hidden"), ("split_size", "hidden")),
-)
-_FAMILIES = {"bert": _BERT_LIKE, "roberta": _BERT_LIKE, "xlm-roberta": _BERT_LIKE, "gpt2": _GPT2}
-SUPPORTED_FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
-
-
-def _family(model: PreTrainedModel) -> _Family:
-    model_type = str(model.config.model_type)
-    if model_type not in _FAMILIES:
+def _family(model: PreTrainedModel) -> tuple[PruningLayout, Family]:
+    family = family_of(model)
+    if family.pruning is None:
+        supported = [name for name, f in FAMILIES.items() if f.pruning is not None]
         raise ConfigError(
-            f"HomoDistil's structured pruning supports {', '.join(SUPPORTED_FAMILIES)}; {model_type!r} is "
-            "not supported yet (its module layout has no entry in distil.adapters.pruning)."
+            f"HomoDistil's structured pruning supports {', '.join(supported)}; {model.config.model_type!r} "
+            "is not supported yet (its record in distil.models.families has no pruning layout)."
         )
-    return _FAMILIES[model_type]
+    return family.pruning, family
 
 
 class _Builder:
@@ -180,7 +130,7 @@ class _Builder:
         self.covered.add(slot.param)
 
 
-def _layer_groups(b: _Builder, fam: _Family, layer: nn.Module, i: int) -> None:
+def _layer_groups(b: _Builder, fam: PruningLayout, layer: nn.Module, i: int) -> None:
     out_axis, in_axis = (1, 0) if fam.conv1d else (0, 1)
     for proj in fam.projections:
         module = layer.get_submodule(proj.path)
@@ -228,8 +178,9 @@ def build_plan(model: PreTrainedModel) -> PruningPlan:
         ModelError: A module the tables do not know holds hidden-width parameters, or the widths are
             ambiguous (a head whose output size equals the hidden size cannot be told from a hidden map).
     """
-    fam, config = _family(model), model.config
-    d, heads = int(getattr(config, fam.hidden_key)), int(config.num_attention_heads)
+    (fam, family), config = _family(model), model.config
+    hidden_key, heads_key, ffn_key = family.width_keys
+    d, heads = int(getattr(config, hidden_key)), int(getattr(config, heads_key))
     layers = get_layers(model)
     ffn_weight = layers[0].get_submodule(fam.projections[-1].path).weight
     assert isinstance(ffn_weight, torch.Tensor)
@@ -257,7 +208,7 @@ def build_plan(model: PreTrainedModel) -> PruningPlan:
     if len(attention) != len(layers) or not all(n.startswith(base) for n in attention):
         raise ModelError("Could not find one attention module with a 'scaling' attribute per layer.")
     return PruningPlan(
-        groups, norms, attention, fam.attention, fam.hidden_key, fam.ffn_key, heads, d // heads, ffn,
+        groups, norms, attention, fam.attention, hidden_key, ffn_key, heads, d // heads, ffn,
         fam.attention_widths,
     )  # fmt: skip
 

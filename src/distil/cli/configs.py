@@ -110,7 +110,7 @@ def _models_checked(cfg: RunConfig, time_steps: int = 0) -> tuple[list[str], lis
             total += est.total_seconds
             times.append(
                 f"  {step.name}: ~{format_time(est.total_seconds)} ({est.steps} steps x "
-                f"{est.seconds_per_step:.2f} s, median of {est.timed_steps}; {est.evaluations} evaluation(s) "
+                f"{est.seconds_per_step:.3g} s, median of {est.timed_steps}; {est.evaluations} evaluation(s) "
                 f"~{format_time(est.eval_seconds)}; loading and tokenising {format_time(est.setup_seconds)})"
             )
     if time_steps:

@@ -50,7 +50,7 @@ from distil.deploy.runtime import (
     resolve_model_dir,
 )
 from distil.errors import DistilError
-from distil.models.architectures import arch_spec
+from distil.models.families import FAMILIES, family_of
 from distil.progress import Phase
 
 __all__ = [
@@ -70,8 +70,6 @@ FP32_MAX_REL_DIFF = 1e-4
 INT8_MAX_REL_DIFF = 0.2
 INT8_MIN_AGREEMENT = 0.9
 RECORD_FILES = ("export.json", "EXPORT.md")
-# Families whose exported encoder graphs onnxruntime's "bert" optimiser recognises and fuses.
-OPTIMIZABLE = ("bert", "roberta", "xlm-roberta", "electra")
 
 
 class ExportError(DistilError):
@@ -145,7 +143,7 @@ class _Outputs(nn.Module):
     def __init__(self, model: PreTrainedModel, names: list[str], outputs: tuple[str, ...]) -> None:
         super().__init__()
         self.model, self.names, self.outputs = model, names, outputs
-        self.extra = {"use_cache": False} if arch_spec(model).causal else {}
+        self.extra = {"use_cache": False} if family_of(model).causal else {}
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(**dict(zip(self.names, inputs, strict=True)), **self.extra, return_dict=True)
@@ -238,13 +236,13 @@ def _check(
     return diff
 
 
-def _optimize(path: Path, model: PreTrainedModel) -> None:
-    """Fuse the graph at ``path`` in place with onnxruntime's transformer optimiser."""
+def _optimize(path: Path, model: PreTrainedModel, optimizer_type: str) -> None:
+    """Fuse the graph at ``path`` in place with onnxruntime's transformer optimiser of ``optimizer_type``."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     config = model.config
     fused = optimize_model(
-        str(path), model_type="bert", num_heads=int(config.num_attention_heads),
+        str(path), model_type=optimizer_type, num_heads=int(config.num_attention_heads),
         hidden_size=int(config.hidden_size), opt_level=0,
     )  # fmt: skip
     if not fused.get_fused_operator_statistics().get("Attention"):
@@ -303,7 +301,8 @@ def export_onnx(
         int8_format: How it is quantised (`distil.deploy.int8.INT8_FORMATS`); the default computes the
             same integers on every CPU.
         optimize: Fuse both graphs with onnxruntime's transformer optimiser (families in
-            ``OPTIMIZABLE``; onnxruntime-only graphs, faster on CPU).
+            whose `distil.models.families` record names an ``onnx_optimizer``; onnxruntime-only graphs, faster
+            on CPU).
         overwrite: Replace an existing export instead of refusing.
         opset: ONNX opset of the graph.
 
@@ -320,14 +319,16 @@ def export_onnx(
     model_dir = resolve_model_dir(run_or_model)
     model, head = load_exportable(model_dir)
     outputs = HEAD_OUTPUTS[head]
-    if optimize and model.config.model_type not in OPTIMIZABLE:
+    optimizer_type = family_of(model).onnx_optimizer
+    if optimize and optimizer_type is None:
+        optimizable = [name for name, f in FAMILIES.items() if f.onnx_optimizer is not None]
         raise ExportError(
-            f"--optimize supports {', '.join(OPTIMIZABLE)}, not {model.config.model_type}; export without it."
+            f"--optimize supports {', '.join(optimizable)}, not {model.config.model_type}; export without it."
         )
     if optimize:
         # onnxruntime's fusion patterns match the eager attention graph, not the SDPA one.
         model.set_attn_implementation("eager")
-    if head == "seq" and arch_spec(model).causal and model.config.pad_token_id is None:
+    if head == "seq" and family_of(model).causal and model.config.pad_token_id is None:
         raise ExportError(
             f"{model_dir}: a {model.config.model_type} classifier needs pad_token_id in config.json to "
             "find each row's last token in a padded batch; set it (e.g. to the eos id) and export again."
@@ -336,7 +337,7 @@ def export_onnx(
     _prepare_dir(onnx_dir, int8, overwrite)
     trace_batch, probe = probe_batches(model, model_dir)
     with torch.no_grad():
-        extra = {"use_cache": False} if arch_spec(model).causal else {}
+        extra = {"use_cache": False} if family_of(model).causal else {}
         out = model(**probe, **extra, return_dict=True)
         references = [out[name].float().numpy() for name in outputs]
     argmax = head != "base"
@@ -347,8 +348,8 @@ def export_onnx(
     try:
         _trace(model, trace_batch, tmp32, opset, outputs)
         phase.update()
-        if optimize:
-            _optimize(tmp32, model)
+        if optimizer_type is not None and optimize:
+            _optimize(tmp32, model, optimizer_type)
             phase.update()
         fp32 = _check(tmp32, references, probe, False, outputs, argmax)
         phase.update()
@@ -411,7 +412,8 @@ def _write_record(
         "format": "onnx",
         "exporter": "torch.onnx.export(dynamo=False), the TorchScript-based exporter",
         "opset": opset,
-        "optimizer": "onnxruntime.transformers.optimizer.optimize_model(model_type='bert', opt_level=0)"
+        "optimizer": "onnxruntime.transformers.optimizer.optimize_model("
+        f"model_type={family_of(model).onnx_optimizer!r}, opt_level=0)"
         if optimize
         else None,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

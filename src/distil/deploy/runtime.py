@@ -19,6 +19,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICA
 from distil.deploy.cpu import cpu_info
 from distil.deploy.int8 import INT8_FORMATS
 from distil.errors import ModelError
+from distil.models.heads import HEADS, head_of_architectures
 from distil.models.loading import load_model, resolve_model_path
 
 __all__ = [
@@ -57,29 +58,12 @@ def resolve_model_dir(run_or_model: str | Path) -> Path:
 
 
 # A saved model's head (from its architectures) -> the outputs an export keeps, in order.
-HEAD_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "seq": ("logits",),
-    "qa": ("start_logits", "end_logits"),
-    "lm": ("logits",),
-    "mlm": ("logits",),
-    "base": ("last_hidden_state",),
-}
-_SUFFIXES = (
-    ("ForSequenceClassification", "seq"),
-    ("ForQuestionAnswering", "qa"),
-    ("ForCausalLM", "lm"),
-    ("LMHeadModel", "lm"),
-    ("ForMaskedLM", "mlm"),
-)
+HEAD_OUTPUTS: dict[str, tuple[str, ...]] = {head: record.onnx_outputs for head, record in HEADS.items()}
 
 
 def head_of(config: PretrainedConfig) -> str:
     """The head a saved model carries: ``seq``, ``qa``, ``lm``, ``mlm`` or ``base`` (a bare encoder)."""
-    for arch in getattr(config, "architectures", None) or ():
-        for suffix, head in _SUFFIXES:
-            if arch.endswith(suffix):
-                return head
-    return "base"
+    return head_of_architectures(getattr(config, "architectures", None) or ())
 
 
 def _attention_for(model_dir: Path) -> str:

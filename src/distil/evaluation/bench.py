@@ -32,6 +32,7 @@ from distil.deploy.runtime import (
 from distil.errors import ConfigError
 from distil.evaluation.flops import FLOPS_METHOD, flops_per_token
 from distil.evaluation.speed import random_batch, time_blocks, time_interleaved
+from distil.models.families import position_limit
 from distil.models.loading import load_tokenizer
 from distil.models.students import count_parameters
 from distil.tasks.classification import ClassificationTask
@@ -120,10 +121,7 @@ def _timing(
 
 
 def _check_length(name: str, model: PreTrainedModel, seq_length: int) -> None:
-    config = model.config
-    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if limit is not None and config.model_type in ("roberta", "xlm-roberta"):
-        limit -= 2  # positions start after the padding index
+    limit = position_limit(model.config)
     if limit is not None and seq_length > limit:
         raise ConfigError(f"--seq-length {seq_length} is longer than the {name}'s {limit} positions.")
 

@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 
+from distil.models.heads import head_of_architectures
+
 __all__ = ["FilterHead", "Pooling", "SpanHead", "TokenHead", "filter_heads", "head_kind", "pool"]
 
 HeadKind = Literal["seq", "qa", "lm"]
@@ -50,12 +52,10 @@ def pool(states: Tensor, mask: Tensor, causal: bool, pooling: Pooling) -> Tensor
 
 def head_kind(model: PreTrainedModel) -> HeadKind:
     """Which task head ``model`` carries, from its class (``...ForQuestionAnswering``, ``...ForCausalLM``)."""
-    name = type(model).__name__
-    if name.endswith("ForQuestionAnswering"):
+    head = head_of_architectures([type(model).__name__])
+    if head == "qa":
         return "qa"
-    if name.endswith(("ForCausalLM", "LMHeadModel")):
-        return "lm"
-    return "seq"
+    return "lm" if head == "lm" else "seq"
 
 
 class FilterHead(nn.Module):

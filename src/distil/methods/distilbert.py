@@ -33,7 +33,7 @@ from distil.losses import (
     token_cross_entropy,
 )
 from distil.methods.base import Method, MethodContext, refuse_teacher_cache
-from distil.models.architectures import arch_spec, has_trained_lm_head
+from distil.models.families import family_of, has_trained_lm_head
 from distil.models.layer_maps import paper_layer_map
 from distil.models.loading import load_tokenizer
 from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
@@ -150,7 +150,7 @@ class DistilBERTStyle(Method):
         self.is_regression = ctx.is_regression
         # The corpus task has no labels; its prediction head is the language-model head.
         self.token_level = ctx.num_labels == 0
-        self.causal = arch_spec(ctx.student).causal
+        self.causal = family_of(ctx.student).causal
         if self.token_level and cfg.alpha_ce > 0:
             _check_lm_head(ctx.teacher)
         self.masks = self.token_level and not self.causal

@@ -40,7 +40,7 @@ from distil.losses import (
 )
 from distil.methods._homodistil_config import HomoDistilConfig
 from distil.methods.base import Method, MethodContext
-from distil.models.architectures import arch_spec, get_layers, has_trained_lm_head, num_layers
+from distil.models.families import family_of, get_layers, has_trained_lm_head, num_layers
 from distil.models.layer_maps import resolve_layer_map
 from distil.types import Batch, FeatureRequest, Features, LossOutput, Resize
 
@@ -86,7 +86,7 @@ class HomoDistil(Method):
         assert ctx.teacher is not None
         self.cfg, self.student, self.teacher = cfg, ctx.student, ctx.teacher
         self.token_level, self.is_regression = ctx.num_labels == 0, ctx.is_regression
-        self.causal = arch_spec(ctx.student).causal
+        self.causal = family_of(ctx.student).causal
         self.tokenizer = ctx.tokenizer if self.token_level and not self.causal else None
         if self.token_level and not self.causal and ctx.tokenizer is None:
             raise ConfigError("HomoDistil's MLM masking needs the run's tokenizer in the method context.")

@@ -17,7 +17,7 @@ from distil.adapters.masking import head_rows, mask_batch
 from distil.errors import ConfigError
 from distil.losses import next_token_labels, token_cross_entropy
 from distil.methods.base import Method, MethodContext, refuse_teacher_cache
-from distil.models.architectures import arch_spec
+from distil.models.families import family_of
 from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
 __all__ = ["HomoDistilHead", "HomoDistilHeadConfig"]
@@ -68,7 +68,7 @@ class HomoDistilHead(Method):
 
     def __init__(self, cfg: HomoDistilHeadConfig, ctx: MethodContext) -> None:
         self.cfg = cfg
-        self.causal = arch_spec(ctx.student).causal
+        self.causal = family_of(ctx.student).causal
         self.tokenizer = None if self.causal else ctx.tokenizer
         if not self.causal and ctx.tokenizer is None:
             raise ConfigError("HomoDistil's MLM masking needs the run's tokenizer in the method context.")

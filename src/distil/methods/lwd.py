@@ -23,7 +23,7 @@ from distil.errors import ConfigError
 from distil.losses import kd_kl, soft_target_mask, task_loss
 from distil.losses.hidden import mapped_hidden_mse
 from distil.methods.base import Method, MethodContext, refuse_teacher_cache, require_labels
-from distil.models.architectures import num_layers
+from distil.models.families import num_layers
 from distil.models.layer_maps import resolve_layer_map
 from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 

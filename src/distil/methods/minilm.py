@@ -15,7 +15,7 @@ from torch import nn
 from distil.errors import ConfigError
 from distil.losses import attention_kl, value_relation_kl
 from distil.methods.base import Method, MethodContext, refuse_teacher_cache
-from distil.models.architectures import layer_index
+from distil.models.families import layer_index
 from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
 __all__ = ["MiniLM", "MiniLMConfig"]

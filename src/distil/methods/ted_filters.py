@@ -29,7 +29,7 @@ from distil.losses import task_loss
 from distil.methods._ted_chance import LabelPrior
 from distil.methods._ted_heads import Pooling, filter_heads, head_kind
 from distil.methods.base import Method, MethodContext, refuse_teacher_cache, require_labels
-from distil.models.architectures import num_layers
+from distil.models.families import num_layers
 from distil.models.layer_maps import resolve_layer_map
 from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 

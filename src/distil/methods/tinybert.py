@@ -21,16 +21,15 @@ from distil.errors import ConfigError
 from distil.losses import attention_score_mse, attention_scores
 from distil.losses.hidden import hidden_mse
 from distil.methods.base import Method, MethodContext, refuse_teacher_cache
-from distil.models.architectures import num_layers
+from distil.models.families import family_of, num_layers
 from distil.models.layer_maps import uniform_layer_map
 from distil.types import QKV, Batch, FeatureRequest, Features, LossOutput, RunView
 
 __all__ = ["TinyBERT", "TinyBERTConfig"]
 
-# Families whose Q K^T / sqrt(d) (Q, K as captured) is the score the model itself uses. DeBERTa-v2 is
-# included for its content-to-content term only (its relative-position terms are left out); rotary
-# families (Llama, Mistral, Qwen2) are not, since Q and K are captured before the rotation.
-_SCORE_FAMILIES = frozenset({"bert", "roberta", "xlm-roberta", "electra", "distilbert", "gpt2", "deberta-v2"})
+# Q K^T / sqrt(d) (Q, K as captured) is the score the model itself uses in every family without rotary
+# positions (`Family.rotary`: Q and K are captured before the rotation). For DeBERTa-v2 it is the
+# content-to-content term only (its relative-position terms are left out).
 
 
 @dataclass
@@ -107,7 +106,7 @@ class TinyBERT(Method):
             )
         for side, model in (("student", ctx.student), ("teacher", ctx.teacher)):
             family = str(model.config.model_type)
-            if family not in _SCORE_FAMILIES:
+            if family_of(model).rotary:
                 raise ConfigError(
                     "TinyBERT's attention loss recomputes pre-softmax scores from captured Q and K, which "
                     f"for the {side}'s family {family!r} precede the rotary position embedding, so the "

@@ -10,18 +10,16 @@ import os
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import torch
+import transformers
 from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import (
     AutoConfig,
-    AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
@@ -30,7 +28,9 @@ from transformers import (
 
 from distil.errors import ConfigError, ModelError
 from distil.files import looks_local
-from distil.models.architectures import arch_spec
+from distil.models.families import family_of, position_limit
+from distil.models.heads import HEADS as HEAD_RECORDS
+from distil.models.heads import Head, head_of_architectures
 
 __all__ = [
     "EMBEDDED",
@@ -61,7 +61,7 @@ class _LanguageModelHead:
 
     @staticmethod
     def _auto(config: PretrainedConfig) -> Any:
-        return AutoModelForCausalLM if arch_spec(config).causal else AutoModelForMaskedLM
+        return AutoModelForCausalLM if family_of(config).causal else AutoModelForMaskedLM
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs: Any) -> PreTrainedModel:
@@ -74,13 +74,10 @@ class _LanguageModelHead:
         return cls._auto(config).from_config(config, **kwargs)
 
 
-Head = Literal["seq", "lm", "base", "mlm", "qa"]
-HEADS: dict[str, Any] = {  # the auto classes (and the LM one above): from_pretrained / from_config
-    "seq": AutoModelForSequenceClassification,
-    "lm": AutoModelForCausalLM,
-    "base": AutoModel,
-    "mlm": _LanguageModelHead,
-    "qa": AutoModelForQuestionAnswering,  # extractive QA: start/end scores per token
+# The auto class of each head kind (and the LM one above): from_pretrained / from_config.
+HEADS: dict[str, Any] = {
+    head: _LanguageModelHead if head == "mlm" else getattr(transformers, record.auto_class)
+    for head, record in HEAD_RECORDS.items()
 }
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -163,7 +160,7 @@ def _model_config(name: str) -> tuple[str, PretrainedConfig]:
 
 
 def _is_classifier(config: PretrainedConfig) -> bool:
-    return any(arch.endswith("ForSequenceClassification") for arch in config.architectures or ())
+    return head_of_architectures(config.architectures or ()) == "seq"
 
 
 def _seq_head_kwargs(
@@ -364,30 +361,13 @@ def ensure_pad_token(
     return note
 
 
-def _position_limit(config: PretrainedConfig) -> int | None:
-    """The longest input a model's absolute position table takes (``None``: rotary or relative only)."""
-    kind = getattr(config, "model_type", "")
-    if kind == "gpt2":
-        return int(config.n_positions)
-    if kind in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"):
-        return None  # rotary positions: longer inputs run (how well is the model's matter)
-    if kind == "deberta-v2" and not getattr(config, "position_biased_input", True):
-        return None  # DeBERTa-v3: relative positions only
-    limit = getattr(config, "max_position_embeddings", None)
-    if limit is None:
-        return None
-    if kind in ("roberta", "xlm-roberta", "camembert"):
-        return int(limit) - int(config.pad_token_id) - 1  # positions start after the padding index
-    return int(limit)
-
-
 def check_max_length(config: PretrainedConfig, max_length: int, what: str) -> None:
     """Refuse a ``data.max_length`` longer than the model's position table (it would fail mid-training).
 
     Raises:
         ConfigError: ``max_length`` exceeds the limit; the message names both numbers.
     """
-    limit = _position_limit(config)
+    limit = position_limit(config)
     if limit is not None and max_length > limit:
         raise ConfigError(
             f"data.max_length={max_length} is longer than {what} takes ({limit} positions): set "

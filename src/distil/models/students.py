@@ -15,7 +15,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from distil.errors import ConfigError
-from distil.models.architectures import arch_spec, get_layers, num_layers
+from distil.models.families import family_of, get_layers, num_layers
 from distil.models.layer_maps import validate_layer_list
 from distil.models.loading import HEADS
 
@@ -86,7 +86,7 @@ def student_from_layers(teacher: PreTrainedModel, layers: Sequence[int]) -> PreT
     ``requires_grad=True``; switching it to train or eval mode is left to the caller.
 
     Args:
-        teacher: Model of a family in `distil.models.architectures.SUPPORTED`.
+        teacher: Model of a family in `distil.models.families.SUPPORTED`.
         layers: 1-indexed, strictly increasing teacher layers, e.g. from `paper_layer_map`.
 
     Returns:
@@ -98,7 +98,7 @@ def student_from_layers(teacher: PreTrainedModel, layers: Sequence[int]) -> PreT
     """
     layers = validate_layer_list(layers, num_layers(teacher.config))
     config = copy.deepcopy(teacher.config)
-    setattr(config, arch_spec(config).num_layers_key, len(layers))
+    setattr(config, family_of(config).num_layers_key, len(layers))
     if isinstance(getattr(config, "layer_types", None), list):
         # Per-layer attention kinds (sliding or full) must follow the layers they belong to.
         config.layer_types = [config.layer_types[i - 1] for i in layers]
@@ -120,14 +120,6 @@ def student_from_layers(teacher: PreTrainedModel, layers: Sequence[int]) -> PreT
     return student.requires_grad_(True)
 
 
-# Per-family config keys for (hidden size, attention heads, feed-forward size).
-_WIDTH_KEYS: dict[str, tuple[str, str, str]] = {
-    "distilbert": ("dim", "n_heads", "hidden_dim"),
-    "gpt2": ("n_embd", "n_head", "n_inner"),
-}
-_DEFAULT_WIDTH_KEYS = ("hidden_size", "num_attention_heads", "intermediate_size")
-
-
 def _student_config(
     teacher_config: PretrainedConfig,
     num_layers: int,
@@ -135,8 +127,8 @@ def _student_config(
     num_heads: int | None,
     intermediate_size: int | None,
 ) -> PretrainedConfig:
-    spec = arch_spec(teacher_config)
-    hidden_key, heads_key, ffn_key = _WIDTH_KEYS.get(teacher_config.model_type, _DEFAULT_WIDTH_KEYS)
+    spec = family_of(teacher_config)
+    hidden_key, heads_key, ffn_key = spec.width_keys
     hidden = hidden_size or getattr(teacher_config, hidden_key)
     heads = num_heads or getattr(teacher_config, heads_key)
     if hidden % heads:

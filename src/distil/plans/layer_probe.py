@@ -29,7 +29,7 @@ from transformers import AutoConfig
 
 from distil.errors import ConfigError, ModelError
 from distil.files import atomic_write_text
-from distil.models.architectures import num_layers
+from distil.models.families import num_layers
 from distil.models.loading import resolve_model_path
 from distil.plans.base import Plan, Step, stage_dir
 

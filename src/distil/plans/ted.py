@@ -36,7 +36,7 @@ from distil.methods._ted_heads import Pooling
 from distil.methods.finetune import FinetuneConfig
 from distil.methods.ted import TEDConfig
 from distil.methods.ted_filters import CHANCE_NOTE, TEDFiltersConfig
-from distil.models.architectures import num_layers
+from distil.models.families import num_layers
 from distil.models.layer_maps import resolve_layer_map
 from distil.models.loading import resolve_model_path
 from distil.models.students import StudentConfig

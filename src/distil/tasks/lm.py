@@ -33,7 +33,7 @@ from distil.errors import ConfigError, DataError
 from distil.evaluation.perplexity import perplexity_windows, windowed_perplexity
 from distil.evaluation.shards import Shard
 from distil.losses import next_token_labels
-from distil.models.architectures import arch_spec
+from distil.models.families import family_of
 from distil.tasks.corpus import CorpusData, default_cache_dir
 from distil.types import Batch
 
@@ -83,7 +83,7 @@ def check_causal(config: Any, what: str) -> None:
         ConfigError: ``config`` is of a bidirectional family (BERT, RoBERTa, DeBERTa, ...).
         ModelError: The family is not supported at all.
     """
-    if not arch_spec(config).causal:
+    if not family_of(config).causal:
         raise ConfigError(
             f"data.task=lm trains a causal language model, but {what} is a {config.model_type!r} encoder, "
             "which attends to the tokens it should predict. Use a decoder (GPT-2, Llama, Mistral, Qwen2)."

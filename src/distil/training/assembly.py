@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from distil.checks import check_run
 from distil.errors import ConfigError
 from distil.files import atomic_write_text, check_writable, remove_leftovers
-from distil.models.architectures import get_layers
+from distil.models.families import get_layers
 from distil.run_config import RunConfig
 from distil.training.checkpoint import (
     FINISHED_MARKER,

@@ -39,7 +39,7 @@ from transformers import PreTrainedModel
 from distil.adapters import forward_features
 from distil.errors import ConfigError, TrainingError
 from distil.methods import Method
-from distil.models.architectures import get_layers
+from distil.models.families import get_layers
 from distil.training.dist import DistEnv
 from distil.training.precision import Precision
 from distil.types import Batch, FeatureRequest, Features

@@ -13,7 +13,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.errors import ConfigError, ModelError
 from distil.methods import Method, MethodContext, get_method
-from distil.models.architectures import arch_spec, num_layers
+from distil.models.families import family_of, num_layers
+from distil.models.heads import HEADS, head_of_architectures
 from distil.models.layer_maps import paper_layer_map, uniform_layer_map, validate_layer_list
 from distil.models.loading import (
     check_max_length,
@@ -98,19 +99,11 @@ def build_student(
     return student, None
 
 
-# A teacher must carry a trained head of the task's kind; a checkpoint saved without one would get a
-# random head that the student would then imitate.
-_TRAINED_HEADS = {
-    "seq": ("ForSequenceClassification",),
-    "qa": ("ForQuestionAnswering",),
-    "lm": ("ForCausalLM", "LMHeadModel"),
-}
-
-
 def _check_teacher_head(path: str, teacher: PreTrainedModel, head: str) -> None:
-    suffixes = _TRAINED_HEADS.get(head)
+    # A teacher must carry a trained head of the task's kind; a checkpoint saved without one would get a
+    # random head that the student would then imitate.
     architectures: list[str] = list(getattr(teacher.config, "architectures", None) or [])
-    if suffixes is None or any(a.endswith(suffixes) for a in architectures):
+    if not HEADS[head].must_be_saved or head_of_architectures(architectures) == head:
         return
     raise ModelError(
         f"Teacher {path!r} has no trained {head!r} head (architectures: {architectures}). Fine-tune it on "
@@ -159,7 +152,7 @@ def build_run(
             dtype=student_dtype if spec.init != "pretrained" else None,
             meta=meta,
         )
-        arch_spec(source)
+        family_of(source)
         task.check_model(source.config, f"models.teacher {cfg.models.teacher!r}")
     student, layers = build_student(spec, source, task, head, attn, dtype=student_dtype, meta=meta)
     task.check_model(student.config, "the student")
