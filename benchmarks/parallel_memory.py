@@ -40,7 +40,7 @@ from distil.schema import from_dict
 from distil.training import assembly
 from distil.training import step as step_module
 from distil.training.data import StepPlan, step_loader
-from distil.training.engine import state_bytes
+from distil.training.engines import state_bytes
 from distil.training.step import Stepper
 
 
@@ -113,7 +113,7 @@ def worker(cfg: BenchConfig, folder: Path, mode: str) -> None:
     prep = assembly.prepare(run_cfg, resume=False, overwrite=True)
     assembly.start(run_cfg, prep)
     mods = assembly.assemble(run_cfg, prep)
-    report: dict[str, Any] = {"parallel": prep.engine.mode, "rank": prep.env.rank}
+    report: dict[str, Any] = {"parallel": prep.engine.name, "rank": prep.env.rank}
     report["peak_rss_loaded"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     real_step = step_module.optimizer_step
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from distil.errors import ConfigError, closest
 from distil.run_config import RunConfig
 from distil.tasks import task_class
+from distil.training.engines import engine_class, traits_of
 from distil.types import RunView
 
 __all__ = ["check_run", "run_view"]
@@ -29,7 +30,7 @@ def run_view(cfg: RunConfig) -> RunView:
         cache_teacher=cfg.train.cache_teacher,
         student_init=cfg.models.student.init,
         plan=cfg.plan_name,
-        parallel=cfg.train.parallel,
+        engine=traits_of(cfg.train.parallel),
     )
 
 
@@ -54,6 +55,7 @@ def check_run(cfg: RunConfig) -> None:
             f"causal LM (data.task=lm); data.task={cfg.data.task} is not one. Unset it"
             + (" (train.cache_teacher keeps class logits)." if task.cacheable_teacher else ".")
         )
+    engine_class(cfg.train.parallel).check_train(cfg.train)
     cfg.method.check_run(view)
     metric = cfg.eval.metric
     names = cfg.data.metric_names()

@@ -174,19 +174,12 @@ class TrainConfig:
         return [t for t in dict.fromkeys(self.report_to) if self.tensorboard or t != "tensorboard"]
 
     def _check_engine(self) -> None:
-        """Engine choices that no machine can run (those that depend on the machine are checked at start)."""
+        """A parallel mode with no engine (each engine checks its own settings in `checks.check_run`)."""
         if self.parallel == "deepspeed":
             raise ConfigError(
                 "train.parallel=deepspeed is not available in this version of distil: use "
                 "train.parallel=fsdp (sharded student, teacher and optimizer state: ZeRO-3's equivalent; "
                 "train.cpu_offload=true offloads the shards on GPUs)."
-            )
-        if self.cpu_offload and self.parallel != "fsdp":
-            raise ConfigError("train.cpu_offload offloads FSDP shards: set train.parallel=fsdp.")
-        if self.precision == "fp16-mixed" and self.parallel == "fsdp":
-            raise ConfigError(
-                "train.precision=fp16-mixed with train.parallel=fsdp is not supported (sharded loss "
-                "scaling): use train.precision=bf16-mixed."
             )
 
 

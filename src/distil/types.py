@@ -9,7 +9,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["QKV", "Batch", "FeatureRequest", "Features", "LossOutput", "Resize", "RunView", "TopK"]
+__all__ = [
+    "QKV",
+    "Batch",
+    "EngineTraits",
+    "FeatureRequest",
+    "Features",
+    "LossOutput",
+    "Resize",
+    "RunView",
+    "TopK",
+]
 
 
 @dataclass
@@ -67,6 +77,28 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class EngineTraits:
+    """What a parallel engine can do: checks and methods ask these, never the engine's name.
+
+    Attributes:
+        sharded: Parameters, gradients and optimizer state are held as shards (DTensors) across processes.
+        can_resize: A method may change parameter shapes during the run (the engine wraps the student
+            again, `Method.on_step_end` returning a `Resize`).
+        owns_precision: The engine casts to the compute dtype itself, so no autocast runs around it.
+        offloads: Parameters can wait on the CPU between uses (``train.cpu_offload``).
+        scales_fp16: float16 loss scaling works on its gradients (a ``GradScaler`` over whole gradients).
+        multi_process: It trains across several processes.
+    """
+
+    sharded: bool = False
+    can_resize: bool = True
+    owns_precision: bool = False
+    offloads: bool = False
+    scales_fp16: bool = True
+    multi_process: bool = False
+
+
+@dataclass(frozen=True)
 class RunView:
     """What a method's config may know about the rest of a run when it checks that it fits (``check_run``).
 
@@ -83,7 +115,8 @@ class RunView:
         cache_teacher: ``train.cache_teacher``.
         student_init: ``models.student.init``.
         plan: The plan the run belongs to (``single`` for a run of its own).
-        parallel: ``train.parallel`` as asked (``auto`` never means ``fsdp``).
+        engine: What the engine ``train.parallel`` asks for can do (``auto``: DDP's, or one process's,
+            which agree on everything a check asks).
     """
 
     task: str
@@ -96,7 +129,7 @@ class RunView:
     cache_teacher: bool
     student_init: str
     plan: str = "single"
-    parallel: str = "auto"
+    engine: EngineTraits = field(default_factory=EngineTraits)
 
 
 @dataclass(frozen=True)

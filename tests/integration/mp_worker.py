@@ -31,7 +31,7 @@ from distil.data.batching import row_lengths
 from distil.methods import METHODS
 from distil.training import assembly
 from distil.training.data import StepPlan, step_loader
-from distil.training.engine import state_bytes
+from distil.training.engines import state_bytes
 from distil.training.loop import train
 from distil.training.step import Stepper
 
@@ -97,7 +97,7 @@ def _footprint(cfg: Any, out: Path) -> None:
         stepper.step(step_batch)
     optim = [t for entry in mods.optimizer.state.values() for k, t in entry.items() if k != "step"]
     report = {
-        "parallel": prep.engine.mode,
+        "parallel": prep.engine.name,
         "student": state_bytes(mods.step.parameters()),
         "optimizer": state_bytes(optim),
         "teacher": state_bytes(mods.teacher.parameters()),

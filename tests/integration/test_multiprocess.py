@@ -23,6 +23,7 @@ from transformers import AutoModelForMaskedLM
 from distil.config import RunConfig, build_run_config
 from distil.methods.kd import KD
 from distil.training.checkpoint import latest_checkpoint
+from distil.training.engines import ENGINES
 from distil.training.loop import train
 from factories import save_tiny_pair, tiny_config, tiny_tokenizer
 from helpers import corpus_run, tiny_run, train_interrupted, write_tiny_task
@@ -31,7 +32,9 @@ pytestmark = pytest.mark.multiprocess
 
 WORKER = Path(__file__).with_name("mp_worker.py")
 STEPS = 10
-CASES = [(m, p) for m in ("kd", "minilmv2", "lwd") for p in ("ddp", "fsdp")]
+# Every engine of the registry that trains across processes: a new engine joins these invariants.
+MULTI_PROCESS = [name for name, engine in ENGINES.items() if engine.traits.multi_process]
+CASES = [(m, p) for m in ("kd", "minilmv2", "lwd") for p in MULTI_PROCESS]
 # Evaluation every 3 steps (selecting the best student) and the teacher's logits cached up front; a
 # learning rate at which the student's predictions change between evaluations.
 EVALUATED = {"eval_every": 3, "cache_teacher": True, "lr": 1e-2}

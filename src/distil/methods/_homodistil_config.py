@@ -125,7 +125,7 @@ class HomoDistilConfig:
                 outputs are to be cached (HomoDistil reads its hidden states and attentions), or the
                 student is to be sharded (FSDP).
         """
-        if run.parallel == "fsdp":
+        if not run.engine.can_resize:
             raise ConfigError(
                 "HomoDistil ranks and prunes whole rows and columns of every weight matrix from their "
                 "gradients, which FSDP splits across processes: use train.parallel=ddp (or auto)."

@@ -31,7 +31,7 @@ from distil.training.checkpoint import (
     latest_checkpoint,
 )
 from distil.training.dist import DistEnv, check_launcher, check_shared_run_dir, init_distributed
-from distil.training.engine import Engine, StepModule, resolve_parallel
+from distil.training.engines import Engine, StepModule, build_engine, resolve_parallel
 from distil.training.env import seed_everything
 from distil.training.optim import build_optimizer, cut_optimizer_state, trainable_parameters
 from distil.training.precision import Precision, precision_policy
@@ -98,7 +98,8 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
         check_writable(run_dir, needed_bytes=0)
     check_shared_run_dir(env, run_dir)
     seed_everything(tc.seed)  # identical initialisation in every process
-    meta = parallel == "fsdp" and tc.ram_efficient_loading and not env.is_main
+    sharded = build_engine(parallel, env, precision, cpu_offload=tc.cpu_offload)
+    meta = sharded.traits.sharded and tc.ram_efficient_loading and not env.is_main
     parts = build_run(cfg, precision=precision, meta=meta, prepare_order=env.main_first)
     if env.is_main:
         check_writable(run_dir, needed_bytes=_needed_bytes(parts, tc.keep_checkpoints))
@@ -138,8 +139,7 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
             f"train.compile: method {cfg.method_name!r} captures the student's queries, keys and values with "
             "hooks, which compiled blocks do not run; set train.compile=false."
         )
-    engine = Engine(env, precision, parallel, cpu_offload=tc.cpu_offload)
-    return Prepared(env, engine, precision, parts, overwrite or restart, changes, checkpoint, skipped)
+    return Prepared(env, sharded, precision, parts, overwrite or restart, changes, checkpoint, skipped)
 
 
 def _needed_bytes(parts: RunParts, keep: int) -> int:
@@ -221,7 +221,7 @@ def assemble(cfg: RunConfig, prep: Prepared) -> Modules:
         for block in get_layers(student):
             block.compile()
     step = StepModule(student, extras, method, method.student_request())
-    ram_efficient = engine.sharded and tc.ram_efficient_loading
+    ram_efficient = engine.traits.sharded and tc.ram_efficient_loading
     if ram_efficient:
         weights, buffers = _rank0_state(step, env)
     else:

@@ -3,7 +3,7 @@
 ``torchrun`` (or ``accelerate launch``, which starts the same processes) sets ``WORLD_SIZE``, ``RANK``,
 ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE``; the process group is created once per process (NCCL on GPUs,
 gloo on CPUs) and reused by every run of a plan. Collectives here carry metrics, evaluation outputs and
-small objects; gradients and parameters are reduced by DDP / FSDP (`distil.training.engine`).
+small objects; gradients and parameters are reduced by DDP / FSDP (`distil.training.engines`).
 """
 
 from __future__ import annotations

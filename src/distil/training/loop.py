@@ -2,7 +2,7 @@
 
 The loop forwards the frozen teacher (or reads its cached logits) and the student for the features the
 method requests, asks the method for its loss, and does the optimisation on the distributed engine
-(`distil.training.engine`: one process, DDP or FSDP2): gradient accumulation, the precision policy,
+(`distil.training.engines`: one process, DDP or FSDP2): gradient accumulation, the precision policy,
 clipping, scheduling, evaluation with best-checkpoint selection, verified checkpoints and exact resume. It
 has no branch on the method, and knows nothing of stages or probes (`distil.plans`).
 
@@ -360,7 +360,7 @@ def train(
                 "steps": state.step,
                 "train_seconds": seconds,
                 "world_size": env.world,
-                "parallel": engine.mode,
+                "parallel": engine.name,
                 "precision": precision.name,
                 "resumes": read_resumes(run_dir),
                 "warnings": warnings,

@@ -63,9 +63,9 @@ class Precision:
         return self.compute_dtype == torch.float16
 
     @contextmanager
-    def autocast(self, device: torch.device, *, sharded: bool) -> Iterator[None]:
-        """Autocast for mixed compute, unless FSDP already computes in the low dtype (``sharded``)."""
-        if self.mixed and not sharded:
+    def autocast(self, device: torch.device, *, cast: bool) -> Iterator[None]:
+        """Autocast for mixed compute where ``cast`` (false: the engine computes in the low dtype itself)."""
+        if self.mixed and cast:
             with torch.autocast(device.type, dtype=self.compute_dtype):
                 yield
         else:

@@ -14,8 +14,7 @@ from distil.methods import Method
 from distil.training.assembly import Modules
 from distil.training.data import StepBatch
 from distil.training.dist import DistEnv
-from distil.training.engine import Engine
-from distil.training.optim import optimizer_step
+from distil.training.engines import Engine
 from distil.training.precision import Precision
 from distil.training.teacher_cache import TeacherCache
 from distil.training.topk_cache import TopKCache
@@ -65,11 +64,11 @@ class Stepper:
                     total, named_parts = self.mods.runner(batch, teacher)
                 # DDP and FSDP average gradients over processes; the shares sum to 1 over all of them.
                 loss = total * share * self.env.world
-                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+                self.engine.backward(loss, self.scaler)
             terms["total"] = terms["total"] + total.detach().float() * share
             for name, value in named_parts.items():
                 terms[name] = terms[name] + value.detach().float() * share
-        optimizer_step(
+        self.engine.optimizer_step(
             self.mods.optimizer, self.scheduler, self.mods.params, max_grad_norm=self.max_grad_norm,
             scaler=self.scaler,
         )  # fmt: skip

@@ -1,0 +1,70 @@
+"""DDP: the step module replicated in every process, gradients all-reduced while the backward runs."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from distil.errors import TrainingError
+from distil.training.engines.base import Engine, StepModule, Wrapped
+from distil.types import EngineTraits
+
+__all__ = ["DDPEngine"]
+
+
+class DDPEngine(Engine):
+    """``train.parallel=ddp``: `StepModule` wrapped by ``DistributedDataParallel``.
+
+    ``static_graph`` is on: the parameters a method leaves without a gradient (MiniLMv2's last FFN, a task
+    head no loss reads) are found in the first step, so they neither deadlock nor get a zero gradient
+    (AdamW then skips them, as in one process), without ``find_unused_parameters``'s search of the graph at
+    every step. Every method uses the same parameters at every step; HomoDistil's prune events, which
+    change them, wrap the step module again (`rewrap`).
+    """
+
+    name = "ddp"
+    traits = EngineTraits(multi_process=True)
+
+    def wrap(self, step: StepModule, hooked_layers: Collection[int] = ()) -> nn.Module:
+        """``step`` in a DDP wrapper (gradient buckets sized to its parameters now)."""
+        ids = [self.env.device.index] if self.env.device.type == "cuda" else None
+        return DistributedDataParallel(step, device_ids=ids, static_graph=True)
+
+    def rewrap(self, mods: Wrapped) -> None:
+        """Wrap ``mods.step`` again after a method changed its parameters' shapes (`Method.on_step_end`).
+
+        DDP sizes its gradient buckets to the parameters when it wraps, and its reducer holds each
+        parameter's gradient accumulator, which knows the old shape (a new wrapper, or the next backward,
+        would reuse it). So the old wrapper is released first, its hooks removed and the object freed, and
+        the module is wrapped anew (which also checks that every process holds the same shapes).
+
+        Raises:
+            TrainingError: The old DDP wrapper outlives its release.
+        """
+        old = mods.runner
+        assert isinstance(old, DistributedDataParallel)
+        # DDP has no public way to drop its autograd hooks; without this the old reducer's hooks would
+        # fire in the next backward, on parameters whose shapes they no longer match.
+        old.reducer._remove_autograd_hooks()
+        released = weakref.ref(old)
+        mods.runner = mods.step
+        del old
+        gc.collect()  # DDP's wrapper sits in reference cycles
+        if released() is not None:
+            raise TrainingError("The DDP wrapper of the student is still referenced; cannot re-wrap it.")
+        mods.runner = self.wrap(mods.step)
+
+    @contextmanager
+    def accumulating(self, runner: nn.Module, sync: bool) -> Iterator[None]:
+        """All-reduce gradients only in the backward of a step's last micro-batch (``no_sync`` before)."""
+        if sync:
+            yield
+            return
+        assert isinstance(runner, DistributedDataParallel)
+        with runner.no_sync():
+            yield

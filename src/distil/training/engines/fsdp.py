@@ -1,0 +1,142 @@
+"""FSDP2: student and teacher sharded per transformer block and at the root; FSDP casts to the compute dtype.
+
+Parameters are stored sharded (DTensors); each block gathers its parameters for its forward and backward
+and frees them after. The frozen teacher is sharded the same way and has no optimizer state. Mixed
+precision is FSDP's policy (low-precision compute and all-gathers, float32 gradient reduction).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
+from transformers import PreTrainedModel
+
+from distil.errors import TrainingError
+from distil.models.families import get_layers
+from distil.training.engines.base import Engine, StepModule, Wrapped
+from distil.types import EngineTraits
+
+__all__ = ["FSDPEngine"]
+
+
+def _reshard_after_forward(module: nn.Module, _args: Any, _output: Any) -> None:
+    assert isinstance(module, FSDPModule)
+    module.reshard()
+
+
+class FSDPEngine(Engine):
+    """``train.parallel=fsdp``: ``fully_shard`` on every block of student and teacher, and at their roots."""
+
+    name = "fsdp"
+    # Shards are cut when the student is wrapped, so a method may not change shapes later; a GradScaler
+    # cannot unscale gradients split across processes.
+    traits = EngineTraits(
+        sharded=True,
+        can_resize=False,
+        owns_precision=True,
+        offloads=True,
+        scales_fp16=False,
+        multi_process=True,
+    )
+
+    def _fsdp_kwargs(self, param_dtype: torch.dtype | None) -> dict[str, Any]:
+        mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+        kwargs: dict[str, Any] = {"mp_policy": mp}
+        if self.cpu_offload:
+            kwargs["offload_policy"] = CPUOffloadPolicy()
+        return kwargs
+
+    def wrap(self, step: StepModule, hooked_layers: Collection[int] = ()) -> nn.Module:
+        """Shard every student block and the root (`StepModule`: embeddings, head, the method's modules).
+
+        Args:
+            step: The student and the method's modules.
+            hooked_layers: Student layers (0-indexed) whose inner tensors a method captures with hooks
+                (MiniLMv2's queries, keys and values). FSDP gathers a block's parameters for its backward
+                when gradients reach the block's outputs; gradients entering through a captured inner
+                tensor would find them freed, so these blocks keep their parameters gathered from their
+                forward to their backward.
+        """
+        compute = self.precision.compute_dtype if self.precision.mixed else None
+        for i, block in enumerate(get_layers(step.student)):
+            fully_shard(block, reshard_after_forward=i not in hooked_layers, **self._fsdp_kwargs(compute))
+        fully_shard(step, **self._fsdp_kwargs(compute))
+        return step
+
+    def rewrap(self, mods: Wrapped) -> None:
+        """Refused: FSDP's shards are cut when it wraps (methods that resize refuse this engine).
+
+        Raises:
+            TrainingError: Always.
+        """
+        raise TrainingError("A method changed the student's shapes under FSDP, whose shards cannot follow.")
+
+    def shard_teacher(self, teacher: PreTrainedModel) -> PreTrainedModel:
+        """Shard the frozen teacher like the student (no optimizer state)."""
+        for block in get_layers(teacher):
+            fully_shard(block, **self._fsdp_kwargs(None))
+        fully_shard(teacher, **self._fsdp_kwargs(None))
+        # FSDP keeps a root's parameters gathered after its forward, for the backward that follows; the
+        # teacher has none, so its embeddings and head (the largest tensors of a big-vocabulary model)
+        # would stay whole in every process. Free them after each forward.
+        teacher.register_forward_hook(_reshard_after_forward)
+        return teacher
+
+    @contextmanager
+    def accumulating(self, runner: nn.Module, sync: bool) -> Iterator[None]:
+        """Reduce-scatter gradients only in the backward of a step's last micro-batch."""
+        assert isinstance(runner, FSDPModule)
+        runner.set_requires_gradient_sync(sync)
+        yield
+
+    @contextmanager
+    def unsharded(self, runner: nn.Module) -> Iterator[None]:
+        """The root's parameters (embeddings, head) gathered; the blocks gather their own in their forward.
+
+        Every process must run the same forward passes meanwhile.
+        """
+        assert isinstance(runner, FSDPModule)
+        runner.unshard()
+        try:
+            yield
+        finally:
+            runner.reshard()
+
+    def exportable(
+        self, runner: nn.Module, step: StepModule
+    ) -> tuple[PreTrainedModel, dict[str, Tensor]] | None:
+        """A CPU copy of the full student on process 0, filled from the gathered shards.
+
+        The copy is built on the meta device, so no random initialisation is paid for. Every process must
+        call it (it all-gathers the shards).
+        """
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state: dict[str, Any] = get_model_state_dict(runner, options=options)
+        if not self.env.is_main:
+            return None
+        model_class: Any = type(step.student)  # transformers' decorated __init__ is opaque to type checkers
+        with torch.device("meta"):
+            student: PreTrainedModel = model_class(copy.deepcopy(step.student.config))
+        weights = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
+        student.load_state_dict(weights, assign=True, strict=False)
+        live = dict(step.student.named_buffers())
+        for name, buffer in list(student.named_buffers()):
+            if buffer.is_meta:  # non-persistent buffers (position ids) are not in a state dict
+                module_name, _, attr = name.rpartition(".")
+                student.get_submodule(module_name).register_buffer(
+                    attr, live[name].detach().cpu().clone(), persistent=False
+                )
+        student.tie_weights()
+        missing = [n for n, p in student.named_parameters() if p.is_meta]
+        if missing:
+            raise RuntimeError(f"The gathered student state lacks {missing[:3]}; cannot export it.")
+        extras = {k.removeprefix("extras."): v for k, v in state.items() if k.startswith("extras.")}
+        return student.eval(), extras

@@ -1,0 +1,15 @@
+"""One process: the modules as they are (every default of `Engine`)."""
+
+from __future__ import annotations
+
+from distil.training.engines.base import Engine
+from distil.types import EngineTraits
+
+__all__ = ["SingleEngine"]
+
+
+class SingleEngine(Engine):
+    """``train.parallel=none``: one process, nothing wrapped, sharded or reduced."""
+
+    name = "none"
+    traits = EngineTraits()
