@@ -33,7 +33,7 @@ from distil.methods import METHODS
 from distil.models.loading import load_model, load_tokenizer
 from distil.schema import from_dict
 from distil.training import assembly
-from distil.training.data import StepBatch, StepPlan, step_loader
+from distil.training.batches import StepBatch, StepSchedule, step_loader
 from distil.training.step import Stepper
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -156,7 +156,7 @@ def _run_config(method: str, cfg: BenchConfig, folder: Path, teachers: dict[str,
         "run_dir": str(folder / f"run-{method}"),
         "models": {"teacher": str(teacher), "student": student},
         "data": data,
-        "train": {"batch_size": batch, "max_steps": 10**6, "tensorboard": False, "seed": cfg.seed},
+        "train": {"batch_size": batch, "max_steps": 10**6, "report_to": [], "seed": cfg.seed},
         "eval": {"select": "last"},
         "method": spec,
         "plan": {"name": "single"},
@@ -168,7 +168,9 @@ def prepared(run_cfg: RunConfig) -> tuple[assembly.Prepared, StepBatch]:
     prep = assembly.prepare(run_cfg, resume=False, overwrite=True)
     assembly.start(run_cfg, prep)
     task = prep.parts.task
-    plan = StepPlan(row_lengths(task.train_set), run_cfg.train.batch_size, 1, 1, run_cfg.train.seed, False)
+    plan = StepSchedule(
+        row_lengths(task.train_set), run_cfg.train.batch_size, 1, 1, run_cfg.train.seed, False
+    )
     loader = step_loader(
         plan, task.train_set, task.collate, rank=0, start=(0, 0), steps=1, workers=0, pin_memory=False
     )

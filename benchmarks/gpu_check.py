@@ -43,7 +43,7 @@ from transformers import (
 from distil.config import build_run_config
 from distil.data.batching import row_lengths
 from distil.training import assembly
-from distil.training.data import StepPlan, step_loader
+from distil.training.batches import StepSchedule, step_loader
 from distil.training.step import Stepper
 
 VOCAB = 32000
@@ -162,7 +162,7 @@ def _run_config(case: Case, work: Path) -> dict[str, Any]:
             "batch_size": case.batch,
             "max_steps": 1000,
             "precision": case.precision,
-            "tensorboard": False,
+            "report_to": [],
         },
         "method": case.method,
     }
@@ -192,7 +192,7 @@ def run(case: Case, impl: str, work: Path, steps: int, warmup: int) -> dict[str,
     prep = assembly.prepare(cfg, resume=False, overwrite=True)
     assembly.start(cfg, prep)
     task = prep.parts.task
-    plan = StepPlan(row_lengths(task.train_set), case.batch, prep.env.world, 1, 0, False)
+    plan = StepSchedule(row_lengths(task.train_set), case.batch, prep.env.world, 1, 0, False)
     batches = list(step_loader(plan, task.train_set, task.collate, rank=0, start=(0, 0), steps=steps + warmup,
                                workers=0, pin_memory=False))  # fmt: skip
     if impl == "distil":

@@ -40,7 +40,7 @@ from distil.config import build_run_config, read_yaml
 from distil.models.loading import load_model, load_tokenizer
 from distil.schema import from_dict
 from distil.training import assembly
-from distil.training.data import StepBatch
+from distil.training.batches import StepBatch
 from distil.training.optim import build_optimizer, build_scheduler, trainable_parameters
 from distil.training.step import Stepper
 
@@ -102,7 +102,7 @@ def _run_config(cfg: BenchConfig, folder: Path, steps: int) -> dict[str, Any]:
         "max_steps": steps,
         "warmup_ratio": 0.0,
         "log_every": 10,
-        "tensorboard": False,
+        "report_to": [],
         "seed": cfg.seed,
     }
     student = {"init": "layers", "num_layers": cfg.student_layers}

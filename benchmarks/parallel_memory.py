@@ -39,7 +39,7 @@ from distil.models.loading import load_tokenizer
 from distil.schema import from_dict
 from distil.training import assembly
 from distil.training import step as step_module
-from distil.training.data import StepPlan, step_loader
+from distil.training.batches import StepSchedule, step_loader
 from distil.training.engines import state_bytes
 from distil.training.step import Stepper
 
@@ -100,7 +100,7 @@ def _run_config(cfg: BenchConfig, folder: Path, mode: str) -> dict[str, Any]:
             "max_steps": cfg.steps,
             "parallel": parallel,
             "ram_efficient_loading": mode.endswith("-rank0"),
-            "tensorboard": False,
+            "report_to": [],
             "seed": cfg.seed,
         },
         "method": {"name": "kd"},
@@ -130,7 +130,7 @@ def worker(cfg: BenchConfig, folder: Path, mode: str) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(mods.optimizer, lambda _: 1.0)
     stepper = Stepper(mods, prep.engine, prep.parts.method, prep.precision, scheduler, None, 1.0, prep.env)
     task = prep.parts.task
-    plan = StepPlan(
+    plan = StepSchedule(
         row_lengths(task.train_set), cfg.batch_size, prep.env.world, 1, cfg.seed, task.group_by_length
     )
     loader = step_loader(

@@ -76,7 +76,7 @@ def _lm(folder: Path, name: str, corpus: Path, cfg: BenchConfig, kind: str, **ex
             "lr": 1e-3,
             "warmup_ratio": 0.05,
             "log_every": 1,
-            "tensorboard": False,
+            "report_to": [],
             "seed": cfg.seed,
             **extra.pop("train", {}),
         },

@@ -81,7 +81,7 @@ def tiny_run(tmp: Path, method: str = "kd", **overrides: Any) -> RunConfig:
             "lr": 1e-3,
             "warmup_ratio": 0.0,
             "log_every": 1,
-            "tensorboard": False,
+            "report_to": [],
             "seed": 3,
         },
         "method": {"name": method},
@@ -119,7 +119,7 @@ def corpus_run(
             "max_length": 16,
             "cache_dir": str(tmp_path / "c"),
         },
-        "train": {"batch_size": 4, "lr": 1e-3, "tensorboard": False, "log_every": 1, **train},
+        "train": {"batch_size": 4, "lr": 1e-3, "report_to": [], "log_every": 1, **train},
         "method": method,
     }
 

@@ -68,7 +68,7 @@ def qa_run(tmp: Path, method: str, family: str = "bert", **overrides: Any) -> Ru
             "doc_stride": 16,
             "group_by_length": False,
         },
-        "train": _train_section() | {"tensorboard": False, "seed": 3},
+        "train": _train_section() | {"report_to": [], "seed": 3},
         "method": {"name": method},
     }
     return build_run_config(_set(_with_plan(data, method, overrides), overrides))
@@ -89,7 +89,7 @@ def lm_run(tmp: Path, method: str, family: str = "gpt2", **overrides: Any) -> Ru
             "max_blocks": 16,
             "cache_dir": str(tmp / "blocks"),
         },
-        "train": _train_section() | {"tensorboard": False, "seed": 3},
+        "train": _train_section() | {"report_to": [], "seed": 3},
         "method": {"name": method},
     }
     return build_run_config(_set(_with_plan(data, method, overrides), overrides))

@@ -27,7 +27,7 @@ _API = {
     "RunResult": "distil.training.loop",
     "export_onnx": "distil.deploy.onnx",
     "OnnxModel": "distil.deploy.runtime",
-    "run_bench": "distil.evaluation.bench",
+    "run_bench": "distil.bench",
     "DistilError": "distil.errors",
 }
 __all__ = [
@@ -45,11 +45,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from distil.bench import run_bench
     from distil.config import build_run_config, load_config
     from distil.deploy.onnx import export_onnx
     from distil.deploy.runtime import OnnxModel
     from distil.errors import DistilError
-    from distil.evaluation.bench import run_bench
     from distil.plans import plan_for, run
     from distil.training.loop import RunResult, train
 

@@ -20,6 +20,7 @@ import yaml
 from safetensors import safe_open
 
 from distil.files import atomic_write_text, looks_local
+from distil.metrics import GLUE_METRIC_KEYS
 from distil.models.heads import HEADS, head_of_architectures
 
 __all__ = ["CARD", "METHOD_CARDS", "PAPERS", "MethodCard", "base_model", "public_recipe", "write_card"]
@@ -96,7 +97,6 @@ PAPERS: dict[str, tuple[str, str]] = {k: c.paper for k, c in METHOD_CARDS.items(
 _METRIC_IDS = {"accuracy": "accuracy", "f1": "f1", "matthews_correlation": "matthews_correlation",
                "pearson": "pearsonr", "spearmanr": "spearmanr", "exact_match": "exact_match",
                "perplexity": "perplexity"}  # fmt: skip
-_GLUE = {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}
 
 
 def _head(config: dict[str, Any]) -> str:
@@ -119,7 +119,7 @@ def _parameters(folder: Path) -> int | None:
 def _datasets(data: dict[str, Any]) -> list[str]:
     """The Hub datasets a run trained on (GLUE, SQuAD), or ``[]``: local files have no Hub id."""
     task = str(data.get("task", ""))
-    if task in _GLUE:
+    if task in GLUE_METRIC_KEYS:  # the GLUE task names
         return ["nyu-mll/glue"]
     if task in ("squad", "squad_v2"):
         return ["rajpurkar/squad" if task == "squad" else "rajpurkar/squad_v2"]
@@ -394,7 +394,7 @@ def _onnx(export: dict[str, Any]) -> list[str]:
 
 
 def _bench_lines(bench: dict[str, Any]) -> list[str]:
-    from distil.evaluation.bench import format_bench
+    from distil.evaluation.bench_table import format_bench
 
     settings = bench.get("settings") or {}
     where = f"{settings.get('threads', '?')} threads, sequences of {settings.get('seq_length', '?')} tokens"

@@ -5,8 +5,8 @@ The sections are dataclasses (`distil.run_config`); three of them are chosen by 
 ``data.task`` a task kind from `distil.tasks.TASKS` (each kind has only its own data fields), and
 ``plan.name`` a plan from `distil.plans.PLANS` (default: the method's usual plan). Unknown keys and
 ill-typed values are errors naming the field; then every check that needs two sections runs
-(`distil.checks.check_run` and the plan's ``check_run``), so a config that builds is one training accepts
-as far as can be known without loading models or data.
+(`distil.training.checks.check_run` and the plan's ``check_run``), so a config that builds is one
+training accepts as far as can be known without loading models or data.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 
 import yaml
 
-from distil.checks import check_run
 from distil.errors import ConfigError, closest
 from distil.files import not_utf8
 from distil.methods import get_method
@@ -27,6 +26,7 @@ from distil.plans import default_plan, get_plan
 from distil.run_config import EvalConfig, ModelsConfig, RunConfig, StudentConfig, TrainConfig
 from distil.schema import apply_overrides, from_dict, parse_override
 from distil.tasks import task_class
+from distil.training.checks import check_run
 
 __all__ = [
     "EvalConfig",
@@ -75,6 +75,7 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
             fit together (e.g. a method that needs labels on a corpus).
     """
     data = dict(data)
+    _refuse_removed_keys(data)
     method_node = _named_node(data, "method")
     name = method_node.pop("name", None)
     if name is None:
@@ -90,6 +91,20 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
     check_run(cfg)
     plan.check_run(cfg)
     return cfg
+
+
+# Keys that older configs may hold, with what replaced them: an error that says so beats "unknown key".
+_REMOVED = {
+    ("train", "tensorboard"): "train.tensorboard was replaced by train.report_to: set train.report_to=[] to "
+    "turn TensorBoard off (or list the trackers to report to).",
+}
+
+
+def _refuse_removed_keys(data: dict[str, Any]) -> None:
+    for (section, key), message in _REMOVED.items():
+        node = data.get(section)
+        if isinstance(node, dict) and key in node:
+            raise ConfigError(message)
 
 
 def bundled_configs() -> dict[str, Path]:

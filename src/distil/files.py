@@ -17,7 +17,20 @@ from pathlib import Path
 
 from distil.errors import ConfigError
 
-__all__ = ["atomic_write_text", "check_writable", "looks_local", "not_utf8", "remove_leftovers"]
+__all__ = [
+    "atomic_write_text",
+    "check_writable",
+    "default_cache_dir",
+    "looks_local",
+    "not_utf8",
+    "remove_leftovers",
+]
+
+
+def default_cache_dir() -> Path:
+    """Where derived data is kept without ``data.cache_dir``: ``$DISTIL_CACHE``, else ``~/.cache/distil``."""
+    return Path(os.environ.get("DISTIL_CACHE", Path.home() / ".cache" / "distil"))
+
 
 # Temporaries of atomic writes (".name.tmp<pid>", ".name.old<pid>") and of checkpoints (".tmp-step-<N>").
 _LEFTOVER = re.compile(r"^\..+\.(tmp|old)\d+$|^\.tmp-step-\d+$")

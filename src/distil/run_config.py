@@ -90,7 +90,6 @@ class TrainConfig:
             cache under the data cache, reused by later epochs, resumes and other students of the same
             teacher on the same data; the loss is then the KL over those k tokens plus the rest
             (`distil.losses.topk`). ``null``: run the teacher every step. 8 k + 4 bytes per token.
-        tensorboard: ``false`` drops ``tensorboard`` from ``report_to`` (a shortcut kept for old configs).
         report_to: Experiment trackers, through Accelerate's: ``tensorboard`` (``RUN_DIR/tb``), ``wandb``,
             ``mlflow``; a tracker whose package is missing is an error when the config is read.
         progress_seconds: Without a progress bar (``--no-progress``, or output not to a terminal), print a
@@ -123,7 +122,6 @@ class TrainConfig:
     log_every: int = 10
     cache_teacher: bool = False
     cache_teacher_topk: int | None = None
-    tensorboard: bool = True
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = field(
         default_factory=lambda: ["tensorboard"]
     )
@@ -170,8 +168,8 @@ class TrainConfig:
 
     @property
     def trackers(self) -> list[str]:
-        """The trackers a run reports to (``report_to`` without tensorboard when ``tensorboard`` is false)."""
-        return [t for t in dict.fromkeys(self.report_to) if self.tensorboard or t != "tensorboard"]
+        """The trackers a run reports to (``report_to`` once each, in order)."""
+        return list(dict.fromkeys(self.report_to))
 
     def _check_engine(self) -> None:
         """A parallel mode with no engine (each engine checks its own settings in `checks.check_run`)."""

@@ -30,7 +30,7 @@ from distil.config import build_run_config
 from distil.data.batching import row_lengths
 from distil.methods import METHODS
 from distil.training import assembly
-from distil.training.data import StepPlan, step_loader
+from distil.training.batches import StepSchedule, step_loader
 from distil.training.engines import state_bytes
 from distil.training.loop import train
 from distil.training.step import Stepper
@@ -89,7 +89,7 @@ def _footprint(cfg: Any, out: Path) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(mods.optimizer, lambda _: 1.0)
     stepper = Stepper(mods, prep.engine, prep.parts.method, prep.precision, scheduler, None, 1.0, prep.env)
     task = prep.parts.task
-    plan = StepPlan(row_lengths(task.train_set), cfg.train.batch_size, prep.env.world, 1, 0, False)
+    plan = StepSchedule(row_lengths(task.train_set), cfg.train.batch_size, prep.env.world, 1, 0, False)
     for step_batch in step_loader(
         plan, task.train_set, task.collate, rank=prep.env.rank, start=(0, 0), steps=2, workers=0,
         pin_memory=False,

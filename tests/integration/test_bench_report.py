@@ -6,8 +6,8 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from distil.bench import DevSplit, run_bench
 from distil.cli.main import main
-from distil.evaluation.bench import DevSplit, run_bench
 from distil.reporting.plots import DPI, FIGSIZE, pareto
 from distil.tasks import CustomData, CustomTask
 from distil.training.loop import train

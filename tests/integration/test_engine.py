@@ -191,7 +191,9 @@ def test_without_a_progress_bar_a_run_prints_progress_lines(tmp_path, capsys):
 
 
 def test_trackers_are_accelerates_and_a_missing_one_is_refused_when_read(tmp_path):
-    cfg = tiny_run(tmp_path, **{"data.dev_file": None, "train.max_steps": 2, "train.tensorboard": True})
+    cfg = tiny_run(
+        tmp_path, **{"data.dev_file": None, "train.max_steps": 2, "train.report_to": ["tensorboard"]}
+    )
     assert cfg.train.trackers == ["tensorboard"]
     train(cfg, progress=False)
     events = list((Path(cfg.run_dir) / "tb").rglob("events.out.tfevents.*"))

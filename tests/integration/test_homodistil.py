@@ -32,11 +32,11 @@ def _lm_teacher(folder: Path, family: str, head: bool = True) -> Path:
     return folder
 
 
-def _corpus_cfg(tmp_path: Path, teacher: Path, name: str = "run", steps: int = 6, plan=None, **method):
+def _corpus_cfg(tmp_path: Path, teacher: Path, name: str = "run", steps: int = 6, units=None, **method):
     method = {"name": "homodistil", "t_i": 1, "t_f": 4, "delta_t": 1, **method}
     train = {"max_steps": steps, "warmup_ratio": 0.0, "checkpoint_every": 2, "keep_checkpoints": 4}
     data = corpus_run(tmp_path, teacher, {"init": "copy"}, method, name=name, **train)
-    return build_run_config(data | ({"plan": {"name": "homodistil", **plan}} if plan else {}))
+    return build_run_config(data | ({"plan": {"name": "homodistil", **units}} if units else {}))
 
 
 def _live_student(cfg, checkpoint: Path):
@@ -142,7 +142,7 @@ def test_teacher_without_mlm_head_fits_one_first(tmp_path):
     teacher = _lm_teacher(tmp_path / "teacher", "bert", head=False)
     with pytest.raises(ConfigError, match="head_steps"):
         build_run(_corpus_cfg(tmp_path, teacher))
-    cfg = _corpus_cfg(tmp_path, teacher, plan={"head_steps": 2, "head_lr": 1e-2})
+    cfg = _corpus_cfg(tmp_path, teacher, units={"head_steps": 2, "head_lr": 1e-2})
     result = run(cfg, progress=False)
     head = Path(cfg.run_dir) / "stages" / "head" / "student"
     fitted = AutoModelForMaskedLM.from_pretrained(head)

@@ -114,7 +114,7 @@ def test_corpus_distillation_then_finetune(tmp_path):
             f"models.student.path={tmp_path / 'minilmv2' / 'student'}",
             "models.teacher=null",
             "train.max_steps=2",
-            "train.tensorboard=false",
+            "train.report_to=[]",
         ]
     )
     assert code == 0

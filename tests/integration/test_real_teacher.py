@@ -27,7 +27,7 @@ def test_finetune_real_teacher_then_kd_into_three_layers(tmp_path, data_dir):
         "train_subset": 256,
         "dev_subset": 128,
     }
-    train_cfg = {"batch_size": 32, "lr": 1e-4, "tensorboard": False, "log_every": 4}
+    train_cfg = {"batch_size": 32, "lr": 1e-4, "report_to": [], "log_every": 4}
     teacher = build_run_config(
         {
             "run_dir": str(tmp_path / "teacher"),

@@ -33,7 +33,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = [
         "data.task=custom", f"data.train_file={ASSETS / 'topics.tsv'}", "data.header=false",
         "data.text_columns=[0]", "data.label_column=1", "data.split_dev=0.2", "data.max_length=32",
-        "train.max_steps=3", "train.tensorboard=false",
+        "train.max_steps=3", "train.report_to=[]",
     ]  # fmt: skip
     teacher = [
         "finetune", "--no-progress", "--run-dir", str(tmp / "teacher"), "models.student.init=pretrained",

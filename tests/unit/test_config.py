@@ -4,6 +4,7 @@ from distil.config import RunConfig, TrainConfig, build_run_config, load_config
 from distil.errors import ConfigError
 from distil.methods.kd import KDConfig
 from distil.schema import apply_overrides, from_dict, parse_override
+from helpers import tiny_run
 
 
 def test_defaults_build_and_method_resolves_in_two_steps():
@@ -107,3 +108,27 @@ def test_switching_a_files_method_drops_only_the_settings_it_does_not_share(tmp_
         assert load_config("custom/ted", ["method.name=kd"]).plan_name == "single"
     with pytest.raises(ConfigError, match="plan.name=ted runs method 'ted'"), pytest.warns(UserWarning):
         load_config("custom/ted", ["method.name=kd", "plan.name=ted"])
+
+
+def test_each_distinct_run_config_is_checked_once(monkeypatch, tmp_path):
+    """Built, checked by its plan and by training: the checks run once per distinct config."""
+    import distil.training.checks as checks
+
+    cfg = build_run_config(tiny_run(tmp_path, "kd").to_dict())
+    calls = []
+    real = checks._check
+    monkeypatch.setattr(checks, "_check", lambda c: (calls.append(1), real(c)))
+    checks.check_run(cfg)
+    checks.check_run(cfg)
+    assert calls == []  # it passed when it was built
+    cfg.train.max_steps = 7  # another config now
+    checks.check_run(cfg)
+    checks.check_run(cfg)
+    assert calls == [1]
+
+
+def test_a_removed_key_says_what_replaced_it(tmp_path):
+    raw = tiny_run(tmp_path, "kd").to_dict()
+    raw["train"]["tensorboard"] = False
+    with pytest.raises(ConfigError, match=r"train.report_to=\[\]"):
+        build_run_config(raw)

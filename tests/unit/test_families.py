@@ -13,12 +13,12 @@ import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from distil.adapters import capture_qkv, model_inputs
-from distil.adapters.pruning import build_plan
 from distil.deploy import FP32_MAX_REL_DIFF, ExportError, export_onnx
 from distil.errors import ConfigError
 from distil.models.families import FAMILIES, family_of, get_layers, num_layers, position_limit
 from distil.models.heads import HEADS, head_of_architectures
 from distil.models.students import student_from_config
+from distil.pruning.units import prunable_units
 from factories import TINY_CONFIGS, VOCAB_SIZE, save_tiny_pair, tiny_model
 
 DECLARED = tuple(FAMILIES)
@@ -133,10 +133,10 @@ def test_pruning_layout_covers_every_layer_parameter_or_is_refused(family: str) 
     model = tiny_model(family, "lm" if family_of(tiny_model(family, "base")).causal else "seq")
     if family_of(model).pruning is None:
         with pytest.raises(ConfigError, match="structured pruning supports"):
-            build_plan(model)
+            prunable_units(model)
         return
-    plan = build_plan(model)  # raises when a layer parameter has no pruning rule
-    assert {f"l{i}_{kind}" for i in range(2) for kind in ("qk", "vo", "ffn")} <= set(plan.groups)
+    units = prunable_units(model)  # raises when a layer parameter has no pruning rule
+    assert {f"l{i}_{kind}" for i in range(2) for kind in ("qk", "vo", "ffn")} <= set(units.groups)
 
 
 @pytest.mark.parametrize("family", DECLARED)

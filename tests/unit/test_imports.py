@@ -120,7 +120,14 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-ALLOWED_FOR_METHODS = ("distil.types", "distil.losses", "distil.adapters", "distil.models", "distil.errors")
+ALLOWED_FOR_METHODS = (
+    "distil.types",
+    "distil.losses",
+    "distil.adapters",
+    "distil.pruning",
+    "distil.models",
+    "distil.errors",
+)
 
 
 @pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("distil.methods")))
@@ -128,3 +135,57 @@ def test_methods_import_only_the_layers_below_them(name):
     imported = _imported(MODULES[name], name)
     outside = {m for m in imported if not m.startswith((*ALLOWED_FOR_METHODS, "distil.methods"))}
     assert not outside, f"{name} imports {sorted(outside)}; methods may import only {ALLOWED_FOR_METHODS}"
+
+
+# The layers of src/distil, lowest first. A package (or top-level module) may import only from layers
+# below its own: never upward, never sideways into another package of its layer. A new package must be
+# placed here.
+LAYERS: list[tuple[str, ...]] = [
+    ("errors",),
+    ("files", "schema", "types", "metrics", "progress"),
+    ("models", "losses"),
+    ("adapters", "pruning", "run_config", "data"),
+    ("methods", "evaluation"),
+    ("card", "reporting"),
+    ("deploy", "tasks"),
+    ("training",),
+    ("plans", "bench"),
+    ("config",),
+    ("cli", "distil"),  # ``distil``: the package's own __init__, the public API
+    ("__main__",),
+]
+LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+
+
+def _top(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_every_package_has_a_layer():
+    assert {_top(m) for m in MODULES} <= set(LAYER), "place the new package in LAYERS"
+
+
+def _wrong_edges(graph: dict[str, set[str]]) -> list[str]:
+    """Edges into the importer's own layer (another package) or a layer above it."""
+    return sorted(
+        f"{a} -> {b}"
+        for a, targets in graph.items()
+        for b in targets
+        if _top(a) != _top(b) and b != "distil" and LAYER[_top(b)] >= LAYER[_top(a)]
+    )
+
+
+def test_no_import_runs_up_or_sideways_between_layers():
+    assert _wrong_edges(_graph()) == []
+
+
+def test_the_layer_rule_finds_upward_and_sideways_edges():
+    graph = {
+        "distil.tasks.glue": {"distil.training.loop", "distil.data.readers", "distil.deploy.onnx"},
+        "distil.training.loop": {"distil.tasks.glue"},
+    }
+    assert _wrong_edges(graph) == [
+        "distil.tasks.glue -> distil.deploy.onnx",
+        "distil.tasks.glue -> distil.training.loop",
+    ]

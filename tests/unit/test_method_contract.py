@@ -11,8 +11,10 @@ from distil.cli.configs import bundled_configs
 from distil.config import build_run_config, load_config
 from distil.methods import METHODS, Method
 from distil.plans import PLANS
+from distil.training.checks import run_view
 from distil.training.optim import trainable_parameters
 from distil.training.setup import build_run
+from distil.types import FeatureRequest
 from factories import tiny_config, tiny_tokenizer
 from helpers import corpus_run, tiny_run
 
@@ -43,6 +45,10 @@ def test_method_contract(name, tmp_path):
     assert isinstance(method, Method) and Method in cls.__mro__
     assert (parts.teacher is not None) == cls.uses_teacher
     assert isinstance(method.corrupts_inputs, bool)
+    # The teacher-cache rule reads the config's declaration; it must say what the method does.
+    reads_logits_only = method.teacher_request() == FeatureRequest(logits=True) and not method.corrupts_inputs
+    assert (cfg.method.uncacheable_teacher(run_view(cfg)) is None) == reads_logits_only
+    assert getattr(cfg.method, "topk_temperature", None) == method.topk_temperature
     batch = method.prepare_batch(parts.task.collate([parts.task.train_set[i] for i in range(4)]))
     student = forward_features(parts.student, batch, method.student_request())
     request = method.teacher_request()

@@ -9,12 +9,12 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from distil.adapters import forward_features
-from distil.adapters.platon import cubic_keep
-from distil.adapters.pruning import build_plan, exported_parameters, resolve_targets
 from distil.errors import ConfigError
 from distil.methods import MethodContext
 from distil.methods.homodistil import HomoDistil, HomoDistilConfig
 from distil.models.students import count_parameters
+from distil.pruning.platon import cubic_keep
+from distil.pruning.units import exported_parameters, prunable_units, resolve_targets
 from distil.training.optim import cut_optimizer_state
 from distil.types import Batch
 from factories import tiny_config, tiny_model, tiny_tokenizer
@@ -89,23 +89,23 @@ def test_cubic_schedule_is_monotone_and_exact_at_t_f():
 
 
 def test_units_are_coupled_in_the_plan():
-    plan = build_plan(_teacher("bert"))
-    qk = {(s.param, s.axis, s.query) for s in plan.groups["l0_qk"].slots}
+    units = prunable_units(_teacher("bert"))
+    qk = {(s.param, s.axis, s.query) for s in units.groups["l0_qk"].slots}
     assert qk == {
         ("bert.encoder.layer.0.attention.self.query.weight", 0, True),
         ("bert.encoder.layer.0.attention.self.query.bias", 0, True),
         ("bert.encoder.layer.0.attention.self.key.weight", 0, False),
         ("bert.encoder.layer.0.attention.self.key.bias", 0, False),
     }
-    vo = {(s.param, s.axis) for s in plan.groups["l0_vo"].slots}
+    vo = {(s.param, s.axis) for s in units.groups["l0_vo"].slots}
     assert ("bert.encoder.layer.0.attention.output.dense.weight", 1) in vo and len(vo) == 3
-    ffn = {(s.param, s.axis) for s in plan.groups["l1_ffn"].slots}
+    ffn = {(s.param, s.axis) for s in units.groups["l1_ffn"].slots}
     assert ffn == {
         ("bert.encoder.layer.1.intermediate.dense.weight", 0),
         ("bert.encoder.layer.1.intermediate.dense.bias", 0),
         ("bert.encoder.layer.1.output.dense.weight", 1),
     }
-    hidden = {(s.param, s.axis) for s in plan.groups["hidden"].slots}
+    hidden = {(s.param, s.axis) for s in units.groups["hidden"].slots}
     for entry in [
         ("bert.embeddings.word_embeddings.weight", 1),  # also the tied MLM decoder: listed once
         ("bert.embeddings.token_type_embeddings.weight", 1),
@@ -117,8 +117,8 @@ def test_units_are_coupled_in_the_plan():
         ("cls.predictions.transform.LayerNorm.bias", 0),
     ]:
         assert entry in hidden
-    assert len(plan.layer_norms) == 6 and plan.head_dim == 8 and plan.num_heads == 4
-    gpt2 = build_plan(_teacher("gpt2"))  # Conv1D weights are [in, out]: outputs on axis 1
+    assert len(units.layer_norms) == 6 and units.head_dim == 8 and units.num_heads == 4
+    gpt2 = prunable_units(_teacher("gpt2"))  # Conv1D weights are [in, out]: outputs on axis 1
     qk = {(s.param, s.axis, s.segment) for s in gpt2.groups["l0_qk"].slots}
     assert ("transformer.h.0.attn.c_attn.weight", 1, 0) in qk and (
         "transformer.h.0.attn.c_attn.weight",
@@ -208,7 +208,7 @@ def test_masked_model_equals_sliced_export_during_a_run(family, head, scaling):
     hidden = exported.config.hidden_size
     assert hidden == 16 and exported.config.num_attention_heads == 4
     assert count_parameters(exported) == exported_parameters(
-        student, method.plan, 4, 32 if family != "gpt2" else 64
+        student, method.units, 4, 32 if family != "gpt2" else 64
     )
 
 
@@ -272,7 +272,7 @@ def test_exported_parameter_count_by_hand():
     layer = 4 * (h * h + h) + (h * f + f) + (f * h + h) + 2 * 2 * h
     mlm_head = (h * h + h) + 2 * h + vocab  # transform dense + LayerNorm + decoder bias (decoder tied)
     expected = embeddings + layers * layer + mlm_head
-    assert count_parameters(method.export()) == expected == exported_parameters(student, method.plan, 4, 24)
+    assert count_parameters(method.export()) == expected == exported_parameters(student, method.units, 4, 24)
 
 
 def test_step_zero_student_equals_teacher_and_distillation_terms_are_zero():
@@ -332,7 +332,7 @@ def test_platon_scores_follow_the_definition():
     )
     torch.testing.assert_close(ipt, 0.2 * sens)
     torch.testing.assert_close(unc, 0.1 * (sens - 0.2 * sens).abs())
-    group = method.plan.groups["l0_ffn"]
+    group = method.units.groups["l0_ffn"]
     b = student.bert.encoder.layer[0]
     score = lambda n: state.ipt[n] * state.unc[n]  # noqa: E731
     expected = (
@@ -346,22 +346,22 @@ def test_platon_scores_follow_the_definition():
 
 def test_targets_from_widths_ratio_and_budget():
     model = _teacher("bert")
-    plan = build_plan(model)
-    assert resolve_targets(model, plan, hidden=16, ffn=None, ratio=None, params=None) == (4, 32)
-    assert resolve_targets(model, plan, hidden=None, ffn=None, ratio=0.25, params=None) == (2, 16)
-    budget = exported_parameters(model, plan, 5, 40)
-    assert resolve_targets(model, plan, hidden=None, ffn=None, ratio=None, params=budget) == (5, 40)
-    assert resolve_targets(model, plan, hidden=None, ffn=None, ratio=None, params=budget - 1) == (4, 32)
+    units = prunable_units(model)
+    assert resolve_targets(model, units, hidden=16, ffn=None, ratio=None, params=None) == (4, 32)
+    assert resolve_targets(model, units, hidden=None, ffn=None, ratio=0.25, params=None) == (2, 16)
+    budget = exported_parameters(model, units, 5, 40)
+    assert resolve_targets(model, units, hidden=None, ffn=None, ratio=None, params=budget) == (5, 40)
+    assert resolve_targets(model, units, hidden=None, ffn=None, ratio=None, params=budget - 1) == (4, 32)
     with pytest.raises(ConfigError, match="multiple of the 4 attention heads"):
-        resolve_targets(model, plan, hidden=18, ffn=None, ratio=None, params=None)
+        resolve_targets(model, units, hidden=18, ffn=None, ratio=None, params=None)
     with pytest.raises(ConfigError, match="target_params"):
-        resolve_targets(model, plan, hidden=None, ffn=None, ratio=None, params=10)
+        resolve_targets(model, units, hidden=None, ffn=None, ratio=None, params=10)
 
 
 def test_unsupported_family_and_bad_settings_are_config_errors():
     llama = tiny_model("llama", "lm")
     with pytest.raises(ConfigError, match="not supported yet"):
-        build_plan(llama)
+        prunable_units(llama)
     with pytest.raises(ConfigError, match="one HomoDistil target"):
         HomoDistilConfig(target_width_ratio=0.5, target_params=1000)
     with pytest.raises(ConfigError, match="t_i"):

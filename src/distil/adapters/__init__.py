@@ -1,4 +1,4 @@
-"""Adapters between Hugging Face models and distillation losses: feature capture."""
+"""Adapters between Hugging Face models and distillation losses: feature capture, projections, MLM masking."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from distil.cli.task_args import add_task_options, task_from_args
 from distil.errors import ConfigError
 
 if TYPE_CHECKING:
-    from distil.evaluation.bench import DevSplit
+    from distil.bench import DevSplit
 
 __all__ = [
     "add_bench_options",
@@ -132,7 +132,7 @@ def _batch_sizes(text: str) -> list[int]:
 
 
 def _dev_split(args: argparse.Namespace) -> DevSplit | None:
-    from distil.evaluation.bench import DevSplit
+    from distil.bench import DevSplit
     from distil.tasks.classification import ClassificationTask
 
     if not args.task:
@@ -161,9 +161,10 @@ def _dev_split(args: argparse.Namespace) -> DevSplit | None:
 
 def bench_command(args: argparse.Namespace) -> int:
     """Run ``distil bench``."""
+    from distil.bench import run_bench
     from distil.card import write_card
     from distil.deploy import resolve_model_dir
-    from distil.evaluation.bench import format_bench, run_bench
+    from distil.evaluation.bench_table import format_bench
 
     for name in ("seq_length", "repeats"):
         if getattr(args, name) < 1:

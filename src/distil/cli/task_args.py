@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from distil.errors import ConfigError, DistilError
+from distil.errors import DistilError
 
 if TYPE_CHECKING:
     from distil.tasks import Task
@@ -36,33 +36,6 @@ def add_task_options(p: argparse.ArgumentParser, role: str) -> None:
     )
 
 
-def _data_fields(args: argparse.Namespace, kind: str, eval_only: bool) -> dict[str, Any]:
-    file = args.file
-    if kind == "custom":
-        if not (file and args.text_columns):
-            raise ConfigError("--task custom needs --file and --text-columns.")
-        positional = args.no_header
-        return {
-            "train_file": file,
-            "dev_file": file if eval_only else None,
-            "header": not positional,
-            "text_columns": [_column(c, positional) for c in args.text_columns.split(",")],
-            "label_column": _column(args.label_column, positional),
-            "is_regression": args.regression,
-        }
-    if kind == "glue":
-        return {"data_dir": args.data_dir, "dev_file": file if eval_only else None}
-    if kind == "squad":
-        return {"data_dir": args.data_dir, "dev_file": file}
-    if kind == "lm":
-        if not file:
-            raise ConfigError("--task lm needs --file: the text whose perplexity is reported.")
-        return {"corpus": [file], "dev_file": file}
-    raise ConfigError(
-        f"--task {args.task} has no evaluation; give a GLUE task, custom, squad, squad_v2 or lm."
-    )
-
-
 def task_from_args(args: argparse.Namespace, *, eval_only: bool, **fields: Any) -> tuple[Task, Any]:
     """The task of ``args.task`` and its data section; ``eval_only`` reads only the evaluation split.
 
@@ -79,20 +52,24 @@ def task_from_args(args: argparse.Namespace, *, eval_only: bool, **fields: Any) 
     """
     from distil.schema import from_dict
     from distil.tasks import task_class
+    from distil.tasks.base import TaskFlags
 
     try:
         cls = task_class(args.task)
-        values = {"task": args.task, **_data_fields(args, cls.kind, eval_only)}
+        flags = TaskFlags(
+            file=args.file,
+            data_dir=args.data_dir,
+            text_columns=tuple(args.text_columns.split(",")) if args.text_columns else (),
+            label_column=args.label_column,
+            regression=args.regression,
+            header=not args.no_header,
+        )
+        values = {"task": args.task, **cls.data_from_flags(flags, eval_only)}
         values |= {k: v for k, v in fields.items() if v is not None}
         data = from_dict(cls.Config, values, "data")
         return cls(data, 0, eval_only=eval_only), data
     except DistilError as err:  # the readers name config keys; here the user typed flags
         raise type(err)(_as_flags(str(err))) from err
-
-
-def _column(value: str, positional: bool) -> str | int:
-    value = value.strip()
-    return int(value) if positional and value.isdigit() else value
 
 
 # Config keys the data readers name, and the flags of these commands that set them.

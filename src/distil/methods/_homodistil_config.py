@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from distil.errors import ConfigError
-from distil.methods.base import refuse_teacher_cache
 from distil.types import RunView
 
 __all__ = ["HomoDistilConfig"]
@@ -140,4 +139,7 @@ class HomoDistilConfig:
                 "HomoDistil on a labelled task needs eval.select=last: the best dev score would usually "
                 "come from a checkpoint before method.t_f, which is wider than the target."
             )
-        refuse_teacher_cache("homodistil", run, "needs the teacher's hidden states and attentions")
+
+    def uncacheable_teacher(self, run: RunView) -> str | None:
+        """Why the teacher's outputs cannot be cached (`checks.teacher_cache_refusal`); ``None``: they can."""
+        return "needs the teacher's hidden states and attentions"

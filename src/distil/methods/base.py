@@ -26,7 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from distil.errors import ConfigError
 from distil.types import Batch, FeatureRequest, Features, LossOutput, Resize, RunView
 
-__all__ = ["Method", "MethodConfig", "MethodContext", "refuse_teacher_cache", "require_labels"]
+__all__ = ["Method", "MethodConfig", "MethodContext", "require_labels"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,15 @@ class MethodConfig(Protocol):
         """
         ...
 
+    def uncacheable_teacher(self, run: RunView) -> str | None:
+        """Why the teacher's outputs of ``run`` cannot be cached (after "method NAME"); ``None``: they can.
+
+        They can when the method reads only the teacher's logits of clean inputs.
+        `checks.teacher_cache_refusal` is the one rule that combines this with the task and the top-k
+        cache; the method contract test checks it against `teacher_request` and `corrupts_inputs`.
+        """
+        ...
+
 
 def require_labels(method: str, run: RunView) -> None:
     """Reject an unlabelled corpus for a method that needs a task loss or task logits."""
@@ -71,15 +80,6 @@ def require_labels(method: str, run: RunView) -> None:
             f"Method {method!r} needs a labelled task (classification, regression, data.task=squad/"
             "squad_v2 or data.task=lm), not an unlabelled corpus (data.task=corpus); task-agnostic "
             "methods on a corpus are minilmv2, minilm, distilbert, tinybert and homodistil."
-        )
-
-
-def refuse_teacher_cache(method: str, run: RunView, why: str) -> None:
-    """Reject ``train.cache_teacher`` for a method whose teacher outputs cannot be cached."""
-    if run.cache_teacher:
-        raise ConfigError(
-            f"train.cache_teacher keeps only the teacher's per-example logits of clean inputs; method "
-            f"{method!r} {why}. Set train.cache_teacher=false."
         )
 
 

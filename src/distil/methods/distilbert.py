@@ -32,7 +32,7 @@ from distil.losses import (
     task_loss,
     token_cross_entropy,
 )
-from distil.methods.base import Method, MethodContext, refuse_teacher_cache
+from distil.methods.base import Method, MethodContext
 from distil.models.families import family_of, has_trained_lm_head
 from distil.models.layer_maps import paper_layer_map
 from distil.models.loading import load_tokenizer
@@ -108,8 +108,12 @@ class DistilBERTConfig:
             raise ConfigError(
                 "On a labelled task the MLM term is off: set method.alpha_ce, alpha_cos or alpha_task > 0."
             )
+
+    def uncacheable_teacher(self, run: RunView) -> str | None:
+        """Why the teacher's outputs cannot be cached (`checks.teacher_cache_refusal`); ``None``: they can."""
         if self.alpha_cos > 0:
-            refuse_teacher_cache("distilbert", run, "needs the teacher's hidden states (alpha_cos > 0)")
+            return "needs the teacher's hidden states (alpha_cos > 0)"
+        return "masks the inputs on a corpus" if run.task_kind == "corpus" else None
 
 
 def _check_lm_head(teacher: PreTrainedModel) -> None:

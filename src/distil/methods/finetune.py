@@ -8,7 +8,7 @@ from typing import ClassVar
 from torch import nn
 
 from distil.losses import task_loss
-from distil.methods.base import Method, MethodContext, refuse_teacher_cache, require_labels
+from distil.methods.base import Method, MethodContext, require_labels
 from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
 __all__ = ["Finetune", "FinetuneConfig"]
@@ -28,7 +28,10 @@ class FinetuneConfig:
     def check_run(self, run: RunView) -> None:
         """Fine-tuning needs labels, and there is no teacher to cache."""
         require_labels("finetune", run)
-        refuse_teacher_cache("finetune", run, "uses no teacher")
+
+    def uncacheable_teacher(self, run: RunView) -> str | None:
+        """Why the teacher's outputs cannot be cached (`checks.teacher_cache_refusal`); ``None``: they can."""
+        return "uses no teacher"
 
 
 class Finetune(Method):

@@ -7,9 +7,9 @@ to the widths it keeps (``pruning=slicing``, the default), so a step costs what 
 ``alpha_mlm L_MLM + alpha_kl T^2 KL(p_t || p_s) + alpha_hidden sum_k MSE(H_s^k, H_t^k W_hid^k)
 + alpha_attn sum_k MSE(A_s^k, A_t^k) + alpha_emb MSE(E_s, E_t W_emb)``, with identity-initialised
 projections on the teacher side (teacher width -> pruned student width), so every distillation term is 0
-at step 0. Units are scored by PLATON and pruned coupled (`distil.adapters.pruning`,
-`distil.adapters.platon`); the exported student is physically sliced into a standard checkpoint
-(`distil.adapters.slicing`). No official code exists; every open choice is a config field
+at step 0. Units are scored by PLATON and pruned coupled (`distil.pruning.units`,
+`distil.pruning.platon`); the exported student is physically sliced into a standard checkpoint
+(`distil.pruning.slicing`). No official code exists; every open choice is a config field
 (`HomoDistilConfig`), explained in ``docs/methods/homodistil.md``.
 """
 
@@ -24,10 +24,6 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from distil.adapters.masking import head_rows, mask_batch
-from distil.adapters.platon import Pruner
-from distil.adapters.prune_state import PruneState
-from distil.adapters.pruning import PruningPlan, build_plan, resolve_targets
-from distil.adapters.slicing import kept_widths, sliced_model
 from distil.errors import ConfigError
 from distil.losses import (
     attention_score_mse,
@@ -42,6 +38,10 @@ from distil.methods._homodistil_config import HomoDistilConfig
 from distil.methods.base import Method, MethodContext
 from distil.models.families import family_of, get_layers, has_trained_lm_head, num_layers
 from distil.models.layer_maps import resolve_layer_map
+from distil.pruning.platon import Pruner
+from distil.pruning.slicing import kept_widths, sliced_model
+from distil.pruning.state import PruneState
+from distil.pruning.units import PrunableUnits, prunable_units, resolve_targets
 from distil.types import Batch, FeatureRequest, Features, LossOutput, Resize
 
 __all__ = ["HomoDistil", "HomoDistilConfig"]
@@ -102,27 +102,27 @@ class HomoDistil(Method):
         self.layer_map = resolve_layer_map(
             cfg.layer_map, num_layers(ctx.teacher.config), num_layers(self.student.config)
         )
-        plan = build_plan(ctx.student)
+        units = prunable_units(ctx.student)
         self.target = resolve_targets(
-            ctx.student, plan, hidden=cfg.target_hidden_size, ffn=cfg.target_intermediate_size,
+            ctx.student, units, hidden=cfg.target_hidden_size, ffn=cfg.target_intermediate_size,
             ratio=cfg.target_width_ratio, params=cfg.target_params,
         )  # fmt: skip
-        self.prune_state = PruneState(ctx.student, plan)
+        self.prune_state = PruneState(ctx.student, units)
         self.hidden_proj = nn.ModuleList(_identity(d_t, cfg.train_projections) for _ in self.layer_map)
         if cfg.alpha_hidden > 0:
             self.modules["hidden_proj"] = self.hidden_proj
         if cfg.alpha_emb > 0:
             self.modules["emb_proj"] = _identity(d_t, cfg.train_projections)
         self.pruner = Pruner(
-            ctx.student, plan, self.prune_state, self.target, t_i=cfg.t_i, t_f=cfg.t_f,
+            ctx.student, units, self.prune_state, self.target, t_i=cfg.t_i, t_f=cfg.t_f,
             delta_t=cfg.delta_t, beta1=cfg.beta1, beta2=cfg.beta2,
             scale_attention=cfg.attention_scaling == "pruned", slicing=cfg.pruning == "slicing",
         )  # fmt: skip
 
     @property
-    def plan(self) -> PruningPlan:
-        """The student's pruning plan at its current widths."""
-        return self.pruner.plan
+    def units(self) -> PrunableUnits:
+        """The student's prunable units at its current widths."""
+        return self.pruner.units
 
     @classmethod
     def model_head(cls, task_head: str) -> str:
@@ -224,7 +224,7 @@ class HomoDistil(Method):
         return Resize(tuple(kept))
 
     def _is_hidden(self, name: str, axis: int) -> bool:
-        return any(s.param == name and s.axis == axis for s in self.plan.groups["hidden"].slots)
+        return any(s.param == name and s.axis == axis for s in self.units.groups["hidden"].slots)
 
     def export_model(self, student: PreTrainedModel) -> PreTrainedModel:
         """Loop hook: what ``best/`` and ``student/`` hold (the student sliced to its kept widths)."""
@@ -234,15 +234,15 @@ class HomoDistil(Method):
         """The student physically sliced to its kept widths (what ``student/`` holds)."""
         self.pruner.sync()  # the live attention scale, if masks changed since the last forward
         masks = dict(self.prune_state.masks)
-        hidden, ffn = kept_widths(self.plan, masks)
-        if (hidden, ffn) != (self.plan.num_heads * self.target[0], self.target[1]):
+        hidden, ffn = kept_widths(self.units, masks)
+        if (hidden, ffn) != (self.units.num_heads * self.target[0], self.target[1]):
             warnings.warn(
                 f"HomoDistil export at widths hidden {hidden} / FFN {ffn}, not the target "
-                f"{self.plan.num_heads * self.target[0]} / {self.target[1]}: the run ended before "
+                f"{self.units.num_heads * self.target[0]} / {self.target[1]}: the run ended before "
                 f"method.t_f={self.cfg.t_f}.",
                 stacklevel=2,
             )
-        return sliced_model(self.student, self.plan, masks)
+        return sliced_model(self.student, self.units, masks)
 
     # --- loss ----------------------------------------------------------------------------------------
 
@@ -275,7 +275,7 @@ class HomoDistil(Method):
 
     def _layer_terms(self, s: Features, t: Features) -> dict[str, Tensor]:
         c, parts, mask = self.cfg, {}, s.attention_mask
-        kept = self.pruner.kept.get("hidden", self.plan.num_heads * self.plan.head_dim)
+        kept = self.pruner.kept.get("hidden", self.units.num_heads * self.units.head_dim)
         pairs = list(enumerate(self.layer_map, 1))  # (student layer k, teacher layer M(k)), 1-indexed
         if c.alpha_hidden > 0:
             assert s.hidden_states is not None and t.hidden_states is not None
@@ -307,7 +307,7 @@ class HomoDistil(Method):
             assert f.attentions is not None
             return f.attentions[layer]
         qkv = f.qkv[layer]
-        module = get_layers(model)[layer].get_submodule(self.plan.attention_path)
+        module = get_layers(model)[layer].get_submodule(self.units.attention_path)
         # attention_scores divides by sqrt(full head dim); rescale to the module's own (live) scale.
         scaling = module.scaling
         assert isinstance(scaling, float)

@@ -16,7 +16,7 @@ from torch import nn
 from distil.adapters.masking import head_rows, mask_batch
 from distil.errors import ConfigError
 from distil.losses import next_token_labels, token_cross_entropy
-from distil.methods.base import Method, MethodContext, refuse_teacher_cache
+from distil.methods.base import Method, MethodContext
 from distil.models.families import family_of
 from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
@@ -55,7 +55,10 @@ class HomoDistilHeadConfig:
             raise ConfigError(
                 "Method 'homodistil_head' fits the teacher's own head: set models.student.init=copy."
             )
-        refuse_teacher_cache("homodistil_head", run, "uses no teacher outputs")
+
+    def uncacheable_teacher(self, run: RunView) -> str | None:
+        """Why the teacher's outputs cannot be cached (`checks.teacher_cache_refusal`); ``None``: they can."""
+        return "uses no teacher outputs"
 
 
 class HomoDistilHead(Method):

@@ -56,6 +56,15 @@ class KDConfig:
         """KD needs labels (its task term) and the teacher's logits of the task's head."""
         require_labels("kd", run)
 
+    def uncacheable_teacher(self, run: RunView) -> str | None:
+        """Why the teacher's outputs cannot be cached (`checks.teacher_cache_refusal`); ``None``: they can."""
+        return None
+
+    @property
+    def topk_temperature(self) -> float | None:
+        """Token-level KD reads a top-k teacher cache (`distil.losses.topk`) at its own temperature."""
+        return self.temperature
+
 
 class KD(Method):
     """Soft-label distillation mixed with the task loss."""
@@ -71,8 +80,8 @@ class KD(Method):
 
     @property
     def topk_temperature(self) -> float | None:
-        """Token-level KD reads a top-k teacher cache (`distil.losses.topk`) at its own temperature."""
-        return self.cfg.temperature
+        """Token-level KD reads a top-k teacher cache at its config's temperature."""
+        return self.cfg.topk_temperature
 
     def student_request(self) -> FeatureRequest:
         """Only the logits."""

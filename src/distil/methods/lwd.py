@@ -22,7 +22,7 @@ from distil.adapters.projections import LayerProjections
 from distil.errors import ConfigError
 from distil.losses import kd_kl, soft_target_mask, task_loss
 from distil.losses.hidden import mapped_hidden_mse
-from distil.methods.base import Method, MethodContext, refuse_teacher_cache, require_labels
+from distil.methods.base import Method, MethodContext, require_labels
 from distil.models.families import num_layers
 from distil.models.layer_maps import resolve_layer_map
 from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
@@ -68,7 +68,10 @@ class LWDConfig:
     def check_run(self, run: RunView) -> None:
         """A labelled task (its task term), and the teacher's hidden states every step."""
         require_labels("lwd", run)
-        refuse_teacher_cache("lwd", run, "needs the teacher's hidden states")
+
+    def uncacheable_teacher(self, run: RunView) -> str | None:
+        """Why the teacher's outputs cannot be cached (`checks.teacher_cache_refusal`); ``None``: they can."""
+        return "needs the teacher's hidden states"
 
 
 class LWD(Method):

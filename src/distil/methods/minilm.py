@@ -14,7 +14,7 @@ from torch import nn
 
 from distil.errors import ConfigError
 from distil.losses import attention_kl, value_relation_kl
-from distil.methods.base import Method, MethodContext, refuse_teacher_cache
+from distil.methods.base import Method, MethodContext
 from distil.models.families import layer_index
 from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
@@ -44,7 +44,10 @@ class MiniLMConfig:
 
     def check_run(self, run: RunView) -> None:
         """Any task; the teacher's Q/K/V are needed every step."""
-        refuse_teacher_cache("minilm", run, "needs the teacher's queries, keys and values")
+
+    def uncacheable_teacher(self, run: RunView) -> str | None:
+        """Why the teacher's outputs cannot be cached (`checks.teacher_cache_refusal`); ``None``: they can."""
+        return "needs the teacher's queries, keys and values"
 
 
 class MiniLM(Method):

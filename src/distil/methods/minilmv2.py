@@ -15,7 +15,7 @@ from torch import nn
 
 from distil.errors import ConfigError
 from distil.losses import relation_kl
-from distil.methods.base import Method, MethodContext, refuse_teacher_cache
+from distil.methods.base import Method, MethodContext
 from distil.models.families import layer_index
 from distil.types import QKV, Batch, FeatureRequest, Features, LossOutput, RunView
 
@@ -76,7 +76,10 @@ class MiniLMv2Config:
                 f"method.teacher_layer=auto is chosen by the teacher-layer probe, but plan.name={run.plan}; "
                 "set plan.name=layer_probe (or leave the plan out), or give the layer as a number."
             )
-        refuse_teacher_cache("minilmv2", run, "needs the teacher's queries, keys and values")
+
+    def uncacheable_teacher(self, run: RunView) -> str | None:
+        """Why the teacher's outputs cannot be cached (`checks.teacher_cache_refusal`); ``None``: they can."""
+        return "needs the teacher's queries, keys and values"
 
 
 def _width(qkv_part: str, config: Any) -> int:

@@ -28,7 +28,7 @@ from distil.errors import ConfigError
 from distil.losses import task_loss
 from distil.methods._ted_chance import LabelPrior
 from distil.methods._ted_heads import Pooling, filter_heads, head_kind
-from distil.methods.base import Method, MethodContext, refuse_teacher_cache, require_labels
+from distil.methods.base import Method, MethodContext, require_labels
 from distil.models.families import num_layers
 from distil.models.layer_maps import resolve_layer_map
 from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
@@ -88,13 +88,16 @@ class TEDFiltersConfig:
     def check_run(self, run: RunView) -> None:
         """A labelled task, and ``eval.select=last``: the frozen model scores the same at every evaluation."""
         require_labels("ted_filters", run)
-        refuse_teacher_cache("ted_filters", run, "uses no teacher outputs (the model it filters is frozen)")
         if run.eval_select != "last":
             raise ConfigError(
                 "Method 'ted_filters' trains filters on a frozen model, so every evaluation of the model "
                 "scores the same and selecting the best checkpoint would export the filters of the first "
                 "evaluation: set eval.select=last."
             )
+
+    def uncacheable_teacher(self, run: RunView) -> str | None:
+        """Why the teacher's outputs cannot be cached (`checks.teacher_cache_refusal`); ``None``: they can."""
+        return "uses no teacher outputs (the model it filters is frozen)"
 
 
 class TEDFilters(Method):

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from distil.errors import ConfigError
 from distil.losses import attention_score_mse, attention_scores
 from distil.losses.hidden import hidden_mse
-from distil.methods.base import Method, MethodContext, refuse_teacher_cache
+from distil.methods.base import Method, MethodContext
 from distil.models.families import family_of, num_layers
 from distil.models.layer_maps import uniform_layer_map
 from distil.types import QKV, Batch, FeatureRequest, Features, LossOutput, RunView
@@ -66,7 +66,10 @@ class TinyBERTConfig:
 
     def check_run(self, run: RunView) -> None:
         """Any task; the teacher's hidden states are needed every step."""
-        refuse_teacher_cache("tinybert", run, "needs the teacher's hidden states and attention scores")
+
+    def uncacheable_teacher(self, run: RunView) -> str | None:
+        """Why the teacher's outputs cannot be cached (`checks.teacher_cache_refusal`); ``None``: they can."""
+        return "needs the teacher's hidden states and attention scores"
 
 
 def _scores(qkv: QKV) -> Tensor:

@@ -51,6 +51,10 @@ class TinyBERTPredictionConfig:
                 f"{run.head!r} head of data.task={run.task}."
             )
 
+    def uncacheable_teacher(self, run: RunView) -> str | None:
+        """Why the teacher's outputs cannot be cached (`checks.teacher_cache_refusal`); ``None``: they can."""
+        return None
+
 
 class TinyBERTPrediction(Method):
     """Soft cross-entropy on the task logits (MSE for regression); the teacher's logits can be cached."""

@@ -60,7 +60,7 @@ class PrunedProjection:
 
 @dataclass(frozen=True)
 class PruningLayout:
-    """What HomoDistil's width pruning needs of a family (`distil.adapters.pruning`).
+    """What HomoDistil's width pruning needs of a family (`distil.pruning.units`).
 
     Attributes:
         projections: Every linear map of a layer, with the units along each axis.

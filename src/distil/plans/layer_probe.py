@@ -103,7 +103,7 @@ class LayerProbePlan:
             probe.run_dir, probe.plan = str(stage_dir(root, f"probe-layer-{layer}")), None
             probe.method = dataclasses.replace(cfg.method, teacher_layer=layer)
             probe.train = dataclasses.replace(
-                cfg.train, max_steps=self.steps, log_every=1, tensorboard=False, eval_every=0,
+                cfg.train, max_steps=self.steps, log_every=1, report_to=[], eval_every=0,
                 checkpoint_every=0, warmup_ratio=0.0,
             )  # fmt: skip
             probe.eval = dataclasses.replace(cfg.eval, select="last")

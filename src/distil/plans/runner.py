@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from distil.card import write_card
-from distil.checks import check_run
 from distil.errors import ConfigError
 from distil.files import atomic_write_text
 from distil.plans.base import Plan, Step
 from distil.training.checkpoint import FINISHED_MARKER, check_run_dir, find_checkpoints
+from distil.training.checks import check_run
 from distil.training.loop import RunResult, train
 from distil.training.resume import check_same_run
 

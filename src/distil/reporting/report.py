@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 from distil.errors import ConfigError
-from distil.evaluation.bench import format_bench
+from distil.evaluation.bench_table import format_bench
 from distil.reporting import plots
 from distil.reporting.sources import Run, Sources, comparison_points, load_sources
 

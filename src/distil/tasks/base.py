@@ -9,6 +9,7 @@ registry ``distil.tasks.TASKS`` maps kinds to their ``Task`` classes; ``data.tas
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from datasets import Dataset
@@ -20,7 +21,30 @@ from distil.errors import ConfigError
 from distil.evaluation.shards import Shard
 from distil.types import Batch
 
-__all__ = ["DataCommon", "Task", "row_lengths"]
+__all__ = ["DataCommon", "Task", "TaskFlags", "row_lengths"]
+
+
+@dataclass(frozen=True)
+class TaskFlags:
+    """The task options of ``distil eval``, ``bench`` and ``augment``.
+
+    Each task kind maps them to its data section (`Task.data_from_flags`).
+
+    Attributes:
+        file: ``--file``: the evaluation (or training) file.
+        data_dir: ``--data-dir``: the folder of the GLUE / SQuAD files.
+        text_columns: ``--text-columns``, split at commas (custom files).
+        label_column: ``--label-column`` (custom files).
+        regression: ``--regression`` (custom files).
+        header: Not ``--no-header`` (custom CSV/TSV files).
+    """
+
+    file: str | None = None
+    data_dir: str | None = None
+    text_columns: tuple[str, ...] = ()
+    label_column: str = "label"
+    regression: bool = False
+    header: bool = True
 
 
 @dataclass
@@ -96,6 +120,7 @@ class Task(Protocol):
     group_by_length: bool
     train_set: Dataset
     notes: list[str]
+    cache_root: Path | None
 
     @property
     def dev_set(self) -> Dataset | None:
@@ -127,3 +152,12 @@ class Task(Protocol):
     def check_model(self, config: Any, what: str) -> None:
         """Reject a model the task cannot train (e.g. an encoder for causal LM); called before training."""
         return None
+
+    @classmethod
+    def data_from_flags(cls, flags: TaskFlags, eval_only: bool) -> dict[str, Any]:
+        """The data-section fields the command-line task options give (``task`` and sizes aside).
+
+        Raises:
+            ConfigError: An option the kind needs is missing, or the kind has no evaluation.
+        """
+        ...

@@ -6,6 +6,7 @@ tokenises them, pads batches and scores a model with the task's metrics.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,6 +36,7 @@ class ClassificationTask:
     head: ClassVar[str] = "seq"
     labelled: ClassVar[bool] = True
     cacheable_teacher: ClassVar[bool] = True
+    cache_root: Path | None = None  # nothing derived from the data is kept
 
     def _init_splits(
         self, spec: TaskSpec, train: Dataset | None, devs: dict[str, Dataset], data: Any, seed: int

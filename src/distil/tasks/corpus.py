@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,15 +12,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from distil.data.corpus import build_blocks, collate_blocks, corpus_files
 from distil.errors import ConfigError
 from distil.evaluation.shards import Shard
-from distil.tasks.base import DataCommon
+from distil.files import default_cache_dir
+from distil.tasks.base import DataCommon, TaskFlags
 from distil.types import Batch
 
-__all__ = ["CorpusData", "CorpusTask", "default_cache_dir"]
-
-
-def default_cache_dir() -> Path:
-    """``$DISTIL_CACHE``, else ``~/.cache/distil``."""
-    return Path(os.environ.get("DISTIL_CACHE", Path.home() / ".cache" / "distil"))
+__all__ = ["CorpusData", "CorpusTask"]
 
 
 @dataclass
@@ -72,10 +67,16 @@ class CorpusTask:
     main_metric: str | None = None
     group_by_length = False  # every block has max_length tokens
 
+    @classmethod
+    def data_from_flags(cls, flags: TaskFlags, eval_only: bool) -> dict[str, Any]:
+        """Refused: a corpus has no evaluation of its own."""
+        raise ConfigError("--task corpus has no evaluation; give a GLUE task, custom, squad, squad_v2 or lm.")
+
     def __init__(self, data: CorpusData, seed: int, *, eval_only: bool = False) -> None:
         assert data.corpus
         self.files = corpus_files(data.corpus)  # validates paths before any model is loaded
         self.max_blocks = data.max_blocks
+        self.cache_root: Path | None = Path(data.cache_dir) if data.cache_dir else default_cache_dir()
         self.cache_dir = Path(data.cache_dir) if data.cache_dir else default_cache_dir() / "blocks"
         self.train_set: Dataset = Dataset.from_dict({"input_ids": [], "idx": []})
         self.dev_set: Dataset | None = None

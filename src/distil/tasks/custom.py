@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from distil.data.sources import infer_label_names, load_custom, resolve_columns
 from distil.data.tasks import custom_task
 from distil.errors import ConfigError
-from distil.tasks.base import DataCommon
+from distil.tasks.base import DataCommon, TaskFlags
 from distil.tasks.classification import ClassificationTask
 
 __all__ = ["CustomData", "CustomTask"]
@@ -81,6 +81,26 @@ class CustomTask(ClassificationTask):
     kind: ClassVar[str] = "custom"
     names: ClassVar[tuple[str, ...]] = ("custom",)
     Config: ClassVar[type[CustomData]] = CustomData
+
+    @classmethod
+    def data_from_flags(cls, flags: TaskFlags, eval_only: bool) -> dict[str, Any]:
+        """The data-section fields of the command-line task options (`distil.tasks.base.TaskFlags`)."""
+        if not (flags.file and flags.text_columns):
+            raise ConfigError("--task custom needs --file and --text-columns.")
+        positional = not flags.header
+
+        def column(value: str) -> str | int:
+            value = value.strip()
+            return int(value) if positional and value.isdigit() else value
+
+        return {
+            "train_file": flags.file,
+            "dev_file": flags.file if eval_only else None,
+            "header": flags.header,
+            "text_columns": [column(c) for c in flags.text_columns],
+            "label_column": column(flags.label_column),
+            "is_regression": flags.regression,
+        }
 
     def __init__(self, data: CustomData, seed: int, *, eval_only: bool = False) -> None:
         assert data.train_file and data.text_columns

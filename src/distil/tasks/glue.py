@@ -7,14 +7,14 @@ MNLI is scored on both dev sets, as GLUE reports it: the matched set gives the m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from datasets import Dataset
 
 from distil.data.sources import load_glue_split, load_task_file, resolve_data_dir
 from distil.data.tasks import GLUE_TASKS, get_task
 from distil.metrics import GLUE_METRIC_KEYS
-from distil.tasks.base import DataCommon
+from distil.tasks.base import DataCommon, TaskFlags
 from distil.tasks.classification import ClassificationTask
 
 __all__ = ["GlueData", "GlueTask"]
@@ -68,6 +68,11 @@ class GlueTask(ClassificationTask):
     kind: ClassVar[str] = "glue"
     names: ClassVar[tuple[str, ...]] = tuple(GLUE_TASKS)
     Config: ClassVar[type[GlueData]] = GlueData
+
+    @classmethod
+    def data_from_flags(cls, flags: TaskFlags, eval_only: bool) -> dict[str, Any]:
+        """The data-section fields of the command-line task options (`distil.tasks.base.TaskFlags`)."""
+        return {"data_dir": flags.data_dir, "dev_file": flags.file if eval_only else None}
 
     def __init__(self, data: GlueData, seed: int, *, eval_only: bool = False) -> None:
         spec = get_task(data.task)

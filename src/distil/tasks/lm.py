@@ -32,9 +32,11 @@ from distil.data.splits import held_out_count, split_rows
 from distil.errors import ConfigError, DataError
 from distil.evaluation.perplexity import perplexity_windows, windowed_perplexity
 from distil.evaluation.shards import Shard
+from distil.files import default_cache_dir
 from distil.losses import next_token_labels
 from distil.models.families import family_of
-from distil.tasks.corpus import CorpusData, default_cache_dir
+from distil.tasks.base import TaskFlags
+from distil.tasks.corpus import CorpusData
 from distil.types import Batch
 
 __all__ = ["LMData", "LMTask", "check_causal"]
@@ -104,6 +106,13 @@ class LMTask:
     is_regression = False
     group_by_length = False  # every block has max_length tokens
 
+    @classmethod
+    def data_from_flags(cls, flags: TaskFlags, eval_only: bool) -> dict[str, Any]:
+        """The data-section fields of the command-line task options (`distil.tasks.base.TaskFlags`)."""
+        if not flags.file:
+            raise ConfigError("--task lm needs --file: the text whose perplexity is reported.")
+        return {"corpus": [flags.file], "dev_file": flags.file}
+
     def __init__(self, data: LMData, seed: int, *, eval_only: bool = False) -> None:
         assert data.corpus
         self.files = corpus_files(data.corpus)  # validates paths before any model is loaded
@@ -116,6 +125,7 @@ class LMTask:
         self.notes: list[str] = []
         self.split: dict[str, Any] = {}
         self.settings, self.seed, self.eval_only = data, seed, eval_only
+        self.cache_root: Path | None = Path(data.cache_dir) if data.cache_dir else default_cache_dir()
         self.cache_dir = Path(data.cache_dir) if data.cache_dir else default_cache_dir() / "blocks"
         self.train_set: Dataset = Dataset.from_dict({"input_ids": [], "idx": []})
         self.dev_set: Dataset | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from datasets import Dataset
@@ -30,7 +31,7 @@ from distil.errors import ConfigError
 from distil.evaluation.shards import Shard
 from distil.evaluation.squad import decode_answers, predict_span_scores
 from distil.metrics import squad_metrics
-from distil.tasks.base import DataCommon
+from distil.tasks.base import DataCommon, TaskFlags
 from distil.types import Batch
 
 __all__ = ["SquadData", "SquadTask"]
@@ -110,6 +111,13 @@ class SquadTask:
     head: ClassVar[str] = "qa"
     labelled: ClassVar[bool] = True
     cacheable_teacher: ClassVar[bool] = False  # per-token start/end scores of every window
+    cache_root: Path | None = None  # nothing derived from the data is kept
+
+    @classmethod
+    def data_from_flags(cls, flags: TaskFlags, eval_only: bool) -> dict[str, Any]:
+        """The data-section fields of the command-line task options (`distil.tasks.base.TaskFlags`)."""
+        return {"data_dir": flags.data_dir, "dev_file": flags.file}
+
     num_labels = 2  # two scores per token: answer start and answer end
     is_regression = False
     main_metric: str | None = "f1"

@@ -17,7 +17,6 @@ import torch.distributed as dist
 import yaml
 from torch import Tensor, nn
 
-from distil.checks import check_run
 from distil.errors import ConfigError
 from distil.files import atomic_write_text, check_writable, remove_leftovers
 from distil.models.families import get_layers
@@ -30,14 +29,15 @@ from distil.training.checkpoint import (
     find_checkpoints,
     latest_checkpoint,
 )
+from distil.training.checks import check_run
 from distil.training.dist import DistEnv, check_launcher, check_shared_run_dir, init_distributed
 from distil.training.engines import Engine, StepModule, build_engine, resolve_parallel
-from distil.training.env import seed_everything
 from distil.training.optim import build_optimizer, cut_optimizer_state, trainable_parameters
 from distil.training.precision import Precision, precision_policy
 from distil.training.resume import check_same_run, read_resumes
+from distil.training.rng import seed_everything
 from distil.training.setup import RunParts, build_run
-from distil.types import FeatureRequest, Resize
+from distil.types import Resize
 
 __all__ = ["Modules", "Prepared", "assemble", "prepare", "resize", "start", "write_config"]
 
@@ -105,21 +105,8 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
         check_writable(run_dir, needed_bytes=_needed_bytes(parts, tc.keep_checkpoints))
         for note in parts.notes:
             print(f"[distil] {note}")
-    # Cached outputs would be of clean inputs, and token-level logits ([N, S, V]) are too large to keep.
-    cacheable = (
-        parts.method.teacher_request() == FeatureRequest(logits=True)
-        and not parts.method.corrupts_inputs
-        and parts.task.cacheable_teacher
-    )
-    if tc.cache_teacher_topk is not None and not (
-        parts.method.teacher_request() == FeatureRequest(logits=True)
-        and not parts.method.corrupts_inputs
-        and parts.method.topk_temperature is not None
-    ):
-        raise ConfigError(
-            f"train.cache_teacher_topk: method {cfg.method_name!r} needs more than the teacher's token "
-            "logits of clean inputs, or cannot read a top-k cache (KD can): unset train.cache_teacher_topk."
-        )
+    # Whether the caches apply at all was checked with the config (`checks.teacher_cache_refusal`); how
+    # large a top-k may be needs the teacher.
     if tc.cache_teacher_topk is not None and parts.teacher is not None:
         head = parts.teacher.get_output_embeddings()
         vocab = int(head.weight.shape[0]) if head is not None else int(parts.teacher.config.vocab_size)
@@ -128,12 +115,6 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
                 f"train.cache_teacher_topk={tc.cache_teacher_topk} is above the teacher's {vocab}-token "
                 f"vocabulary: set it to at most {vocab} (the vocabulary size keeps the whole distribution)."
             )
-    if tc.cache_teacher and not cacheable:
-        raise ConfigError(
-            "train.cache_teacher needs a method that uses only the teacher's per-example logits of clean "
-            f"inputs (classification/regression); {cfg.method_name!r} needs more: set "
-            "train.cache_teacher=false."
-        )
     if tc.compile and parts.method.student_request().qkv_layers:
         raise ConfigError(
             f"train.compile: method {cfg.method_name!r} captures the student's queries, keys and values with "
@@ -204,7 +185,7 @@ class Modules:
     """The assembled modules of a run."""
 
     step: StepModule
-    runner: nn.Module
+    wrapped: nn.Module
     teacher: Any
     params: list[nn.Parameter]
     optimizer: torch.optim.AdamW
@@ -227,7 +208,7 @@ def assemble(cfg: RunConfig, prep: Prepared) -> Modules:
     else:
         step.to(env.device)
     layers = len(get_layers(student))
-    runner = engine.wrap(step, {i % layers for i in step.request.qkv_layers})
+    wrapped = engine.wrap(step, {i % layers for i in step.request.qkv_layers})
     if ram_efficient:
         _load_from_rank0(step, env, weights, buffers)
     teacher = parts.teacher
@@ -243,7 +224,7 @@ def assemble(cfg: RunConfig, prep: Prepared) -> Modules:
     student.train()
     named = trainable_parameters([step.student, step.extras])
     optimizer = build_optimizer(named, tc, fused=engine.fused_optimizer())
-    return Modules(step, runner, teacher, [p for _, p in named], optimizer)
+    return Modules(step, wrapped, teacher, [p for _, p in named], optimizer)
 
 
 def resize(mods: Modules, engine: Engine, change: Resize) -> None:

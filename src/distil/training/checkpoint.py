@@ -47,7 +47,7 @@ from torch.distributed.tensor import DTensor
 from distil.errors import ConfigError, DataError
 from distil.files import atomic_write_text
 from distil.training.dist import DistEnv
-from distil.training.env import load_rng_state, process_seed, save_rng_state, seed_everything
+from distil.training.rng import load_rng_state, process_seed, save_rng_state, seed_everything
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -268,7 +268,7 @@ def save_checkpoint(
     env: DistEnv,
     run_dir: Path,
     state: TrainerState,
-    runner: nn.Module,
+    wrapped: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     scaler: torch.amp.GradScaler | None,
@@ -284,7 +284,7 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     env.barrier()
-    model_state, raw_optim = get_state_dict(runner, optimizer)
+    model_state, raw_optim = get_state_dict(wrapped, optimizer)
     optim_state = cast(dict[str, Any], raw_optim)
     aliases = _aliases(model_state)
     tensors = {f"model.{k}": v for k, v in model_state.items() if k not in aliases} | _flat(optim_state)
@@ -378,7 +378,7 @@ def method_state(path: Path) -> dict[str, torch.Tensor]:
 def load_checkpoint(
     env: DistEnv,
     path: Path,
-    runner: nn.Module,
+    wrapped: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     scaler: torch.amp.GradScaler | None,
@@ -391,11 +391,11 @@ def load_checkpoint(
     fix the student's shapes).
 
     A process for which the checkpoint holds no random state (it was written by fewer processes) starts
-    the stream `distil.training.env.process_seed` gives it at that step.
+    the stream `distil.training.rng.process_seed` gives it at that step.
     """
     state = _checked_state(path)
     _init_optim_state(optimizer)  # the optimizer's tensors must exist to be loaded into
-    model_state, raw_optim = get_state_dict(runner, optimizer)
+    model_state, raw_optim = get_state_dict(wrapped, optimizer)
     optim_state = cast(dict[str, Any], raw_optim)  # {"state": {name: {key: tensor}}, "param_groups": [...]}
     reader = HuggingFaceStorageReader(str(path / "weights"))
     try:
@@ -432,7 +432,7 @@ def load_checkpoint(
             group.update({k: (tuple(v) if k == "betas" else v) for k, v in items if k != "params"})
     except (AttributeError, ValueError, TypeError) as err:
         raise DataError(f"{path / 'optimizer.json'}: not optimizer settings distil wrote ({err}).") from err
-    set_state_dict(runner, optimizer, model_state_dict=model_state, optim_state_dict=optim_state)
+    set_state_dict(wrapped, optimizer, model_state_dict=model_state, optim_state_dict=optim_state)
     try:
         scheduler.load_state_dict(_json(path / "scheduler.json", dict))
         if scaler is not None and (path / "scaler.json").is_file():

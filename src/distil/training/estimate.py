@@ -21,7 +21,7 @@ from distil.adapters import forward_features
 from distil.data.batching import row_lengths
 from distil.run_config import RunConfig
 from distil.training import assembly
-from distil.training.data import StepPlan, step_loader
+from distil.training.batches import StepSchedule, step_loader
 from distil.training.optim import build_scheduler
 from distil.training.step import Stepper
 from distil.types import FeatureRequest
@@ -72,7 +72,7 @@ def estimate_stage(cfg: RunConfig, name: str, *, steps: int = 5, warmup: int = 2
     setup = time.perf_counter() - began
     tc, env, parts = cfg.train, prep.env, prep.parts
     task = parts.task
-    plan = StepPlan(
+    plan = StepSchedule(
         row_lengths(task.train_set), tc.batch_size, env.world, tc.grad_accum, tc.seed, task.group_by_length
     )
     total = tc.max_steps or plan.steps_per_epoch * tc.epochs
@@ -102,7 +102,7 @@ def estimate_stage(cfg: RunConfig, name: str, *, steps: int = 5, warmup: int = 2
             times.append(time.perf_counter() - began)
             micro = batch.micro[0].to(env.device)
             student = mods.step.student
-            with torch.no_grad(), prep.engine.unsharded(mods.runner):
+            with torch.no_grad(), prep.engine.unsharded(mods.wrapped):
                 student.eval()
                 began = time.perf_counter()
                 forward_features(student, micro, FeatureRequest(logits=True))

@@ -6,7 +6,7 @@ method requests, asks the method for its loss, and does the optimisation on the 
 clipping, scheduling, evaluation with best-checkpoint selection, verified checkpoints and exact resume. It
 has no branch on the method, and knows nothing of stages or probes (`distil.plans`).
 
-Batching is global and deterministic (`distil.training.data`): each step's global batch is cut into
+Batching is global and deterministic (`distil.training.batches`): each step's global batch is cut into
 ``world_size x grad_accum`` micro-batches and each micro-batch loss (a mean over its examples) is weighted
 by its share of the global batch, so one optimiser step sees the mean over the global batch whatever the
 split: batch 8 x accumulation 1, batch 2 x accumulation 4 and 2 processes x batch 4 give the same update
@@ -34,8 +34,8 @@ from distil.errors import ConfigError, DataError, TrainingError
 from distil.evaluation.shards import Shard
 from distil.models.loading import resolve_model_path
 from distil.run_config import RunConfig
-from distil.tasks.corpus import default_cache_dir
 from distil.training import assembly
+from distil.training.batches import StepSchedule, step_loader
 from distil.training.checkpoint import (
     FINISHED_MARKER,
     TrainerState,
@@ -44,13 +44,12 @@ from distil.training.checkpoint import (
     method_state,
     save_checkpoint,
 )
-from distil.training.data import StepPlan, step_loader
 from distil.training.dist import DistEnv
-from distil.training.env import process_seed, seed_everything
 from distil.training.export import export_student, save_best
 from distil.training.logging import MetricLogger, progress_line
 from distil.training.optim import build_scheduler
 from distil.training.resume import read_resumes, record_resume
+from distil.training.rng import process_seed, seed_everything
 from distil.training.setup import describe
 from distil.training.step import Stepper
 from distil.training.teacher_cache import TeacherCache
@@ -143,7 +142,7 @@ def _restore(
                 assembly.resize(mods, engine, change)
                 resized = True
             method.load_state_dict(saved)
-            state = load_checkpoint(env, ckpt, mods.runner, mods.optimizer, scheduler, scaler, seed=seed)
+            state = load_checkpoint(env, ckpt, mods.wrapped, mods.optimizer, scheduler, scaler, seed=seed)
             return state, ckpt
         except DataError as err:
             skipped = [f"{ckpt.name}: {err}"]
@@ -175,7 +174,7 @@ def train(
     tc, env, engine, parts, precision = cfg.train, prep.env, prep.engine, prep.parts, prep.precision
     run_dir, task, method = Path(cfg.run_dir), parts.task, parts.method
     mods = assembly.assemble(cfg, prep)
-    plan = StepPlan(
+    plan = StepSchedule(
         row_lengths(task.train_set), tc.batch_size, env.world, tc.grad_accum, tc.seed, task.group_by_length
     )
     total_steps = tc.max_steps or plan.steps_per_epoch * tc.epochs
@@ -206,8 +205,10 @@ def train(
     elif tc.cache_teacher_topk is not None:
         assert mods.teacher is not None and cfg.models.teacher is not None
         temperature = method.topk_temperature
-        assert temperature is not None  # `assembly.prepare` refuses a method that cannot read the cache
-        root = Path(getattr(cfg.data, "cache_dir", None) or default_cache_dir()) / "teacher-topk"
+        assert temperature is not None  # `checks.teacher_cache_refusal` refuses a method that cannot read it
+        # The top-k cache serves causal LM (`checks.teacher_cache_refusal`), which keeps token blocks.
+        assert task.cache_root is not None
+        root = task.cache_root / "teacher-topk"
         cache, built = TopKCache.open_or_build(
             mods.teacher, Path(resolve_model_path(cfg.models.teacher)), task.train_set, task.collate,
             k=tc.cache_teacher_topk, temperature=temperature, root=root, batch_size=cfg.eval.batch_size,
@@ -262,7 +263,7 @@ def train(
     def checkpoint() -> None:
         flush({})  # a checkpoint never holds weights a non-finite step produced
         save_checkpoint(
-            env, run_dir, state, mods.runner, mods.optimizer, scheduler, scaler, method.state_dict(),
+            env, run_dir, state, mods.wrapped, mods.optimizer, scheduler, scaler, method.state_dict(),
             keep=tc.keep_checkpoints,
         )  # fmt: skip
 
@@ -271,7 +272,7 @@ def train(
         state.eval_step = state.step
         if task.dev_set is None:
             return
-        with engine.unsharded(mods.runner):
+        with engine.unsharded(mods.wrapped):
             metrics = task.evaluate(mods.step.student, cfg.eval.batch_size, shard)
             extra = {
                 f"{name}/{k}": v
@@ -286,7 +287,7 @@ def train(
         if cfg.eval.select == "last" or improved:
             state.best_metric, state.best_step, state.best_eval = metrics[selection], state.step, metrics
         if cfg.eval.select == "best" and improved:
-            full = engine.exportable(mods.runner, mods.step)
+            full = engine.exportable(mods.wrapped, mods.step)
             if full is not None:
                 save_best(method.export_model(full[0]), parts.tokenizer, run_dir, full[1])
         if env.is_main:
@@ -346,7 +347,7 @@ def train(
             print(f"[distil] warning: {line}")
     metrics = state.best_eval or {}
     result = RunResult(run_dir, run_dir / "student", metrics, state.best_step, state.step, seconds)
-    full = engine.exportable(mods.runner, mods.step)
+    full = engine.exportable(mods.wrapped, mods.step)
     if full is not None:
         recipe = {
             "method": cfg.method_name,

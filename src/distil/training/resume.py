@@ -36,8 +36,8 @@ SAFE_TO_CHANGE = frozenset(
         "train.eval_every",
         "train.checkpoint_every",
         "train.keep_checkpoints",
-        "train.tensorboard",
         "train.report_to",
+        "train.tensorboard",  # removed (train.report_to); configs saved before still hold it
         "train.progress_seconds",
         "train.num_workers",
         "train.threads",

@@ -12,7 +12,7 @@ from torch import Tensor
 from distil.adapters import forward_features
 from distil.methods import Method
 from distil.training.assembly import Modules
-from distil.training.data import StepBatch
+from distil.training.batches import StepBatch
 from distil.training.dist import DistEnv
 from distil.training.engines import Engine
 from distil.training.precision import Precision
@@ -56,12 +56,12 @@ class Stepper:
         terms: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.env.device))
         last = len(step_batch.micro) - 1
         for i, (micro, share) in enumerate(zip(step_batch.micro, step_batch.shares, strict=True)):
-            with self.engine.accumulating(self.mods.runner, sync=i == last):
+            with self.engine.accumulating(self.mods.wrapped, sync=i == last):
                 # Methods that corrupt their inputs (MLM masking) do it here, before both forwards.
                 batch = self.method.prepare_batch(micro.to(self.env.device, non_blocking=True))
                 teacher = self.teacher(batch)
                 with self.engine.autocast():
-                    total, named_parts = self.mods.runner(batch, teacher)
+                    total, named_parts = self.mods.wrapped(batch, teacher)
                 # DDP and FSDP average gradients over processes; the shares sum to 1 over all of them.
                 loss = total * share * self.env.world
                 self.engine.backward(loss, self.scaler)

@@ -76,7 +76,7 @@ class Wrapped(Protocol):
     """What `Engine.rewrap` replaces the wrapper of (`distil.training.assembly.Modules`)."""
 
     step: StepModule
-    runner: nn.Module
+    wrapped: nn.Module
 
 
 class Engine:
@@ -129,7 +129,7 @@ class Engine:
         return teacher
 
     @contextmanager
-    def accumulating(self, runner: nn.Module, sync: bool) -> Iterator[None]:
+    def accumulating(self, wrapped: nn.Module, sync: bool) -> Iterator[None]:
         """Around one micro-batch: reduce gradients only after the last micro-batch of a step."""
         yield
 
@@ -154,7 +154,7 @@ class Engine:
         return optimizer_step(optimizer, scheduler, params, max_grad_norm=max_grad_norm, scaler=scaler)
 
     @contextmanager
-    def unsharded(self, runner: nn.Module) -> Iterator[None]:
+    def unsharded(self, wrapped: nn.Module) -> Iterator[None]:
         """The student's parameters whole, to call its forward outside a training step (evaluation)."""
         yield
 
@@ -163,7 +163,7 @@ class Engine:
         return self.env.device.type == "cuda"
 
     def exportable(
-        self, runner: nn.Module, step: StepModule
+        self, wrapped: nn.Module, step: StepModule
     ) -> tuple[PreTrainedModel, dict[str, Tensor]] | None:
         """The full student and the state of the method's modules on process 0 (``None`` elsewhere).
 

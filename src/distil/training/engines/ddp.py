@@ -46,25 +46,25 @@ class DDPEngine(Engine):
         Raises:
             TrainingError: The old DDP wrapper outlives its release.
         """
-        old = mods.runner
+        old = mods.wrapped
         assert isinstance(old, DistributedDataParallel)
         # DDP has no public way to drop its autograd hooks; without this the old reducer's hooks would
         # fire in the next backward, on parameters whose shapes they no longer match.
         old.reducer._remove_autograd_hooks()
         released = weakref.ref(old)
-        mods.runner = mods.step
+        mods.wrapped = mods.step
         del old
         gc.collect()  # DDP's wrapper sits in reference cycles
         if released() is not None:
             raise TrainingError("The DDP wrapper of the student is still referenced; cannot re-wrap it.")
-        mods.runner = self.wrap(mods.step)
+        mods.wrapped = self.wrap(mods.step)
 
     @contextmanager
-    def accumulating(self, runner: nn.Module, sync: bool) -> Iterator[None]:
+    def accumulating(self, wrapped: nn.Module, sync: bool) -> Iterator[None]:
         """All-reduce gradients only in the backward of a step's last micro-batch (``no_sync`` before)."""
         if sync:
             yield
             return
-        assert isinstance(runner, DistributedDataParallel)
-        with runner.no_sync():
+        assert isinstance(wrapped, DistributedDataParallel)
+        with wrapped.no_sync():
             yield

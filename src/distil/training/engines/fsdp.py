@@ -89,27 +89,27 @@ class FSDPEngine(Engine):
         return teacher
 
     @contextmanager
-    def accumulating(self, runner: nn.Module, sync: bool) -> Iterator[None]:
+    def accumulating(self, wrapped: nn.Module, sync: bool) -> Iterator[None]:
         """Reduce-scatter gradients only in the backward of a step's last micro-batch."""
-        assert isinstance(runner, FSDPModule)
-        runner.set_requires_gradient_sync(sync)
+        assert isinstance(wrapped, FSDPModule)
+        wrapped.set_requires_gradient_sync(sync)
         yield
 
     @contextmanager
-    def unsharded(self, runner: nn.Module) -> Iterator[None]:
+    def unsharded(self, wrapped: nn.Module) -> Iterator[None]:
         """The root's parameters (embeddings, head) gathered; the blocks gather their own in their forward.
 
         Every process must run the same forward passes meanwhile.
         """
-        assert isinstance(runner, FSDPModule)
-        runner.unshard()
+        assert isinstance(wrapped, FSDPModule)
+        wrapped.unshard()
         try:
             yield
         finally:
-            runner.reshard()
+            wrapped.reshard()
 
     def exportable(
-        self, runner: nn.Module, step: StepModule
+        self, wrapped: nn.Module, step: StepModule
     ) -> tuple[PreTrainedModel, dict[str, Tensor]] | None:
         """A CPU copy of the full student on process 0, filled from the gathered shards.
 
@@ -119,7 +119,7 @@ class FSDPEngine(Engine):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        state: dict[str, Any] = get_model_state_dict(runner, options=options)
+        state: dict[str, Any] = get_model_state_dict(wrapped, options=options)
         if not self.env.is_main:
             return None
         model_class: Any = type(step.student)  # transformers' decorated __init__ is opaque to type checkers

@@ -3,7 +3,7 @@
 PLATON (Zhang et al., ICML 2022, https://arxiv.org/abs/2206.12562), per parameter: sensitivity
 ``I = |theta * dL/dtheta|``, its EMA ``I_bar <- b1 I_bar + (1 - b1) I`` and the uncertainty
 ``U_bar <- b2 U_bar + (1 - b2) |I - I_bar|``; the score is ``I_bar * U_bar`` (``I_bar`` alone when
-``b2 = 1``), summed over every slot of a unit (`distil.adapters.pruning`).
+``b2 = 1``), summed over every slot of a unit (`distil.pruning.units`).
 
 Where the gradient is read: the loop offers no hook between backward and the optimiser step, so a
 ``register_post_accumulate_grad_hook`` on every scored parameter stores ``|theta * grad|`` after each
@@ -15,14 +15,14 @@ sensitivities are averaged, so every process holds the same scores and masks.
 Two ways to drop what a prune event removes, equal up to float rounding:
 
 - ``slicing`` (the default): the model is narrowed in place to the kept units at every prune event
-  (`distil.adapters.slicing.narrow_in_place`), with its EMAs; the masks are then all ones at the new
+  (`distil.pruning.slicing.narrow_in_place`), with its EMAs; the masks are then all ones at the new
   widths until the next event, and a step costs what a model of the current widths costs. The method
   returns the cuts so the loop cuts the optimizer's moments alike (`distil.types.Resize`).
 - masks: the model keeps its full shapes; pruned rows and columns are zero (re-zeroed after every
   optimiser step), and forward hooks on its LayerNorms compute mean and variance over the kept hidden dims
   only, so the masked model computes exactly what the sliced one does. Every step costs the full width.
 
-Masks and EMAs live in `distil.adapters.prune_state.PruneState`, the method's non-trainable state (its
+Masks and EMAs live in `distil.pruning.state.PruneState`, the method's non-trainable state (its
 ``state_dict``), so checkpoints save them and a resumed run continues the same schedule; with slicing
 their sizes are the widths the model had, which a resumed run narrows its fresh copy to before the
 weights load (`Pruner.restore`). The EMAs are emptied once the widths are final (``t_f``).
@@ -39,9 +39,9 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from transformers import PreTrainedModel
 
-from distil.adapters.prune_state import PruneState
-from distil.adapters.pruning import Group, PruningPlan
-from distil.adapters.slicing import narrow_in_place
+from distil.pruning.slicing import narrow_in_place
+from distil.pruning.state import PruneState
+from distil.pruning.units import Group, PrunableUnits
 
 __all__ = ["Pruner", "cubic_keep"]
 
@@ -66,7 +66,7 @@ class Pruner:
 
     Args:
         model: The model being pruned; it keeps its shapes.
-        plan: Its units (`distil.adapters.pruning.build_plan`).
+        units: Its prunable units (`distil.pruning.units.prunable_units`).
         state: The checkpointed masks and EMAs (moved with the method's modules).
         target: ``(head_dim, ffn)`` reached at ``t_f``.
         t_i: Last step at full width.
@@ -82,7 +82,7 @@ class Pruner:
     def __init__(
         self,
         model: PreTrainedModel,
-        plan: PruningPlan,
+        units: PrunableUnits,
         state: PruneState,
         target: tuple[int, int],
         *,
@@ -94,10 +94,10 @@ class Pruner:
         scale_attention: bool,
         slicing: bool = True,
     ) -> None:
-        self.model, self.plan, self.state, self.target = model, plan, state, target
+        self.model, self.units, self.state, self.target = model, units, state, target
         self.slicing = slicing
         # The schedule runs from the full widths whatever the model has been narrowed to.
-        self.full_head_dim, self.full_ffn = plan.head_dim, plan.ffn
+        self.full_head_dim, self.full_ffn = units.head_dim, units.ffn
         self.t_i, self.t_f, self.delta_t, self.beta1, self.beta2 = t_i, t_f, delta_t, beta1, beta2
         self.scale_attention = scale_attention
         self.params = {n: p for n, p in model.named_parameters() if n in state.ipt}
@@ -106,13 +106,13 @@ class Pruner:
         self._seen: tuple[int, ...] = ()
         self.kept: dict[str, int] = {}
         modules = dict(model.named_modules())
-        self._attention = [modules[n] for n in plan.attention]
+        self._attention = [modules[n] for n in units.attention]
         self._scaling = [float(m.scaling) for m in self._attention]
         self._handles: list[RemovableHandle] = [
             p.register_post_accumulate_grad_hook(self._recorder(n)) for n, p in self.params.items()
         ]
         self._handles.append(model.register_forward_pre_hook(lambda _m, _a: self.sync()))
-        for name in plan.layer_norms:
+        for name in units.layer_norms:
             self._handles.append(modules[name].register_forward_hook(self._masked_norm))
 
     # --- sensitivities and scores ---------------------------------------------------------------
@@ -169,8 +169,8 @@ class Pruner:
         Returns whether any mask changed.
         """
         changed = False
-        kept = self.plan.kept_sizes(*self.widths(step))
-        for key, group in self.plan.groups.items():
+        kept = self.units.kept_sizes(*self.widths(step))
+        for key, group in self.units.groups.items():
             mask = self.state.masks[key]
             rows = mask.view(group.heads, -1)
             keep = kept[key] // group.heads
@@ -190,7 +190,7 @@ class Pruner:
         Args:
             tables: Tensors shaped like the parameters to zero instead (the EMAs, at a prune event).
         """
-        for key, group in self.plan.groups.items():
+        for key, group in self.units.groups.items():
             mask = self.state.masks[key]
             for slot in group.slots:
                 targets = [t[slot.param] for t in tables] if tables else [self.params[slot.param]]
@@ -231,7 +231,7 @@ class Pruner:
         return cuts
 
     def _narrow(self, kept: dict[str, Tensor]) -> list[tuple[str, int, Tensor]]:
-        self.plan, cuts = narrow_in_place(self.model, self.plan, kept)
+        self.units, cuts = narrow_in_place(self.model, self.units, kept)
         self.state.narrow(cuts, {k: len(index) for k, index in kept.items()})
         return cuts
 
@@ -242,16 +242,16 @@ class Pruner:
         when the sizes are the current ones (a checkpoint before the first prune event, or of masks).
 
         Raises:
-            ValueError: The groups differ from the plan's, or a size is not within the current one.
+            ValueError: The groups differ from the units', or a size is not within the current one.
         """
-        current = {k: g.size for k, g in self.plan.groups.items()}
+        current = {k: g.size for k, g in self.units.groups.items()}
         if sizes == current:
             return None
         if set(sizes) != set(current) or any(not 0 < sizes[k] <= current[k] for k in current):
             raise ValueError(f"Pruning state sizes {sizes} do not fit this model's groups {current}.")
         device = self.state.masks["hidden"].device
         kept = {}
-        for key, group in self.plan.groups.items():  # the first units of every head: heads stay uniform
+        for key, group in self.units.groups.items():  # the first units of every head: heads stay uniform
             per_head = torch.arange(sizes[key] // group.heads, device=device)
             kept[key] = (
                 torch.arange(group.heads, device=device)[:, None] * (group.size // group.heads) + per_head
@@ -274,12 +274,12 @@ class Pruner:
         for i, module in enumerate(self._attention):
             factor = 1.0
             if self.scale_attention:
-                factor = (self.full_head_dim * self.plan.num_heads / self.kept[f"l{i}_qk"]) ** 0.5
+                factor = (self.full_head_dim * self.units.num_heads / self.kept[f"l{i}_qk"]) ** 0.5
             module.scaling = self._scaling[i] * factor
 
     def _masked_norm(self, module: nn.LayerNorm, args: tuple[Any, ...], output: Tensor) -> Tensor | None:
-        kept = self.kept.get("hidden", self.plan.num_heads * self.plan.head_dim)
-        if kept == self.plan.num_heads * self.plan.head_dim:
+        kept = self.kept.get("hidden", self.units.num_heads * self.units.head_dim)
+        if kept == self.units.num_heads * self.units.head_dim:
             return None  # nothing pruned yet: keep the module's own output (bitwise the teacher's)
         x = args[0]
         mask = self.state.masks["hidden"].to(x.dtype)

@@ -2,7 +2,7 @@
 
 The sliced model is a new instance of the model's own class with the hidden and FFN widths of its
 config set to the kept counts, so it loads with ``AutoModel*.from_pretrained`` and no custom code. Its
-outputs equal the masked model's (`distil.adapters.platon`: pruned entries are zero and LayerNorm
+outputs equal the masked model's (`distil.pruning.platon`: pruned entries are zero and LayerNorm
 statistics run over the kept dims, which is what a narrower LayerNorm computes).
 
 Attention scale: a stock attention module scales scores by ``1/sqrt(head_dim)`` of its own config, while
@@ -24,12 +24,12 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from distil.adapters.pruning import Group, PruningPlan, Slot
+from distil.pruning.units import Group, PrunableUnits, Slot
 
 __all__ = ["kept_widths", "narrow_in_place", "sliced_model"]
 
 
-def kept_widths(plan: PruningPlan, masks: Mapping[str, Tensor]) -> tuple[int, int]:
+def kept_widths(units: PrunableUnits, masks: Mapping[str, Tensor]) -> tuple[int, int]:
     """``(hidden, ffn)`` kept by ``masks``.
 
     Raises:
@@ -38,11 +38,11 @@ def kept_widths(plan: PruningPlan, masks: Mapping[str, Tensor]) -> tuple[int, in
     """
     counts = {k: int(m.sum().item()) for k, m in masks.items()}
     hidden = counts["hidden"]
-    ffn = {counts[k] for k, g in plan.groups.items() if g.kind == "ffn"}
-    attn = {counts[k] for k, g in plan.groups.items() if g.kind in ("qk", "vo")}
+    ffn = {counts[k] for k, g in units.groups.items() if g.kind == "ffn"}
+    attn = {counts[k] for k, g in units.groups.items() if g.kind in ("qk", "vo")}
     per_head = {
         tuple(masks[k].view(g.heads, -1).sum(-1).tolist())
-        for k, g in plan.groups.items()
+        for k, g in units.groups.items()
         if g.kind in ("qk", "vo")
     }
     if len(ffn) != 1 or attn != {hidden} or len({v for t in per_head for v in t}) != 1:
@@ -50,9 +50,9 @@ def kept_widths(plan: PruningPlan, masks: Mapping[str, Tensor]) -> tuple[int, in
     return hidden, ffn.pop()
 
 
-def _index(plan: PruningPlan) -> dict[str, dict[int, list[tuple[Group, Slot]]]]:
+def _index(units: PrunableUnits) -> dict[str, dict[int, list[tuple[Group, Slot]]]]:
     by_param: dict[str, dict[int, list[tuple[Group, Slot]]]] = defaultdict(lambda: defaultdict(list))
-    for group in plan.groups.values():
+    for group in units.groups.values():
         for slot in group.slots:
             by_param[slot.param][slot.axis].append((group, slot))
     return by_param
@@ -75,30 +75,32 @@ def _slice(t: Tensor, axes: Mapping[int, list[tuple[Group, Slot]]], kept: Mappin
 
 
 @torch.no_grad()
-def sliced_model(model: PreTrainedModel, plan: PruningPlan, masks: Mapping[str, Tensor]) -> PreTrainedModel:
+def sliced_model(
+    model: PreTrainedModel, units: PrunableUnits, masks: Mapping[str, Tensor]
+) -> PreTrainedModel:
     """A new model of ``model``'s class holding only the kept units, with the attention scale folded in.
 
     Args:
         model: The masked model (unchanged).
-        plan: Its pruning plan.
-        masks: One 0/1 mask per group of ``plan``.
+        units: Its prunable units.
+        masks: One 0/1 mask per group of ``units``.
 
     Returns:
         The sliced model, on ``model``'s device and dtype, in eval mode.
     """
-    hidden, ffn = kept_widths(plan, masks)
+    hidden, ffn = kept_widths(units, masks)
     kept = {k: m.nonzero().flatten() for k, m in masks.items()}
     config = copy.deepcopy(model.config)
-    setattr(config, plan.hidden_key, hidden)
-    setattr(config, plan.ffn_key, ffn)
+    setattr(config, units.hidden_key, hidden)
+    setattr(config, units.ffn_key, ffn)
     model_class: Any = type(model)  # transformers' decorated __init__ is opaque to type checkers
     new: PreTrainedModel = model_class(config).to(device=model.device, dtype=model.dtype).eval()
-    by_param = _index(plan)
+    by_param = _index(units)
     tensors = {n: _slice(p.detach(), by_param.get(n, {}), kept) for n, p in model.named_parameters()}
     live, fresh = dict(model.named_modules()), dict(new.named_modules())
-    for i, name in enumerate(plan.attention):
+    for i, name in enumerate(units.attention):
         factor = float(live[name].scaling) / float(fresh[name].scaling)
-        for slot in plan.groups[f"l{i}_qk"].slots:
+        for slot in units.groups[f"l{i}_qk"].slots:
             if slot.query and factor != 1.0:
                 width = len(kept[f"l{i}_qk"])
                 tensors[slot.param].narrow(slot.axis, slot.segment * width, width).mul_(factor)
@@ -114,10 +116,10 @@ def sliced_model(model: PreTrainedModel, plan: PruningPlan, masks: Mapping[str, 
     return new
 
 
-def _set_widths(model: PreTrainedModel, plan: PruningPlan, hidden: int, ffn: int) -> None:
+def _set_widths(model: PreTrainedModel, units: PrunableUnits, hidden: int, ffn: int) -> None:
     """The width attributes that modules and the config read, set from the (narrowed) weights."""
-    setattr(model.config, plan.hidden_key, hidden)
-    setattr(model.config, plan.ffn_key, ffn)
+    setattr(model.config, units.hidden_key, hidden)
+    setattr(model.config, units.ffn_key, ffn)
     for module in model.modules():
         if isinstance(module, nn.Linear):
             module.out_features, module.in_features = module.weight.shape
@@ -128,15 +130,15 @@ def _set_widths(model: PreTrainedModel, plan: PruningPlan, hidden: int, ffn: int
         elif isinstance(module, nn.LayerNorm) and module.weight is not None:
             module.normalized_shape = tuple(module.weight.shape)
     modules = dict(model.named_modules())
-    for name in plan.attention:
-        for attr, kind in plan.attention_widths:
-            setattr(modules[name], attr, hidden // plan.num_heads if kind == "head_dim" else hidden)
+    for name in units.attention:
+        for attr, kind in units.attention_widths:
+            setattr(modules[name], attr, hidden // units.num_heads if kind == "head_dim" else hidden)
 
 
 @torch.no_grad()
 def narrow_in_place(
-    model: PreTrainedModel, plan: PruningPlan, kept: Mapping[str, Tensor]
-) -> tuple[PruningPlan, list[tuple[str, int, Tensor]]]:
+    model: PreTrainedModel, units: PrunableUnits, kept: Mapping[str, Tensor]
+) -> tuple[PrunableUnits, list[tuple[str, int, Tensor]]]:
     """Narrow ``model`` itself to the ``kept`` units of each group (indices into the group's current units).
 
     Modules and parameter objects stay (an optimizer, gradient hooks and tied weights keep referring to
@@ -145,23 +147,23 @@ def narrow_in_place(
     the folded attention scale: the live ``scaling`` of each attention module is kept as it is.
 
     Returns:
-        The plan of the narrowed model (group sizes, head and FFN widths), and ``(parameter name, axis,
-        kept indices)`` for every axis cut, in the order applied.
+        The prunable units of the narrowed model (group sizes, head and FFN widths), and
+        ``(parameter name, axis, kept indices)`` for every axis cut, in the order applied.
     """
     sizes = {key: len(index) for key, index in kept.items()}
-    ffn = {sizes[k] for k, g in plan.groups.items() if g.kind == "ffn"}
-    if len(ffn) != 1 or any(sizes[k] != sizes["hidden"] for k, g in plan.groups.items() if g.kind != "ffn"):
+    ffn = {sizes[k] for k, g in units.groups.items() if g.kind == "ffn"}
+    if len(ffn) != 1 or any(sizes[k] != sizes["hidden"] for k, g in units.groups.items() if g.kind != "ffn"):
         raise ValueError(f"Kept units do not describe a standard model: {sizes}.")
     params = dict(model.named_parameters())
     cuts = []
-    for name, axes in _index(plan).items():
+    for name, axes in _index(units).items():
         param = params[name]
         for axis, entries in axes.items():
             index = _axis_index(param, axis, entries, kept)
             param.data = param.data.index_select(axis, index)
             cuts.append((name, axis, index))
     hidden, width = sizes["hidden"], ffn.pop()
-    _set_widths(model, plan, hidden, width)
-    groups = {k: dataclasses.replace(g, size=sizes[k]) for k, g in plan.groups.items()}
-    narrowed = dataclasses.replace(plan, groups=groups, head_dim=hidden // plan.num_heads, ffn=width)
+    _set_widths(model, units, hidden, width)
+    groups = {k: dataclasses.replace(g, size=sizes[k]) for k, g in units.groups.items()}
+    narrowed = dataclasses.replace(units, groups=groups, head_dim=hidden // units.num_heads, ffn=width)
     return narrowed, cuts

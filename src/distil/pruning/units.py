@@ -14,8 +14,8 @@ is a *slot* of its group, so a unit always disappears from every matrix at once:
 Attention groups keep the same number of dims in every head, and the hidden width is always
 ``heads * head_dim``: a stock Hugging Face checkpoint (BERT, RoBERTa, GPT-2) can only express uniform
 heads whose widths add up to the hidden size, so every intermediate model stays exportable
-(`distil.adapters.slicing`). Masks, scores, the cubic schedule and selection live in
-`distil.adapters.platon`.
+(`distil.pruning.slicing`). Masks, scores, the cubic schedule and selection live in
+`distil.pruning.platon`.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from distil.models.families import FAMILIES, Family, PruningLayout, family_of, g
 
 __all__ = [
     "Group",
-    "PruningPlan",
+    "PrunableUnits",
     "Slot",
-    "build_plan",
     "exported_parameters",
+    "prunable_units",
     "resolve_targets",
 ]
 
@@ -69,7 +69,7 @@ class Group:
 
 
 @dataclass
-class PruningPlan:
+class PrunableUnits:
     """Every prunable unit of a model, and what export needs to rebuild it at smaller widths.
 
     Attributes:
@@ -80,10 +80,10 @@ class PruningPlan:
         hidden_key: Config key of the hidden width (``hidden_size``, ``n_embd``).
         ffn_key: Config key of the FFN width (``intermediate_size``, ``n_inner``).
         num_heads: Attention heads (never pruned).
-        head_dim: Per-head width (the model's current one: a narrowed model gets a narrowed plan).
+        head_dim: Per-head width (the model's current one: a narrowed model gets narrowed units).
         ffn: FFN width.
         attention_widths: Attributes of the attention module that hold a width, each with what it holds
-            (``head_dim`` or ``hidden``): narrowing a model in place sets them (`distil.adapters.slicing`).
+            (``head_dim`` or ``hidden``): narrowing a model in place sets them (`distil.pruning.slicing`).
     """
 
     groups: dict[str, Group]
@@ -170,7 +170,7 @@ def _outer_slots(b: _Builder, model: PreTrainedModel, layers: nn.ModuleList, d: 
     return norms
 
 
-def build_plan(model: PreTrainedModel) -> PruningPlan:
+def prunable_units(model: PreTrainedModel) -> PrunableUnits:
     """Every coupled unit of a BERT, RoBERTa, XLM-R or GPT-2 model (any head class).
 
     Raises:
@@ -207,17 +207,17 @@ def build_plan(model: PreTrainedModel) -> PruningPlan:
     ]
     if len(attention) != len(layers) or not all(n.startswith(base) for n in attention):
         raise ModelError("Could not find one attention module with a 'scaling' attribute per layer.")
-    return PruningPlan(
+    return PrunableUnits(
         groups, norms, attention, fam.attention, hidden_key, ffn_key, heads, d // heads, ffn,
         fam.attention_widths,
     )  # fmt: skip
 
 
-def exported_parameters(model: PreTrainedModel, plan: PruningPlan, head_dim: int, ffn: int) -> int:
+def exported_parameters(model: PreTrainedModel, units: PrunableUnits, head_dim: int, ffn: int) -> int:
     """Parameters of the model sliced to ``head_dim`` per head and ``ffn`` (tied tensors counted once)."""
-    kept = plan.kept_sizes(head_dim, ffn)
+    kept = units.kept_sizes(head_dim, ffn)
     shapes = {n: list(p.shape) for n, p in model.named_parameters()}
-    for key, group in plan.groups.items():
+    for key, group in units.groups.items():
         for slot in group.slots:
             shapes[slot.param][slot.axis] -= group.size - kept[key]
     return sum(math.prod(s) for s in shapes.values())
@@ -225,7 +225,7 @@ def exported_parameters(model: PreTrainedModel, plan: PruningPlan, head_dim: int
 
 def resolve_targets(
     model: PreTrainedModel,
-    plan: PruningPlan,
+    units: PrunableUnits,
     *,
     hidden: int | None,
     ffn: int | None,
@@ -236,7 +236,7 @@ def resolve_targets(
 
     Args:
         model: The full-width student.
-        plan: Its pruning plan.
+        units: Its prunable units.
         hidden: Target hidden width; must be a multiple of the (kept) number of heads.
         ffn: Target FFN width (default: scaled like the hidden width).
         ratio: Keep this share of every width (per-head width rounded to the nearest integer).
@@ -245,11 +245,11 @@ def resolve_targets(
     Raises:
         ConfigError: A width is out of range, not a multiple of the heads, or the budget is too small.
     """
-    h, dh, f = plan.num_heads, plan.head_dim, plan.ffn
+    h, dh, f = units.num_heads, units.head_dim, units.ffn
     if params is not None:
         for k in range(dh, 0, -1):
             f_k = max(1, round(f * k / dh))
-            if exported_parameters(model, plan, k, f_k) <= params:
+            if exported_parameters(model, units, k, f_k) <= params:
                 return k, f_k
         raise ConfigError(f"method.target_params={params} is below the smallest prunable model.")
     if ratio is not None:

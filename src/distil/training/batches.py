@@ -20,10 +20,10 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader, Sampler
 
-from distil.data.batching import epoch_batches, row_lengths
+from distil.data.batching import epoch_batches
 from distil.types import Batch
 
-__all__ = ["StepBatch", "StepPlan", "step_loader"]
+__all__ = ["StepBatch", "StepSchedule", "step_loader"]
 
 
 @dataclass
@@ -53,7 +53,7 @@ class StepBatch:
 
 
 @dataclass(frozen=True)
-class StepPlan:
+class StepSchedule:
     """How global batches are cut (the same in every process).
 
     Attributes:
@@ -109,7 +109,7 @@ class _Steps(torch.utils.data.Dataset[StepBatch]):
     """Position ``(epoch, batch)`` -> this process's collated micro-batches of that global batch."""
 
     def __init__(
-        self, plan: StepPlan, rank: int, rows: Dataset, collate: Callable[[list[dict[str, Any]]], Batch]
+        self, plan: StepSchedule, rank: int, rows: Dataset, collate: Callable[[list[dict[str, Any]]], Batch]
     ) -> None:
         self.plan, self.rank, self.rows, self.collate = plan, rank, rows, collate
         self._epoch: tuple[int, list[list[int]]] | None = None
@@ -135,7 +135,7 @@ class _Steps(torch.utils.data.Dataset[StepBatch]):
 class _Positions(Sampler[tuple[int, int]]):
     """Positions ``(epoch, batch)`` from a start position until ``total`` steps are taken."""
 
-    def __init__(self, plan: StepPlan, start: tuple[int, int], steps: int) -> None:
+    def __init__(self, plan: StepSchedule, start: tuple[int, int], steps: int) -> None:
         self.plan, self.start, self.steps = plan, start, steps
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
@@ -152,7 +152,7 @@ class _Positions(Sampler[tuple[int, int]]):
 
 
 def step_loader(
-    plan: StepPlan,
+    plan: StepSchedule,
     rows: Dataset,
     collate: Callable[[list[dict[str, Any]]], Batch],
     *,
@@ -180,8 +180,3 @@ def step_loader(
 
 def _identity(item: Any) -> Any:
     return item  # with batch_size=None each item is one step, already collated
-
-
-def lengths_of(rows: Dataset) -> np.ndarray:
-    """Token count of each training row (from Arrow offsets)."""
-    return row_lengths(rows)

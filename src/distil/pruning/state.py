@@ -1,6 +1,6 @@
 """HomoDistil's checkpointed pruning state: a 0/1 mask per group and PLATON's two EMAs per scored parameter.
 
-`distil.adapters.platon.Pruner` updates it; the method's ``state_dict`` saves it with every checkpoint.
+`distil.pruning.platon.Pruner` updates it; the method's ``state_dict`` saves it with every checkpoint.
 With slicing (the default) its tensors shrink with the model at each prune event (`PruneState.narrow`).
 """
 
@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from distil.adapters.pruning import PruningPlan
+from distil.pruning.units import PrunableUnits
 
 __all__ = ["PruneState"]
 
@@ -26,10 +26,10 @@ class PruneState:
     first step (`to`).
     """
 
-    def __init__(self, model: PreTrainedModel, plan: PruningPlan) -> None:
+    def __init__(self, model: PreTrainedModel, units: PrunableUnits) -> None:
         params = dict(model.named_parameters())
-        scored = sorted({s.param for g in plan.groups.values() for s in g.slots})
-        self.masks: dict[str, Tensor] = {k: torch.ones(g.size) for k, g in plan.groups.items()}
+        scored = sorted({s.param for g in units.groups.values() for s in g.slots})
+        self.masks: dict[str, Tensor] = {k: torch.ones(g.size) for k, g in units.groups.items()}
         # float32 whatever the model's dtype: the EMAs average many small terms.
         self.ipt: dict[str, Tensor] = {n: torch.zeros(params[n].shape) for n in scored}
         self.unc: dict[str, Tensor] = {n: torch.zeros(params[n].shape) for n in scored}
