@@ -14,9 +14,9 @@ from distil.data.augment import (
     embedding_neighbours,
     write_task_file,
 )
-from distil.data.tasks import get_task
 from distil.errors import ConfigError, DataError
 from distil.tasks import GlueData, GlueTask
+from distil.tasks.glue.table import get_task
 from factories import tiny_tokenizer
 
 DATA = Path(__file__).parents[1] / "assets" / "data"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from distil.data import corpus
-from distil.data.corpus import build_blocks, collate_blocks, corpus_files, iter_documents
 from distil.errors import ConfigError, DataError
+from distil.tasks.corpus import blocks as corpus
+from distil.tasks.corpus.blocks import build_blocks, collate_blocks, corpus_files, iter_documents
 from factories import tiny_tokenizer
 
 ASSETS = Path(__file__).parents[1] / "assets" / "corpus"

@@ -7,21 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from distil.data import (
-    GLUE_TASKS,
-    collate,
-    custom_task,
-    epoch_batches,
-    get_task,
-    infer_label_names,
-    load_custom,
-    load_glue_split,
-    resolve_data_dir,
-    subset,
-    tokenize,
-)
+from distil.data.batching import collate, epoch_batches, tokenize
+from distil.data.readers import resolve_data_dir, subset
+from distil.data.spec import custom_task
 from distil.errors import ConfigError, DataError
 from distil.metrics import glue_metrics
+from distil.tasks.custom.reader import infer_label_names, load_custom
+from distil.tasks.glue.reader import load_glue_split
+from distil.tasks.glue.table import GLUE_TASKS, get_task
 from factories import tiny_tokenizer
 
 DATA = Path(__file__).parents[1] / "assets" / "data"

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 
 from distil.adapters import forward_features
 from distil.errors import ConfigError
-from distil.evaluation.perplexity import perplexity_windows, windowed_perplexity
 from distil.losses import soft_target_mask, task_loss
 from distil.methods import MethodContext
 from distil.methods.kd import KD, KDConfig
 from distil.tasks import LMData, LMTask
+from distil.tasks.lm.perplexity import perplexity_windows, windowed_perplexity
 from distil.training.loop import train
 from distil.training.setup import build_run
 from factories import save_tiny_pair, tiny_model, tiny_tokenizer

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from distil.config import build_run_config
-from distil.data.squad import check_answer_spans, read_squad, split_by_title
-from distil.data.squad_features import build_features
 from distil.errors import ConfigError, DataError
-from distil.evaluation.squad import decode_answers
-from distil.metrics import normalize_answer, squad_metrics
 from distil.tasks import SquadData, SquadTask, load_task
+from distil.tasks.squad.decode import decode_answers
+from distil.tasks.squad.features import build_features
+from distil.tasks.squad.metrics import normalize_answer, squad_metrics
+from distil.tasks.squad.reader import check_answer_spans, read_squad, split_by_title
 from factories import tiny_tokenizer
 from qa_lm_helpers import SQUAD_V1, SQUAD_V2
 

@@ -19,7 +19,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from distil.data.tasks import TaskSpec
+from distil.data.spec import TaskSpec
 from distil.errors import ConfigError, DataError
 from distil.files import atomic_write_text
 

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from distil.data.tasks import TaskSpec
+from distil.data.spec import TaskSpec
 from distil.progress import Phase
 
 if TYPE_CHECKING:  # only for annotations; keeps `import distil.data` from loading transformers
@@ -30,7 +30,7 @@ def tokenize(
     Sentence pairs are truncated longest-first to ``max_length`` tokens, special tokens included.
 
     Args:
-        ds: A dataset from ``distil.data.sources`` with ``task.text_columns`` and ``label``.
+        ds: A dataset from a task's reader, with ``task.text_columns`` and ``label``.
         tokenizer: The (student's) tokenizer.
         task: The task spec naming the text columns.
         max_length: Truncation length in tokens.

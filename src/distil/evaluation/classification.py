@@ -13,9 +13,9 @@ from transformers import PreTrainedModel
 
 from distil.adapters import model_inputs
 from distil.data.batching import collate, length_sorted_batches
-from distil.data.tasks import GLUE_TASKS, TaskSpec
+from distil.data.spec import TaskSpec
 from distil.evaluation.shards import Shard
-from distil.metrics import compute_metrics, glue_metrics
+from distil.metrics import compute_metrics
 from distil.progress import Phase
 
 __all__ = ["Logits", "model_logits", "predict", "predictions", "task_metrics"]
@@ -81,9 +81,7 @@ def predict(
 
 
 def task_metrics(task: TaskSpec, preds: np.ndarray, refs: np.ndarray) -> dict[str, float]:
-    """GLUE's official metrics for GLUE tasks; accuracy/F1 or Pearson/Spearman for custom tasks."""
-    if task.name in GLUE_TASKS:
-        return glue_metrics(task.name, preds, refs)
+    """The spec's metrics: GLUE's official ones for a GLUE task; accuracy/F1 or Pearson/Spearman else."""
     return compute_metrics(task.metrics, preds, refs)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from distil.data.tasks import GLUE_TASKS
 from distil.errors import ConfigError, closest
 from distil.metrics import canonical_task_name
 from distil.tasks.base import DataCommon, Task, row_lengths
 from distil.tasks.corpus import CorpusData, CorpusTask
 from distil.tasks.custom import CustomData, CustomTask
 from distil.tasks.glue import GlueData, GlueTask
+from distil.tasks.glue.table import GLUE_TASKS
 from distil.tasks.lm import LMData, LMTask
 from distil.tasks.squad import SquadData, SquadTask
 

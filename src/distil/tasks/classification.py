@@ -14,9 +14,9 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.data.batching import collate, tokenize
-from distil.data.sources import subset
+from distil.data.readers import subset
+from distil.data.spec import TaskSpec
 from distil.data.splits import held_out_count, overlap, split_rows
-from distil.data.tasks import TaskSpec
 from distil.errors import ConfigError
 from distil.evaluation.classification import Logits, predictions, task_metrics
 from distil.evaluation.shards import Shard

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from distil.data.sources import infer_label_names, load_custom, resolve_columns
-from distil.data.tasks import custom_task
+from distil.data.readers import resolve_columns
+from distil.data.spec import custom_task
 from distil.errors import ConfigError
 from distil.tasks.base import DataCommon, TaskFlags
 from distil.tasks.classification import ClassificationTask
+from distil.tasks.custom.reader import infer_label_names, load_custom
 
 __all__ = ["CustomData", "CustomTask"]
 

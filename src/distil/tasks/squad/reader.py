@@ -5,7 +5,7 @@ The official format is ``{"version", "data": [{"title", "paragraphs": [{"context
 one row per question: ``id``, ``title``, ``context``, ``question``, ``answer_texts`` and ``answer_starts``
 (character offsets into ``context``; both empty for an unanswerable SQuAD 2.0 question). Every problem
 raises a ``DataError`` naming the file, the question or field, and the fix, before any model is loaded.
-Tokenisation into model features lives in `distil.data.squad_features`.
+Tokenisation into model features lives in `distil.tasks.squad.features`.
 """
 
 from __future__ import annotations

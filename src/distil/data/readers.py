@@ -1,8 +1,9 @@
-"""Reading task data: official GLUE TSV files, the ``nyu-mll/glue`` hub dataset, or the user's own files.
+"""Reading files that tasks share: CSV/TSV/JSON Lines/Parquet readers, column resolution, labels to ids.
 
-Every loader returns an in-memory ``datasets.Dataset`` with the task's text columns and a ``label`` column
-(int class ids, or floats for regression). Bad files raise ``DataError`` naming the file, the field and
-the fix, before training writes anything.
+The task kinds' own loaders (`distil.tasks.glue.reader`, `distil.tasks.custom.reader`) build on these and
+return an in-memory ``datasets.Dataset`` with the task's text columns and a ``label`` column (int class
+ids, or floats for regression). Bad files raise ``DataError`` naming the file, the field and the fix,
+before training writes anything.
 """
 
 from __future__ import annotations
@@ -20,24 +21,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distil.data.tasks import TaskSpec, get_task
-from distil.errors import ConfigError, DataError, closest
+from distil.data.spec import TaskSpec
+from distil.errors import ConfigError, DataError
 from distil.files import not_utf8
 
 __all__ = [
+    "CUSTOM_FIX",
+    "TRUE",
+    "column_values",
     "file_columns",
-    "infer_label_names",
-    "load_custom",
-    "load_glue_split",
-    "load_task_file",
+    "read_delimited",
+    "read_user_file",
     "resolve_columns",
     "resolve_data_dir",
     "subset",
+    "to_task_columns",
 ]
 
-_TRUE = {"1", "true", "yes", "on"}
+TRUE = {"1", "true", "yes", "on"}  # environment-variable values that mean yes
 _Quoting = Literal[0, 1, 2, 3]  # csv.QUOTE_MINIMAL ... csv.QUOTE_NONE
-_CUSTOM_FIX = "Set data.text_columns and data.label_column to the file's column names."
+CUSTOM_FIX = "Set data.text_columns and data.label_column to the file's column names."
 
 
 def resolve_data_dir(explicit: str | Path | None = None) -> Path | None:
@@ -145,7 +148,7 @@ def _load(builder: str, path: Path, **kwargs: Any) -> datasets.Dataset:
     return ds
 
 
-def _read_delimited(
+def read_delimited(
     path: Path,
     needed: dict[str, str],
     fix: str,
@@ -155,6 +158,11 @@ def _read_delimited(
     encoding: str,
     column_names: tuple[str, ...] | None = None,
 ) -> datasets.Dataset:
+    """A delimited file whose header (or ``column_names``) holds every ``needed`` column, all as text.
+
+    Raises:
+        DataError: The file is missing, empty, or lacks a column; the message ends with ``fix``.
+    """
     _check_file(path)
     first = _first_row(path, delimiter, quoting, encoding, column_names is not None)
     if column_names is not None and len(first) != len(column_names):
@@ -179,9 +187,14 @@ def _read_delimited(
     )
 
 
-def _read_user_file(
+def read_user_file(
     path: str | Path, needed: dict[str, str], fix: str, header: bool = True
 ) -> datasets.Dataset:
+    """A user's .csv/.tsv/.jsonl/.json/.parquet file (by extension) that holds every ``needed`` column.
+
+    Raises:
+        DataError: The file is missing, empty, of an unknown type, or lacks a column.
+    """
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
     if suffix == ".parquet":
@@ -200,7 +213,7 @@ def _read_user_file(
         delimiter = "\t" if tsv else ","
         quoting: _Quoting = csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL
         names = None if header else tuple(file_columns(path, header=False))
-        return _read_delimited(
+        return read_delimited(
             path, needed, fix, delimiter=delimiter, encoding="utf-8-sig", quoting=quoting, column_names=names
         )
     raise DataError(
@@ -256,7 +269,7 @@ def resolve_columns(path: str | Path, header: bool, columns: list[str | int], fi
                 )
             out.append(found[column])
         elif column not in found:
-            hint = _HEADER_HINT if header and _looks_like_data(found) else _CUSTOM_FIX
+            hint = _HEADER_HINT if header and _looks_like_data(found) else CUSTOM_FIX
             raise DataError(f"{path}: no {field} {column!r}; the columns found are {found}. {hint}")
         else:
             out.append(column)
@@ -278,7 +291,8 @@ def _looks_like_data(names: list[str]) -> bool:
     return any(data_like(n) for n in names)
 
 
-def _values(ds: datasets.Dataset, column: str) -> list[Any]:
+def column_values(ds: datasets.Dataset, column: str) -> list[Any]:
+    """The values of one column, as a list."""
     # In datasets 5.x, list(ds[column]) formats row by row (seconds for SST-2); a slice converts at once.
     return list(ds[column][:])
 
@@ -313,7 +327,7 @@ def _label_ids(
     return ids
 
 
-def _to_task_columns(
+def to_task_columns(
     ds: datasets.Dataset,
     task: TaskSpec,
     path: Path,
@@ -321,10 +335,16 @@ def _to_task_columns(
     source_label: str,
     fix: str,
 ) -> datasets.Dataset:
-    labels = _label_ids(_values(ds, source_label), task, path, source_label, fix)
+    """The task's text columns (renamed from the file's) and a ``label`` column of ids or floats.
+
+    Raises:
+        DataError: A label is not one of the task's, a regression label is not a finite number, or a text
+            cell is missing.
+    """
+    labels = _label_ids(column_values(ds, source_label), task, path, source_label, fix)
     out = ds.select_columns(list(source_text))
     for column in source_text:
-        values = _values(out, column)
+        values = column_values(out, column)
         if None in values:
             raise DataError(
                 f"{path}: data row {values.index(None) + 1} has no value in text column {column!r} "
@@ -335,170 +355,6 @@ def _to_task_columns(
     renames = {s: t for s, t in zip(source_text, task.text_columns, strict=True) if s != t}
     out = out.rename_columns(renames) if renames else out
     return out.add_column("label", labels)
-
-
-def load_glue_split(task: TaskSpec | str, split: str, data_dir: Path | None) -> datasets.Dataset:
-    """Load one split of a GLUE task.
-
-    With ``data_dir`` the official TSV is read from ``<data_dir>/glue/<Folder>/<file>`` (or
-    ``<data_dir>/<Folder>/<file>`` when ``data_dir`` is the ``glue`` folder itself). Without it the
-    ``nyu-mll/glue`` hub dataset is used, unless ``HF_DATASETS_OFFLINE`` or ``HF_HUB_OFFLINE`` is set.
-
-    Args:
-        task: A GLUE task spec (or its name).
-        split: ``train`` or ``validation``; for MNLI ``validation_matched`` or ``validation_mismatched``.
-        data_dir: The folder from ``resolve_data_dir``, or ``None``.
-
-    Returns:
-        A dataset with ``task.text_columns`` and ``label`` (ids as in ``nyu-mll/glue``; floats for STS-B).
-
-    Raises:
-        ConfigError: The task is not a GLUE task or has no such split.
-        DataError: The file is missing or malformed, or no data source is available.
-    """
-    task = get_task(task) if isinstance(task, str) else task
-    if task.layout is None or task.hf_config is None:
-        raise ConfigError(f"Task {task.name!r} is not a GLUE task; load its files with load_custom.")
-    if split not in task.splits:
-        raise ConfigError(
-            f"GLUE {task.name} has no split {split!r}; the splits are {', '.join(task.splits)}."
-            + closest(split, task.splits)
-        )
-    layout, file_name = task.layout, task.layout.file_for(split)
-    if data_dir is None:
-        return _load_hub(task, split, f"{layout.folder}/{file_name}")
-    folder = Path(data_dir) / "glue" / layout.folder
-    if not folder.is_dir() and (Path(data_dir) / layout.folder).is_dir():
-        folder = Path(data_dir) / layout.folder
-    path = folder / file_name
-    if not path.is_file():
-        present = (
-            f" {folder} holds only {sorted(p.name for p in folder.iterdir())}." if folder.is_dir() else ""
-        )
-        raise DataError(
-            f"GLUE {task.name} {split} data not found: expected {path}.{present} Put the official GLUE file "
-            f"there, or point --data-dir / DISTIL_DATA at the folder with glue/{layout.folder}/{file_name}."
-        )
-    fix = f"This is not the official GLUE {layout.folder} layout; restore the original file."
-    needed = {c: "text column" for c in layout.text_columns} | {layout.label_column: "label column"}
-    ds = _read_delimited(
-        path,
-        needed,
-        fix,
-        delimiter="\t",
-        quoting=csv.QUOTE_NONE,
-        encoding=layout.encoding,
-        column_names=layout.column_names,
-    )
-    return _to_task_columns(ds, task, path, layout.text_columns, layout.label_column, fix)
-
-
-def _load_hub(task: TaskSpec, split: str, relative: str) -> datasets.Dataset:
-    where = (
-        f"put the official GLUE files at <data-dir>/glue/{relative} and pass --data-dir <data-dir> or set "
-        "DISTIL_DATA=<data-dir> (a ../shared/data folder next to the working directory is found by itself)"
-    )
-    offline = [
-        var for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if os.environ.get(var, "").lower() in _TRUE
-    ]
-    if offline:
-        raise DataError(f"No local data for GLUE {task.name} and {offline[0]} forbids downloads: {where}.")
-    try:
-        ds = datasets.load_dataset("nyu-mll/glue", task.hf_config, split=split)
-    except Exception as err:  # network, auth and hub errors have no common base class
-        raise DataError(
-            f"Downloading nyu-mll/glue ({task.hf_config}) failed ({err}); instead {where}."
-        ) from err
-    return ds.select_columns([*task.text_columns, "label"])
-
-
-def load_custom(
-    path: str | Path,
-    task: TaskSpec,
-    *,
-    header: bool = True,
-    source_text: tuple[str, ...] | None = None,
-    source_label: str | None = None,
-) -> datasets.Dataset:
-    """Load a user's CSV (comma, quoted), TSV (tab, verbatim), JSON Lines or Parquet file, by extension.
-
-    Args:
-        path: A ``.csv``, ``.tsv``, ``.jsonl``/``.json`` (JSON Lines) or ``.parquet`` file.
-        task: A spec from ``custom_task``; its ``text_columns`` and ``label_column`` name the file's columns.
-        header: CSV/TSV: the first line names the columns; ``False``: they are ``"0"``, ``"1"``, ...
-        source_text: This file's names of the text columns when they differ from the spec's.
-        source_label: This file's name of the label column when it differs from the spec's.
-
-    Returns:
-        A dataset with ``task.text_columns`` and ``label`` (ids in ``task.label_names`` order, or floats).
-
-    Raises:
-        DataError: The file is missing, empty, of an unknown type, lacks a column, or has a bad label.
-    """
-    fix = (
-        "Fix the row, or set data.label_names to the file's label values in id order "
-        "(data.is_regression: true for real-valued labels)."
-    )
-    text = tuple(source_text or task.text_columns)
-    label = source_label or task.label_column
-    needed = {c: "text column (data.text_columns)" for c in text}
-    needed[label] = "label column (data.label_column)"
-    ds = _read_user_file(path, needed, _CUSTOM_FIX, header)
-    return _to_task_columns(ds, task, Path(path), text, label, fix)
-
-
-def load_task_file(path: str | Path, task: TaskSpec) -> datasets.Dataset:
-    """Load a file in a GLUE task's own columns instead of an official split (``distil augment`` output).
-
-    Args:
-        path: A ``.csv``, ``.tsv`` or ``.jsonl`` file with ``task.text_columns`` and ``label`` holding the
-            official GLUE label values (``0``/``1`` for SST-2, ``entailment``... for MNLI, scores for STS-B).
-        task: The GLUE task.
-
-    Raises:
-        DataError: The file is missing, empty, of an unknown type, lacks a column, or has a bad label.
-    """
-    columns = [*task.text_columns, "label"]
-    fix = (
-        f"A data.train_file/data.dev_file for GLUE {task.name} needs the columns {columns} with the official "
-        "label values, as `distil augment` writes them."
-    )
-    needed = {c: "text column" for c in task.text_columns} | {"label": "label column"}
-    ds = _read_user_file(path, needed, fix)
-    return _to_task_columns(ds, task, Path(path), task.text_columns, "label", fix)
-
-
-def infer_label_names(path: str | Path, label_column: str, header: bool = True) -> tuple[str, ...]:
-    """Derive class names from a training file: its distinct label values, sorted.
-
-    Integer labels sort numerically (``2`` before ``10``) and come before other labels, which sort as text.
-
-    Args:
-        path: The training file (``.csv``, ``.tsv`` or ``.jsonl``).
-        label_column: Its label column.
-        header: CSV/TSV: the first line names the columns (else they are numbered from ``"0"``).
-
-    Returns:
-        The label values in id order.
-
-    Raises:
-        DataError: The file cannot be read, lacks the column, or has fewer than two distinct labels.
-    """
-    ds = _read_user_file(path, {label_column: "label column (data.label_column)"}, _CUSTOM_FIX, header)
-    values = {v.strip() if isinstance(v, str) else str(v) for v in _values(ds, label_column)}
-    if len(values) < 2:
-        raise DataError(
-            f"{path}: column {label_column!r} has fewer than two distinct labels {sorted(values)}; "
-            "classification needs two or more (set data.is_regression: true for real-valued labels)."
-        )
-
-    def order(value: str) -> tuple[int, int, str]:
-        try:
-            return (0, int(value), "")
-        except ValueError:
-            return (1, 0, value)
-
-    return tuple(sorted(values, key=order))
 
 
 def subset(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:

@@ -5,7 +5,7 @@ squad_features`). Models carry a question-answering head; `distil.adapters.forwa
 scores as ``Features.logits`` of shape ``[batch, 2, seq]`` (start row, end row), so the shared losses
 give the QA objective directly: ``task_loss`` is ``(CE_start + CE_end) / 2`` and ``kd_kl`` is
 ``(KL_start + KL_end) / 2``, each averaged over the batch. Evaluation decodes n-best spans per question
-(`distil.evaluation.squad`) and scores them with the official EM/F1 (`distil.metrics.squad_metrics`).
+(`distil.tasks.squad.decode`) and scores them with the official EM/F1 (`distil.metrics.squad_metrics`).
 
 When only an evaluation file is at hand (SQuAD's training files are not available offline here),
 ``data.split_dev`` trains on part of its articles and evaluates on the others, split by title (no article
@@ -24,14 +24,14 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.data.batching import collate
-from distil.data.sources import resolve_data_dir, subset
-from distil.data.squad import check_answer_spans, read_squad, resolve_squad_file, split_by_title
-from distil.data.squad_features import build_features
+from distil.data.readers import resolve_data_dir, subset
 from distil.errors import ConfigError
 from distil.evaluation.shards import Shard
-from distil.evaluation.squad import decode_answers, predict_span_scores
-from distil.metrics import squad_metrics
 from distil.tasks.base import DataCommon, TaskFlags
+from distil.tasks.squad.decode import decode_answers, predict_span_scores
+from distil.tasks.squad.features import build_features
+from distil.tasks.squad.metrics import squad_metrics
+from distil.tasks.squad.reader import check_answer_spans, read_squad, resolve_squad_file, split_by_title
 from distil.types import Batch
 
 __all__ = ["SquadData", "SquadTask"]

@@ -11,11 +11,12 @@ from typing import Any, ClassVar
 
 from datasets import Dataset
 
-from distil.data.sources import load_glue_split, load_task_file, resolve_data_dir
-from distil.data.tasks import GLUE_TASKS, get_task
+from distil.data.readers import resolve_data_dir
 from distil.metrics import GLUE_METRIC_KEYS
 from distil.tasks.base import DataCommon, TaskFlags
 from distil.tasks.classification import ClassificationTask
+from distil.tasks.glue.reader import load_glue_split, load_task_file
+from distil.tasks.glue.table import GLUE_TASKS, get_task
 
 __all__ = ["GlueData", "GlueTask"]
 

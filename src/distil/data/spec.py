@@ -1,9 +1,7 @@
-"""Task table: what each GLUE task reads, how its labels map to ids, and how it is scored.
+"""What a sequence classification or regression task is: its columns, labels and metrics (`TaskSpec`).
 
-Label ids follow the Hugging Face ``nyu-mll/glue`` dataset, so a model fine-tuned on hub data and one
-fine-tuned on the official TSV files agree. ``main_metric`` (used to pick the best checkpoint) follows
-the GLUE paper's convention: MCC for CoLA, F1 for MRPC and QQP, Spearman correlation for STS-B (as in
-the BERT paper's GLUE table), accuracy elsewhere.
+GLUE's specs are in `distil.tasks.glue.table`; ``custom_task`` makes the spec of the user's own files.
+Tokenisation, batching, augmentation and evaluation read a spec whatever the task.
 """
 
 from __future__ import annotations
@@ -11,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from distil.errors import ConfigError, closest
-from distil.metrics import GLUE_METRIC_KEYS, canonical_task_name
+from distil.errors import ConfigError
 
-__all__ = ["GLUE_TASKS", "GlueLayout", "TaskSpec", "custom_task", "get_task"]
+__all__ = ["GlueLayout", "TaskSpec", "custom_task"]
 
 
 @dataclass(frozen=True)
@@ -91,95 +88,6 @@ class TaskSpec:
         return self.layout.raw_labels if self.layout else self.label_names
 
 
-_DEV = (("train", "train.tsv"), ("validation", "dev.tsv"))
-_BINARY = ("0", "1")
-_NLI2 = ("entailment", "not_entailment")
-_HEADER_PAIR = ("sentence1", "sentence2")
-
-
-def _glue(
-    name: str, text: tuple[str, ...], labels: tuple[str, ...] | None, main: str, layout: GlueLayout
-) -> TaskSpec:
-    return TaskSpec(
-        name=name,
-        text_columns=text,
-        label_column="label",
-        label_names=labels,
-        is_regression=labels is None,
-        metrics=GLUE_METRIC_KEYS[name],
-        main_metric=main,
-        hf_config=name,
-        layout=layout,
-    )
-
-
-GLUE_TASKS: dict[str, TaskSpec] = {
-    "cola": _glue(
-        "cola", ("sentence",), ("unacceptable", "acceptable"), "matthews_correlation",
-        GlueLayout("CoLA", _DEV, ("source", "label", "mark", "sentence"), ("sentence",), "label", _BINARY),
-    ),
-    "sst2": _glue(
-        "sst2", ("sentence",), ("negative", "positive"), "accuracy",
-        GlueLayout("SST-2", _DEV, None, ("sentence",), "label", _BINARY),
-    ),
-    "mrpc": _glue(
-        "mrpc", _HEADER_PAIR, ("not_equivalent", "equivalent"), "f1",
-        GlueLayout("MRPC", _DEV, None, ("#1 String", "#2 String"), "Quality", _BINARY, "utf-8-sig"),
-    ),
-    "stsb": _glue(
-        "stsb", _HEADER_PAIR, None, "spearmanr",
-        GlueLayout("STS-B", _DEV, None, _HEADER_PAIR, "score", None),
-    ),
-    "qqp": _glue(
-        "qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), "f1",
-        GlueLayout("QQP", _DEV, None, ("question1", "question2"), "is_duplicate", _BINARY),
-    ),
-    "mnli": _glue(
-        "mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"), "accuracy",
-        GlueLayout(
-            "MNLI",
-            (("train", "train.tsv"), ("validation_matched", "dev_matched.tsv"),
-             ("validation_mismatched", "dev_mismatched.tsv")),
-            None, _HEADER_PAIR, "gold_label", ("entailment", "neutral", "contradiction"),
-        ),
-    ),
-    "qnli": _glue(
-        "qnli", ("question", "sentence"), _NLI2, "accuracy",
-        GlueLayout("QNLI", _DEV, None, ("question", "sentence"), "label", _NLI2),
-    ),
-    "rte": _glue(
-        "rte", _HEADER_PAIR, _NLI2, "accuracy", GlueLayout("RTE", _DEV, None, _HEADER_PAIR, "label", _NLI2)
-    ),
-    # WNLI's files write 1 for entailment, which is also the hub's id order (not_entailment = 0).
-    "wnli": _glue(
-        "wnli", _HEADER_PAIR, ("not_entailment", "entailment"), "accuracy",
-        GlueLayout("WNLI", _DEV, None, _HEADER_PAIR, "label", _BINARY),
-    ),
-}  # fmt: skip
-
-
-def get_task(name: str) -> TaskSpec:
-    """Look up a GLUE task by name or alias (``sst2``, ``SST-2``, ``mnli_matched``...).
-
-    Args:
-        name: Task name, case-insensitive.
-
-    Returns:
-        The task's spec.
-
-    Raises:
-        ConfigError: The name is unknown; the message lists the tasks and a close match.
-    """
-    try:
-        return GLUE_TASKS[canonical_task_name(name)]
-    except ConfigError:
-        valid = ", ".join(GLUE_TASKS)
-        hint = closest(name.lower(), GLUE_TASKS)
-        raise ConfigError(
-            f"Unknown task {name!r} (data.task); valid tasks: {valid}, or 'custom' with data files.{hint}"
-        ) from None
-
-
 def custom_task(
     text_columns: Sequence[str],
     label_column: str = "label",
@@ -196,7 +104,7 @@ def custom_task(
         label_column: The label column.
         is_regression: Labels are real numbers.
         label_names: For classification, the label values as written in the files, in id order (see
-            ``distil.data.sources.infer_label_names`` to take them from a training file).
+            ``distil.tasks.custom.reader.infer_label_names`` to take them from a training file).
 
     Returns:
         The task's spec, named ``custom``.

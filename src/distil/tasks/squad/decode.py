@@ -37,7 +37,7 @@ def predict_span_scores(
 
     Args:
         model: A question-answering model (outputs ``start_logits`` and ``end_logits``).
-        features: Features from `distil.data.squad_features.build_features`.
+        features: Features from `distil.tasks.squad.features.build_features`.
         batch_size: Features per forward pass.
         pad_token_id: Padding id of ``input_ids``.
         shard: This process's share when several processes evaluate together.
@@ -103,7 +103,7 @@ def decode_answers(
     """Turn per-feature scores into one answer text per question (see the module docstring).
 
     Args:
-        examples: Question rows (``id``, ``context``) from `distil.data.squad.read_squad`.
+        examples: Question rows (``id``, ``context``) from `distil.tasks.squad.reader.read_squad`.
         features: Their features, with ``example``, ``offsets`` and ``cls_index``.
         start_scores: Start scores per feature (`predict_span_scores`).
         end_scores: End scores per feature.

@@ -70,7 +70,7 @@ def build_features(
     *,
     keep_offsets: bool,
 ) -> datasets.Dataset:
-    """Tokenise SQuAD rows (from `distil.data.squad.read_squad`) into windowed features.
+    """Tokenise SQuAD rows (from `distil.tasks.squad.reader.read_squad`) into windowed features.
 
     Args:
         ds: Question rows.

@@ -1,7 +1,7 @@
 """Causal language modelling (``data.task=lm``): train on corpus blocks, report sliding-window perplexity.
 
 Training text (``data.corpus``) is packed into blocks of ``data.max_length`` tokens with the tokenizer's
-own template (`distil.data.corpus.build_blocks`: nothing around GPT-2 blocks, ``<s>`` before Llama
+own template (`distil.tasks.corpus.blocks.build_blocks`: nothing around GPT-2 blocks, ``<s>`` before Llama
 blocks; documents separated by the end-of-text token). ``collate`` adds **already shifted** labels:
 ``labels[:, t]`` is the token at ``t + 1`` when both are real tokens, else -100. So the shared
 ``task_loss(logits, labels)`` is the next-token cross-entropy, and ``labels != -100`` marks the positions
@@ -9,7 +9,7 @@ whose prediction is scored (the token-level KD mask). Do not pass these labels t
 own ``labels=`` argument, which shifts again.
 
 Evaluation: perplexity of ``data.dev_file`` (e.g. WikiText-2's test text) with a window of
-``data.max_length`` tokens advancing by ``data.eval_stride`` (`distil.evaluation.perplexity`). Checkpoint
+``data.max_length`` tokens advancing by ``data.eval_stride`` (`distil.tasks.lm.perplexity`). Checkpoint
 selection needs a higher-is-better key, so ``main_metric`` is ``neg_perplexity``; ``perplexity`` is
 reported beside it. ``data.dev_subset`` scores a seeded subset of the windows (each keeps its context);
 ``data.train_subset`` (or ``data.max_blocks``) limits the training blocks. Only decoder families can
@@ -26,17 +26,17 @@ from typing import Any, ClassVar
 from datasets import Dataset
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from distil.data.corpus import build_blocks, collate_blocks, corpus_files
-from distil.data.sources import subset
+from distil.data.readers import subset
 from distil.data.splits import held_out_count, split_rows
 from distil.errors import ConfigError, DataError
-from distil.evaluation.perplexity import perplexity_windows, windowed_perplexity
 from distil.evaluation.shards import Shard
 from distil.files import default_cache_dir
 from distil.losses import next_token_labels
 from distil.models.families import family_of
 from distil.tasks.base import TaskFlags
-from distil.tasks.corpus import CorpusData
+from distil.tasks.corpus.blocks import build_blocks, collate_blocks, corpus_files
+from distil.tasks.corpus.task import CorpusData
+from distil.tasks.lm.perplexity import perplexity_windows, windowed_perplexity
 from distil.types import Batch
 
 __all__ = ["LMData", "LMTask", "check_causal"]

@@ -9,11 +9,11 @@ from typing import Any, ClassVar
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from distil.data.corpus import build_blocks, collate_blocks, corpus_files
 from distil.errors import ConfigError
 from distil.evaluation.shards import Shard
 from distil.files import default_cache_dir
 from distil.tasks.base import DataCommon, TaskFlags
+from distil.tasks.corpus.blocks import build_blocks, collate_blocks, corpus_files
 from distil.types import Batch
 
 __all__ = ["CorpusData", "CorpusTask"]
