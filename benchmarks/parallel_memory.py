@@ -38,8 +38,8 @@ from distil.data.batching import row_lengths
 from distil.models.loading import load_tokenizer
 from distil.schema import from_dict
 from distil.training import assembly
-from distil.training import step as step_module
 from distil.training.batches import StepSchedule, step_loader
+from distil.training.engines import base as engine_base
 from distil.training.engines import state_bytes
 from distil.training.step import Stepper
 
@@ -78,7 +78,7 @@ def _setup(cfg: BenchConfig, folder: Path) -> None:
     (folder / "text.txt").write_text("\n".join(lines) + "\n")
 
 
-MODES = ("ddp", "fsdp", "fsdp-rank0")  # fsdp-rank0: train.ram_efficient_loading (process 0 reads weights)
+MODES = ("ddp", "fsdp", "fsdp-rank0")  # fsdp-rank0: engine.ram_efficient_loading (process 0 reads weights)
 
 
 def _run_config(cfg: BenchConfig, folder: Path, mode: str) -> dict[str, Any]:
@@ -95,14 +95,8 @@ def _run_config(cfg: BenchConfig, folder: Path, mode: str) -> dict[str, Any]:
             "max_length": cfg.seq_length,
             "cache_dir": str(folder / "cache"),
         },
-        "train": {
-            "batch_size": cfg.batch_size,
-            "max_steps": cfg.steps,
-            "parallel": parallel,
-            "ram_efficient_loading": mode.endswith("-rank0"),
-            "report_to": [],
-            "seed": cfg.seed,
-        },
+        "train": {"batch_size": cfg.batch_size, "max_steps": cfg.steps, "report_to": [], "seed": cfg.seed},
+        "engine": {"name": parallel, **({"ram_efficient_loading": True} if mode.endswith("-rank0") else {})},
         "method": {"name": "kd"},
     }
 
@@ -115,7 +109,7 @@ def worker(cfg: BenchConfig, folder: Path, mode: str) -> None:
     mods = assembly.assemble(run_cfg, prep)
     report: dict[str, Any] = {"parallel": prep.engine.name, "rank": prep.env.rank}
     report["peak_rss_loaded"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    real_step = step_module.optimizer_step
+    real_step = engine_base.optimizer_step
 
     def measuring_step(optimizer: Any, scheduler: Any, params: list[Any], **kwargs: Any) -> bool:
         if "gradients" not in report:  # the first step: gradients exist now, optimizer state after it
@@ -126,7 +120,7 @@ def worker(cfg: BenchConfig, folder: Path, mode: str) -> None:
             report["optimizer"] = state_bytes(state)
         return stepped
 
-    step_module.optimizer_step = measuring_step  # type: ignore[assignment]
+    engine_base.optimizer_step = measuring_step  # type: ignore[assignment]
     scheduler = torch.optim.lr_scheduler.LambdaLR(mods.optimizer, lambda _: 1.0)
     stepper = Stepper(mods, prep.engine, prep.parts.method, prep.precision, scheduler, None, 1.0, prep.env)
     task = prep.parts.task

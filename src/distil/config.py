@@ -27,6 +27,7 @@ from distil.run_config import EvalConfig, ModelsConfig, RunConfig, StudentConfig
 from distil.schema import apply_overrides, from_dict, parse_override
 from distil.tasks import task_class
 from distil.training.checks import check_run
+from distil.training.engines import engine_class
 
 __all__ = [
     "EvalConfig",
@@ -87,7 +88,10 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
     plan_node = _named_node(data, "plan")
     plan_name = plan_node.pop("name", None) or default_plan(str(name), method, data_cfg.task)
     plan = from_dict(get_plan(str(plan_name)), plan_node, "plan")
-    cfg = from_dict(RunConfig, {**data, "data": data_cfg, "method": method, "plan": plan})
+    engine_node = _named_node(data, "engine")
+    engine_cls = engine_class(str(engine_node.setdefault("name", "auto")))
+    engine = from_dict(engine_cls.Options, engine_node, "engine")
+    cfg = from_dict(RunConfig, {**data, "data": data_cfg, "method": method, "plan": plan, "engine": engine})
     check_run(cfg)
     plan.check_run(cfg)
     return cfg
@@ -97,6 +101,12 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
 _REMOVED = {
     ("train", "tensorboard"): "train.tensorboard was replaced by train.report_to: set train.report_to=[] to "
     "turn TensorBoard off (or list the trackers to report to).",
+    ("train", "parallel"): "train.parallel moved to the engine section: set engine.name (auto, none, ddp or "
+    "fsdp), e.g. engine.name=fsdp.",
+    ("train", "cpu_offload"): "train.cpu_offload moved to the engine section: set engine.name=fsdp "
+    "engine.cpu_offload=true.",
+    ("train", "ram_efficient_loading"): "train.ram_efficient_loading moved to the engine section: set "
+    "engine.name=fsdp engine.ram_efficient_loading=true.",
 }
 
 

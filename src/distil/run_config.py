@@ -64,13 +64,6 @@ class TrainConfig:
             (bfloat16 weights, no float32 copy); ``fp16-mixed`` (float32 master weights, float16 compute,
             dynamic loss scaling; CUDA only, DDP or one process). Losses that need float32 (softmaxes,
             KL, relations) are computed in float32 under every policy.
-        parallel: ``auto`` (``ddp`` with several processes, else ``none``), ``none``, ``ddp`` (replicated
-            student, gradients bucketed and reduced during the backward pass), ``fsdp`` (FSDP2: student
-            and teacher sharded per transformer block and at the root, sharded checkpoints) or
-            ``deepspeed`` (not available in this version; the error says what to use).
-        cpu_offload: FSDP: keep parameters (and optimizer state) on the CPU between uses (GPUs only).
-        ram_efficient_loading: FSDP: only process 0 loads the checkpoints into host memory; the others
-            build the models on the meta device and receive their shards from it.
         activation_checkpointing: Recompute the student's block activations in the backward pass instead of
             keeping them (less memory, about a third more compute).
         compile: ``torch.compile`` the student's transformer blocks (methods that capture Q/K/V with hooks
@@ -108,9 +101,6 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 42
     precision: Literal["fp32", "bf16-mixed", "bf16-pure", "fp16-mixed"] = "fp32"
-    parallel: Literal["auto", "none", "ddp", "fsdp", "deepspeed"] = "auto"
-    cpu_offload: bool = False
-    ram_efficient_loading: bool = False
     activation_checkpointing: bool = False
     compile: bool = False
     num_workers: int | None = None
@@ -149,7 +139,6 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every", "max_grad_norm", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}.")
-        self._check_engine()
         if self.cache_teacher_topk is not None and self.cache_teacher_topk < 1:
             raise ConfigError(f"train.cache_teacher_topk must be >= 1, got {self.cache_teacher_topk}.")
         if self.cache_teacher_topk is not None and self.cache_teacher:
@@ -170,15 +159,6 @@ class TrainConfig:
     def trackers(self) -> list[str]:
         """The trackers a run reports to (``report_to`` once each, in order)."""
         return list(dict.fromkeys(self.report_to))
-
-    def _check_engine(self) -> None:
-        """A parallel mode with no engine (each engine checks its own settings in `checks.check_run`)."""
-        if self.parallel == "deepspeed":
-            raise ConfigError(
-                "train.parallel=deepspeed is not available in this version of distil: use "
-                "train.parallel=fsdp (sharded student, teacher and optimizer state: ZeRO-3's equivalent; "
-                "train.cpu_offload=true offloads the shards on GPUs)."
-            )
 
 
 @dataclass
@@ -210,6 +190,8 @@ class RunConfig:
         method: The method's own config dataclass (``method.name`` selects it in YAML).
         plan: The plan's config dataclass (``plan.name`` selects it; ``None``: the method's usual plan,
             see `distil.plans`), for work of several runs (TED's stages, the teacher-layer probe).
+        engine: The parallel engine's options dataclass (``engine.name`` selects it: ``auto``, ``none``,
+            ``ddp`` or ``fsdp``; see `distil.training.engines`); ``None``: ``auto`` with its defaults.
     """
 
     data: Any
@@ -219,6 +201,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     plan: Any = None
+    engine: Any = None
 
     @property
     def method_name(self) -> str:
@@ -235,4 +218,9 @@ class RunConfig:
         data = to_dict(self)
         data["method"] = {"name": self.method_name, **to_dict(self.method)}
         data["plan"] = {"name": self.plan_name, **(to_dict(self.plan) if self.plan is not None else {})}
+        # Only the options set away from their defaults: another engine.name given later (an override,
+        # a plan's step) then finds no option of the engine it replaces.
+        engine = to_dict(self.engine) if self.engine is not None else {"name": "auto"}
+        defaults = to_dict(type(self.engine)()) if self.engine is not None else {}
+        data["engine"] = {k: v for k, v in engine.items() if k == "name" or v != defaults.get(k)}
         return data

@@ -115,7 +115,7 @@ def test_activation_checkpointing_gives_the_same_student(tmp_path):
 @pytest.mark.parametrize(
     ("variables", "message"),
     [
-        ({"ACCELERATE_USE_FSDP": "true"}, "train.parallel=fsdp"),
+        ({"ACCELERATE_USE_FSDP": "true"}, "engine.name=fsdp"),
         ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed"),
         ({"ACCELERATE_MIXED_PRECISION": "bf16"}, "train.precision=bf16-mixed"),
         ({"ACCELERATE_DYNAMO_BACKEND": "inductor"}, "train.compile=true"),
@@ -209,3 +209,34 @@ def test_trackers_are_accelerates_and_a_missing_one_is_refused_when_read(tmp_pat
     for missing in ("wandb", "mlflow"):
         with pytest.raises(ConfigError, match=f"train.report_to={missing} needs the {missing} package"):
             tiny_run(tmp_path, **{"train.report_to": [missing]})
+
+
+def test_each_engine_reads_its_own_options(tmp_path):
+    """``engine.name`` selects the options class: DDP's search for unused parameters reaches DDP, an FSDP
+    option on another engine is an unknown key, and a config without the section is ``auto``."""
+    import torch.distributed as dist
+
+    from distil.config import build_run_config
+    from distil.training.dist import DistEnv
+    from distil.training.engines import build_engine
+    from distil.training.engines.ddp import DDPEngine, DDPOptions
+    from distil.training.precision import precision_policy
+
+    raw = tiny_run(tmp_path).to_dict()
+    assert raw["engine"] == {"name": "auto"}
+    cfg = build_run_config(raw | {"engine": {"name": "ddp", "find_unused_parameters": True}})
+    assert cfg.engine == DDPOptions(name="ddp", find_unused_parameters=True)
+    assert cfg.to_dict()["engine"] == {"name": "ddp", "find_unused_parameters": True}
+    with pytest.raises(ConfigError, match="engine.cpu_offload"):
+        build_run_config(raw | {"engine": {"name": "ddp", "cpu_offload": True}})
+    env = DistEnv(world=1, rank=0, local_rank=0, local_world=1, device=torch.device("cpu"))
+    precision = precision_policy("fp32", None, env.device)
+    assert build_engine(cfg.engine, env, precision).name == "none"  # DDP over one process
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        for search in (True, False):
+            engine = DDPEngine(env, precision, DDPOptions(name="ddp", find_unused_parameters=search))
+            wrapped = engine.wrap(nn.Linear(2, 2))  # type: ignore[arg-type]  # any module wraps
+            assert (wrapped.find_unused_parameters, wrapped.static_graph) == (search, not search)
+    finally:
+        dist.destroy_process_group()

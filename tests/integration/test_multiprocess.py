@@ -89,12 +89,16 @@ def _config(
     row has the same length: LWD's hidden-state MSE averages over all positions, padding included, so a
     batch split differently would pad differently. HomoDistil (masking too) prunes the teacher's copy.
     """
+    engine = {"name": train_.pop("parallel", "auto")}  # the engine section, apart from train's keys
+    if train_.pop("ram_efficient_loading", False):
+        engine["ram_efficient_loading"] = True
     settings = {"batch_size": batch, "max_steps": STEPS, **train_}
     if method in ("kd", "lwd"):
         rows = tmp / "fixed.jsonl"
         if not rows.exists():
             write_tiny_task(rows, 36, seed=0, words_per_row=8)  # 36 rows: a short last batch of 4
         overrides = {f"train.{k}": v for k, v in settings.items()} | {"data.train_file": str(rows)}
+        overrides |= {f"engine.{k}": v for k, v in engine.items()}
         if train_.get("eval_every"):  # regression: continuous dev metrics; 15 dev rows: uneven shards
             overrides |= _regression(tmp)
         return tiny_run(tmp, method, **{"run_dir": str(tmp / name), "data.dev_file": None, **overrides})
@@ -110,6 +114,7 @@ def _config(
         student, spec, teacher = {"init": "layers", "layers": [2]}, {"smoothing": True}, _lm_teacher(tmp)
     raw = corpus_run(tmp, teacher, student, {"name": method, **spec}, name=name)
     raw["train"] |= {"seed": 3, **settings}
+    raw["engine"] = engine
     return build_run_config(raw)
 
 

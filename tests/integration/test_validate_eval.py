@@ -48,15 +48,16 @@ INVALID = {
         "never reach",
     ),
     "homodistil sharded by FSDP": (
-        lambda t: _raw(t, "homodistil", **{"eval.select": "last", "train.parallel": "fsdp"}),
+        lambda t: _raw(t, "homodistil", **{"eval.select": "last", "engine.name": "fsdp"}),
         "parallel=ddp",
     ),
     "fp16 with FSDP": (
-        lambda t: _raw(t, **{"train.precision": "fp16-mixed", "train.parallel": "fsdp"}),
+        lambda t: _raw(t, **{"train.precision": "fp16-mixed", "engine.name": "fsdp"}),
         "fp16",
     ),
-    "DeepSpeed": (lambda t: _raw(t, **{"train.parallel": "deepspeed"}), "not available"),
-    "CPU offload without FSDP": (lambda t: _raw(t, **{"train.cpu_offload": True}), "cpu_offload"),
+    "DeepSpeed": (lambda t: _raw(t, **{"engine.name": "deepspeed"}), "not available"),
+    "CPU offload without FSDP": (lambda t: _raw(t, **{"engine.cpu_offload": True}), "cpu_offload"),
+    "an engine key of an old config": (lambda t: _raw(t, **{"train.parallel": "fsdp"}), "engine.name"),
     "TED filter stage selects the best checkpoint": (lambda t: _raw(t, "ted_filters"), "eval.select=last"),
     "teacher cache on SQuAD": (
         lambda t: qa_run(t, "kd").to_dict() | {"train": {"cache_teacher": True}},

@@ -31,7 +31,7 @@ from distil.training.checkpoint import (
 )
 from distil.training.checks import check_run
 from distil.training.dist import DistEnv, check_launcher, check_shared_run_dir, init_distributed
-from distil.training.engines import Engine, StepModule, build_engine, resolve_parallel
+from distil.training.engines import Engine, StepModule, build_engine
 from distil.training.optim import build_optimizer, cut_optimizer_state, trainable_parameters
 from distil.training.precision import Precision, precision_policy
 from distil.training.resume import check_same_run, read_resumes
@@ -63,12 +63,12 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
     if tc.threads is not None:
         torch.set_num_threads(tc.threads)
     env = init_distributed(tc.dist_timeout_minutes)
-    parallel = resolve_parallel(tc.parallel, env.world, env.device, cpu_offload=tc.cpu_offload)
+    precision = precision_policy(tc.precision, cfg.models.teacher_dtype, env.device)
+    engine = build_engine(cfg.engine, env, precision)
     check_launcher(
-        parallel, tc.precision, cpu_offload=tc.cpu_offload, checkpointing=tc.activation_checkpointing,
+        engine.name, tc.precision, cpu_offload=engine.cpu_offload, checkpointing=tc.activation_checkpointing,
         compile=tc.compile,
     )  # fmt: skip
-    precision = precision_policy(tc.precision, cfg.models.teacher_dtype, env.device)
     run_dir = Path(cfg.run_dir)
     # --resume of a run killed before its first checkpoint starts it again: there is nothing to lose.
     restart = resume and run_dir.is_dir() and _never_saved(run_dir)
@@ -98,8 +98,7 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
         check_writable(run_dir, needed_bytes=0)
     check_shared_run_dir(env, run_dir)
     seed_everything(tc.seed)  # identical initialisation in every process
-    sharded = build_engine(parallel, env, precision, cpu_offload=tc.cpu_offload)
-    meta = sharded.traits.sharded and tc.ram_efficient_loading and not env.is_main
+    meta = engine.rank0_loading and not env.is_main
     parts = build_run(cfg, precision=precision, meta=meta, prepare_order=env.main_first)
     if env.is_main:
         check_writable(run_dir, needed_bytes=_needed_bytes(parts, tc.keep_checkpoints))
@@ -120,7 +119,7 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
             f"train.compile: method {cfg.method_name!r} captures the student's queries, keys and values with "
             "hooks, which compiled blocks do not run; set train.compile=false."
         )
-    return Prepared(env, sharded, precision, parts, overwrite or restart, changes, checkpoint, skipped)
+    return Prepared(env, engine, precision, parts, overwrite or restart, changes, checkpoint, skipped)
 
 
 def _needed_bytes(parts: RunParts, keep: int) -> int:
@@ -202,7 +201,7 @@ def assemble(cfg: RunConfig, prep: Prepared) -> Modules:
         for block in get_layers(student):
             block.compile()
     step = StepModule(student, extras, method, method.student_request())
-    ram_efficient = engine.traits.sharded and tc.ram_efficient_loading
+    ram_efficient = engine.rank0_loading
     if ram_efficient:
         weights, buffers = _rank0_state(step, env)
     else:

@@ -12,7 +12,7 @@ import json
 from distil.errors import ConfigError, closest
 from distil.run_config import RunConfig
 from distil.tasks import task_class
-from distil.training.engines import engine_class, traits_of
+from distil.training.engines import engine_class, engine_options, traits_of
 from distil.types import RunView
 
 __all__ = ["check_run", "run_view", "teacher_cache_refusal"]
@@ -32,7 +32,7 @@ def run_view(cfg: RunConfig) -> RunView:
         cache_teacher=cfg.train.cache_teacher,
         student_init=cfg.models.student.init,
         plan=cfg.plan_name,
-        engine=traits_of(cfg.train.parallel),
+        engine=traits_of(cfg.engine),
     )
 
 
@@ -64,7 +64,8 @@ def _check(cfg: RunConfig) -> None:
     refusal = teacher_cache_refusal(cfg, view)
     if refusal is not None:
         raise ConfigError(refusal)
-    engine_class(cfg.train.parallel).check_train(cfg.train)
+    options = engine_options(cfg.engine)
+    engine_class(options.name).check_train(options, cfg.train)
     cfg.method.check_run(view)
     metric = cfg.eval.metric
     names = cfg.data.metric_names()

@@ -149,7 +149,7 @@ def check_launcher(
         key = "fsdp" if name == "FSDP" else "deepspeed"
         if wanted and parallel != key:
             raise ConfigError(
-                f"accelerate launch asks for {name}, but train.parallel={parallel}: set train.parallel={key} "
+                f"accelerate launch asks for {name}, but engine.name={parallel}: set engine.name={key} "
                 "(distil runs its own engine and would otherwise ignore the launcher's setting)."
             )
     if asked["FSDP"] and env.get("FSDP_VERSION", "2") != "2":
@@ -161,7 +161,7 @@ def check_launcher(
             f"train.precision={mixed}-mixed, or launch with --mixed_precision no."
         )
     flags = {
-        "FSDP_OFFLOAD_PARAMS": ("train.cpu_offload", cpu_offload),
+        "FSDP_OFFLOAD_PARAMS": ("engine.cpu_offload", cpu_offload),
         "FSDP_ACTIVATION_CHECKPOINTING": ("train.activation_checkpointing", checkpointing),
     }
     for var, (field, value) in flags.items():

@@ -44,9 +44,13 @@ SAFE_TO_CHANGE = frozenset(
         "train.dist_timeout_minutes",
         "train.batch_size",  # with train.grad_accum and the process count: the global batch is checked
         "train.grad_accum",
-        "train.parallel",
+        "train.parallel",  # moved to engine.name; configs saved before still hold these three
         "train.cpu_offload",
         "train.ram_efficient_loading",
+        "engine.name",
+        "engine.cpu_offload",
+        "engine.ram_efficient_loading",
+        "engine.find_unused_parameters",
         "train.activation_checkpointing",
         "train.compile",
         "eval.batch_size",

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +28,7 @@ from distil.training.optim import optimizer_step
 from distil.training.precision import Precision
 from distil.types import Batch, EngineTraits, FeatureRequest, Features
 
-__all__ = ["Engine", "StepModule", "Wrapped", "state_bytes"]
+__all__ = ["Engine", "SingleOptions", "StepModule", "Wrapped", "state_bytes"]
 
 
 def state_bytes(tensors: Iterable[Tensor]) -> dict[str, int]:
@@ -79,36 +80,56 @@ class Wrapped(Protocol):
     wrapped: nn.Module
 
 
+@dataclass
+class SingleOptions:
+    """The ``engine:`` section of one process (no options).
+
+    Attributes:
+        name: ``none``.
+    """
+
+    name: Literal["none"] = "none"
+
+
 class Engine:
     """How one run's modules are wrapped, stepped and read back; one subclass per parallel mode.
 
-    The defaults here are one process's: subclasses override what their mode changes.
+    The defaults here are one process's: subclasses override what their mode changes. Each subclass
+    declares ``Options``, the dataclass of its ``engine:`` section (``engine.name`` selects it).
 
     Args:
         env: The processes.
         precision: The precision policy.
-        cpu_offload: Keep parameters on the CPU between uses (engines whose traits say ``offloads``).
+        options: The engine's section of the run config.
     """
 
     name: ClassVar[str]
     traits: ClassVar[EngineTraits]
+    Options: ClassVar[type[Any]] = SingleOptions
 
-    def __init__(self, env: DistEnv, precision: Precision, *, cpu_offload: bool = False) -> None:
-        self.env, self.precision, self.cpu_offload = env, precision, cpu_offload
+    def __init__(self, env: DistEnv, precision: Precision, options: Any) -> None:
+        self.env, self.precision, self.options = env, precision, options
+
+    @property
+    def rank0_loading(self) -> bool:
+        """Only process 0 reads the checkpoints; the others build on the meta device and receive shards."""
+        return False
+
+    @property
+    def cpu_offload(self) -> bool:
+        """Parameters wait on the CPU between uses."""
+        return False
 
     @classmethod
-    def check_train(cls, tc: TrainConfig) -> None:
+    def check_train(cls, options: Any, tc: TrainConfig) -> None:
         """Refuse training settings this engine cannot honour (run with the other config checks).
 
         Raises:
-            ConfigError: CPU offload without an engine that offloads, or float16 loss scaling on an engine
-                whose gradients a ``GradScaler`` cannot unscale.
+            ConfigError: float16 loss scaling on an engine whose gradients a ``GradScaler`` cannot unscale.
         """
-        if tc.cpu_offload and not cls.traits.offloads:
-            raise ConfigError("train.cpu_offload offloads FSDP shards: set train.parallel=fsdp.")
         if tc.precision == "fp16-mixed" and not cls.traits.scales_fp16:
             raise ConfigError(
-                f"train.precision=fp16-mixed with train.parallel={cls.name} is not supported (sharded loss "
+                f"train.precision=fp16-mixed with engine.name={cls.name} is not supported (sharded loss "
                 "scaling): use train.precision=bf16-mixed."
             )
 

@@ -6,6 +6,8 @@ import gc
 import weakref
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -14,7 +16,22 @@ from distil.errors import TrainingError
 from distil.training.engines.base import Engine, StepModule, Wrapped
 from distil.types import EngineTraits
 
-__all__ = ["DDPEngine"]
+__all__ = ["DDPEngine", "DDPOptions"]
+
+
+@dataclass
+class DDPOptions:
+    """The ``engine:`` section of DDP (and of ``auto``, which is DDP over several processes).
+
+    Attributes:
+        name: ``ddp``, or ``auto``: DDP with several processes, one process's engine with one.
+        find_unused_parameters: Search the autograd graph at every step for parameters without a
+            gradient, for a method whose set of such parameters changes from step to step. Off (the
+            default), DDP's static graph finds them once, in the first step, which every method here allows.
+    """
+
+    name: Literal["auto", "ddp"] = "auto"
+    find_unused_parameters: bool = False
 
 
 class DDPEngine(Engine):
@@ -29,11 +46,16 @@ class DDPEngine(Engine):
 
     name = "ddp"
     traits = EngineTraits(multi_process=True)
+    Options = DDPOptions
+    options: DDPOptions
 
     def wrap(self, step: StepModule, hooked_layers: Collection[int] = ()) -> nn.Module:
         """``step`` in a DDP wrapper (gradient buckets sized to its parameters now)."""
         ids = [self.env.device.index] if self.env.device.type == "cuda" else None
-        return DistributedDataParallel(step, device_ids=ids, static_graph=True)
+        search = self.options.find_unused_parameters
+        return DistributedDataParallel(
+            step, device_ids=ids, static_graph=not search, find_unused_parameters=search
+        )
 
     def rewrap(self, mods: Wrapped) -> None:
         """Wrap ``mods.step`` again after a method changed its parameters' shapes (`Method.on_step_end`).

@@ -10,19 +10,38 @@ from __future__ import annotations
 import copy
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 from transformers import PreTrainedModel
 
-from distil.errors import TrainingError
+from distil.errors import ConfigError, TrainingError
 from distil.models.families import get_layers
+from distil.training.dist import DistEnv
 from distil.training.engines.base import Engine, StepModule, Wrapped
+from distil.training.precision import Precision
 from distil.types import EngineTraits
 
-__all__ = ["FSDPEngine"]
+__all__ = ["FSDPEngine", "FSDPOptions"]
+
+
+@dataclass
+class FSDPOptions:
+    """The ``engine:`` section of FSDP2.
+
+    Attributes:
+        name: ``fsdp``.
+        cpu_offload: Keep parameters (and optimizer state) on the CPU between uses (GPUs only).
+        ram_efficient_loading: Only process 0 loads the checkpoints into host memory; the others build
+            the models on the meta device and receive their shards from it.
+    """
+
+    name: Literal["fsdp"] = "fsdp"
+    cpu_offload: bool = False
+    ram_efficient_loading: bool = False
 
 
 def _reshard_after_forward(module: nn.Module, _args: Any, _output: Any) -> None:
@@ -44,11 +63,28 @@ class FSDPEngine(Engine):
         scales_fp16=False,
         multi_process=True,
     )
+    Options = FSDPOptions
+    options: FSDPOptions
+
+    def __init__(self, env: DistEnv, precision: Precision, options: FSDPOptions) -> None:
+        if options.cpu_offload and env.device.type != "cuda":
+            raise ConfigError("engine.cpu_offload offloads FSDP shards from GPUs; this machine has none.")
+        super().__init__(env, precision, options)
+
+    @property
+    def cpu_offload(self) -> bool:
+        """``engine.cpu_offload``: parameters (and optimizer state) wait on the CPU between uses."""
+        return self.options.cpu_offload
+
+    @property
+    def rank0_loading(self) -> bool:
+        """``engine.ram_efficient_loading``: only process 0 reads the checkpoints."""
+        return self.options.ram_efficient_loading
 
     def _fsdp_kwargs(self, param_dtype: torch.dtype | None) -> dict[str, Any]:
         mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
         kwargs: dict[str, Any] = {"mp_policy": mp}
-        if self.cpu_offload:
+        if self.options.cpu_offload:
             kwargs["offload_policy"] = CPUOffloadPolicy()
         return kwargs
 

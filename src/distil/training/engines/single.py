@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distil.training.engines.base import Engine
+from distil.training.engines.base import Engine, SingleOptions
 from distil.types import EngineTraits
 
 __all__ = ["SingleEngine"]
@@ -13,3 +13,4 @@ class SingleEngine(Engine):
 
     name = "none"
     traits = EngineTraits()
+    Options = SingleOptions
