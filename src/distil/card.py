@@ -116,9 +116,13 @@ def _parameters(folder: Path) -> int | None:
     return total or None
 
 
-def _datasets(data: dict[str, Any]) -> list[str]:
-    """The Hub datasets a run trained on (GLUE, SQuAD), or ``[]``: local files have no Hub id."""
-    task = str(data.get("task", ""))
+def _datasets(recipe: dict[str, Any]) -> list[str]:
+    """The Hub datasets a run trained on, as its task recorded them, or ``[]``: local files have no Hub id."""
+    built = recipe.get("built") or {}
+    if "hub_datasets" in built:
+        return [str(d) for d in built["hub_datasets"]]
+    # A recipe written before tasks recorded their datasets: GLUE and SQuAD by name.
+    task = str(((recipe.get("config") or {}).get("data") or {}).get("task", ""))
     if task in GLUE_METRIC_KEYS:  # the GLUE task names
         return ["nyu-mll/glue"]
     if task in ("squad", "squad_v2"):
@@ -178,7 +182,6 @@ def _teacher(recipe: dict[str, Any]) -> str | None:
 
 def _front_matter(recipe: dict[str, Any], head: str, metrics: dict[str, float]) -> dict[str, Any]:
     method = str(recipe.get("method", ""))
-    data = (recipe.get("config") or {}).get("data", {})
     meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": HEADS[head].pipeline_tag}
     base = base_model(recipe)
     if base:
@@ -191,7 +194,7 @@ def _front_matter(recipe: dict[str, Any], head: str, metrics: dict[str, float]) 
         method,
         *(["knowledge-distillation"] if method != "finetune" else []),
     ]
-    found = _datasets(data)
+    found = _datasets(recipe)
     if found:
         meta["datasets"] = found
     named = sorted({_METRIC_IDS[k] for k in metrics if k in _METRIC_IDS})
@@ -275,7 +278,7 @@ def _model(recipe: dict[str, Any], folder: Path) -> list[str]:
         ("student initialisation", init),
         ("teacher layers kept", built.get("student_teacher_layers")),
         ("task", data.get("task")),
-        ("training data", ", ".join(_datasets(data) or _data_files(data)) or None),
+        ("training data", ", ".join(_datasets(recipe) or _data_files(data)) or None),
         ("training examples", built.get("train_examples") or built.get("train_blocks")),
         ("classes", ", ".join(built["label_names"]) if built.get("label_names") else None),
         ("parameters", f"{params:,}" if params else None),
@@ -320,11 +323,10 @@ def _use_and_limits(recipe: dict[str, Any], head: str) -> list[str]:
     cfg, built = recipe.get("config") or {}, recipe.get("built") or {}
     data = cfg.get("data") or {}
     task = str(data.get("task", "?"))
-    what = {"seq": "text classification", "qa": "extractive question answering", "lm": "text generation",
-            "mlm": "masked-token prediction", "base": "sentence features"}[head]  # fmt: skip
+    what = HEADS[head].purpose
     classes = built.get("label_names")
     labels = f" into {', '.join(classes)}" if classes else ""
-    trained = _datasets(data) or _data_files(data) or [task]
+    trained = _datasets(recipe) or _data_files(data) or [task]
     length = data.get("max_length")
     base = base_model(recipe)
     licence = (

@@ -310,3 +310,15 @@ def test_group_by_length_cuts_padding():
     assert _padded(lengths, grouped) < 0.6 * _padded(lengths, plain)
     # Still random: batch order differs between epochs.
     assert grouped != epoch_batches(lengths, 16, seed=0, epoch=1, group_by_length=True)
+
+
+def test_the_card_lists_the_hub_datasets_the_task_recorded():
+    from distil.card import _datasets
+    from distil.tasks import TASKS
+
+    assert TASKS["glue"].hub_datasets == ("nyu-mll/glue",) and TASKS["custom"].hub_datasets == ()
+    recorded = {"built": {"hub_datasets": ["rajpurkar/squad_v2"]}, "config": {"data": {"task": "sst2"}}}
+    assert _datasets(recorded) == ["rajpurkar/squad_v2"]  # the task's word, not the name's
+    older = {"built": {}, "config": {"data": {"task": "mnli"}}}  # a recipe written before tasks recorded it
+    assert _datasets(older) == ["nyu-mll/glue"]
+    assert _datasets({"built": {"hub_datasets": []}, "config": {"data": {"task": "custom"}}}) == []

@@ -27,6 +27,7 @@ class HeadRecord:
         must_be_saved: A checkpoint carries this head trained only when it was saved with it (its
             ``architectures`` end in one of ``suffixes``): loaded otherwise, it is random, so a teacher of
             this head is refused without it.
+        purpose: What a model with this head is for, in a model card's words.
     """
 
     suffixes: tuple[str, ...]
@@ -34,6 +35,7 @@ class HeadRecord:
     pipeline_tag: str
     onnx_outputs: tuple[str, ...]
     must_be_saved: bool
+    purpose: str
 
 
 HEADS: dict[str, HeadRecord] = {
@@ -43,6 +45,7 @@ HEADS: dict[str, HeadRecord] = {
         "text-classification",
         ("logits",),
         must_be_saved=True,
+        purpose="text classification",
     ),
     "qa": HeadRecord(
         ("ForQuestionAnswering",),
@@ -50,6 +53,7 @@ HEADS: dict[str, HeadRecord] = {
         "question-answering",
         ("start_logits", "end_logits"),
         must_be_saved=True,
+        purpose="extractive question answering",
     ),
     "lm": HeadRecord(
         ("ForCausalLM", "LMHeadModel"),
@@ -57,12 +61,25 @@ HEADS: dict[str, HeadRecord] = {
         "text-generation",
         ("logits",),
         must_be_saved=True,
+        purpose="text generation",
     ),
     # An encoder's masked-LM head, or a decoder's tied output layer (`families.has_trained_lm_head`).
     "mlm": HeadRecord(
-        ("ForMaskedLM",), "AutoModelForMaskedLM", "fill-mask", ("logits",), must_be_saved=False
+        ("ForMaskedLM",),
+        "AutoModelForMaskedLM",
+        "fill-mask",
+        ("logits",),
+        must_be_saved=False,
+        purpose="masked-token prediction",
     ),
-    "base": HeadRecord((), "AutoModel", "feature-extraction", ("last_hidden_state",), must_be_saved=False),
+    "base": HeadRecord(
+        (),
+        "AutoModel",
+        "feature-extraction",
+        ("last_hidden_state",),
+        must_be_saved=False,
+        purpose="sentence features",
+    ),
 }
 
 

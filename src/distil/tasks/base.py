@@ -146,7 +146,11 @@ class Task(Protocol):
         ...
 
     def describe(self) -> dict[str, Any]:
-        """A short, JSON-able summary for the recipe file."""
+        """A short, JSON-able summary for the recipe file.
+
+        It holds ``hub_datasets``: the Hub ids of the datasets the task's data are (a model card's
+        ``datasets``; ``[]`` for local files).
+        """
         ...
 
     def check_model(self, config: Any, what: str) -> None:

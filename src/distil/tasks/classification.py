@@ -37,6 +37,7 @@ class ClassificationTask:
     labelled: ClassVar[bool] = True
     cacheable_teacher: ClassVar[bool] = True
     cache_root: Path | None = None  # nothing derived from the data is kept
+    hub_datasets: ClassVar[tuple[str, ...]] = ()  # the Hub datasets its data are (a card's ``datasets``)
 
     def _init_splits(
         self, spec: TaskSpec, train: Dataset | None, devs: dict[str, Dataset], data: Any, seed: int
@@ -141,6 +142,7 @@ class ClassificationTask:
         """Task name, split sizes, class names and how the splits were made."""
         return {
             "task": self.name,
+            "hub_datasets": list(self.hub_datasets),
             "train_examples": len(self.train_set),
             "dev_examples": len(self.dev_set) if self.dev_set is not None else 0,
             "eval_splits": {name: len(ds) for name, ds in self.dev_sets.items()},

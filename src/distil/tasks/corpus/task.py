@@ -104,6 +104,7 @@ class CorpusTask:
         """Corpus files and block count."""
         return {
             "task": self.name,
+            "hub_datasets": [],  # local text files
             "corpus_files": len(self.files),
             "train_blocks": len(self.train_set),
             "block_size": len(self.train_set[0]["input_ids"]) if len(self.train_set) else 0,

@@ -69,6 +69,7 @@ class GlueTask(ClassificationTask):
     kind: ClassVar[str] = "glue"
     names: ClassVar[tuple[str, ...]] = tuple(GLUE_TASKS)
     Config: ClassVar[type[GlueData]] = GlueData
+    hub_datasets: ClassVar[tuple[str, ...]] = ("nyu-mll/glue",)  # the official files are the same data
 
     @classmethod
     def data_from_flags(cls, flags: TaskFlags, eval_only: bool) -> dict[str, Any]:

@@ -209,6 +209,7 @@ class LMTask:
         """Corpus, block count and the perplexity set-up."""
         out: dict[str, Any] = {
             "task": self.name,
+            "hub_datasets": [],  # a local text corpus
             "corpus_files": len(self.files),
             "train_blocks": len(self.train_set),
         }

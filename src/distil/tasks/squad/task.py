@@ -200,7 +200,8 @@ class SquadTask:
 
     def describe(self) -> dict[str, Any]:
         """Task, files or split, and question counts (and feature counts once prepared)."""
-        out = {"task": self.name, **self.split}
+        hub = "rajpurkar/squad_v2" if self.version_2 else "rajpurkar/squad"
+        out = {"task": self.name, "hub_datasets": [hub], **self.split}
         out |= {"train_examples": len(self.train_examples), "dev_examples": len(self.dev_examples)}
         if self.train_set is not self.train_examples and self.dev_set is not None:
             out |= {"train_features": len(self.train_set), "dev_features": len(self.dev_set)}
