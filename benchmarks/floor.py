@@ -168,11 +168,11 @@ def prepared(run_cfg: RunConfig) -> tuple[assembly.Prepared, StepBatch]:
     prep = assembly.prepare(run_cfg, resume=False, overwrite=True)
     assembly.start(run_cfg, prep)
     task = prep.parts.task
-    plan = StepSchedule(
+    schedule = StepSchedule(
         row_lengths(task.train_set), run_cfg.train.batch_size, 1, 1, run_cfg.train.seed, False
     )
     loader = step_loader(
-        plan, task.train_set, task.collate, rank=0, start=(0, 0), steps=1, workers=0, pin_memory=False
+        schedule, task.train_set, task.collate, rank=0, start=(0, 0), steps=1, workers=0, pin_memory=False
     )
     return prep, next(iter(loader))
 

@@ -192,9 +192,9 @@ def run(case: Case, impl: str, work: Path, steps: int, warmup: int) -> dict[str,
     prep = assembly.prepare(cfg, resume=False, overwrite=True)
     assembly.start(cfg, prep)
     task = prep.parts.task
-    plan = StepSchedule(row_lengths(task.train_set), case.batch, prep.env.world, 1, 0, False)
-    batches = list(step_loader(plan, task.train_set, task.collate, rank=0, start=(0, 0), steps=steps + warmup,
-                               workers=0, pin_memory=False))  # fmt: skip
+    schedule = StepSchedule(row_lengths(task.train_set), case.batch, prep.env.world, 1, 0, False)
+    batches = list(step_loader(schedule, task.train_set, task.collate, rank=0, start=(0, 0),
+                               steps=steps + warmup, workers=0, pin_memory=False))  # fmt: skip
     if impl == "distil":
         mods = assembly.assemble(cfg, prep)
         scheduler = torch.optim.lr_scheduler.LambdaLR(mods.optimizer, lambda _: 1.0)

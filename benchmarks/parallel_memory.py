@@ -124,11 +124,11 @@ def worker(cfg: BenchConfig, folder: Path, mode: str) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(mods.optimizer, lambda _: 1.0)
     stepper = Stepper(mods, prep.engine, prep.parts.method, prep.precision, scheduler, None, 1.0, prep.env)
     task = prep.parts.task
-    plan = StepSchedule(
+    schedule = StepSchedule(
         row_lengths(task.train_set), cfg.batch_size, prep.env.world, 1, cfg.seed, task.group_by_length
     )
     loader = step_loader(
-        plan, task.train_set, task.collate, rank=prep.env.rank, start=(0, 0), steps=cfg.steps, workers=0,
+        schedule, task.train_set, task.collate, rank=prep.env.rank, start=(0, 0), steps=cfg.steps, workers=0,
         pin_memory=False,
     )  # fmt: skip
     for step_batch in loader:

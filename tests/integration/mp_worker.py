@@ -89,9 +89,9 @@ def _footprint(cfg: Any, out: Path) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(mods.optimizer, lambda _: 1.0)
     stepper = Stepper(mods, prep.engine, prep.parts.method, prep.precision, scheduler, None, 1.0, prep.env)
     task = prep.parts.task
-    plan = StepSchedule(row_lengths(task.train_set), cfg.train.batch_size, prep.env.world, 1, 0, False)
+    schedule = StepSchedule(row_lengths(task.train_set), cfg.train.batch_size, prep.env.world, 1, 0, False)
     for step_batch in step_loader(
-        plan, task.train_set, task.collate, rank=prep.env.rank, start=(0, 0), steps=2, workers=0,
+        schedule, task.train_set, task.collate, rank=prep.env.rank, start=(0, 0), steps=2, workers=0,
         pin_memory=False,
     ):  # fmt: skip
         stepper.step(step_batch)

@@ -109,38 +109,42 @@ class _Steps(torch.utils.data.Dataset[StepBatch]):
     """Position ``(epoch, batch)`` -> this process's collated micro-batches of that global batch."""
 
     def __init__(
-        self, plan: StepSchedule, rank: int, rows: Dataset, collate: Callable[[list[dict[str, Any]]], Batch]
+        self,
+        schedule: StepSchedule,
+        rank: int,
+        rows: Dataset,
+        collate: Callable[[list[dict[str, Any]]], Batch],
     ) -> None:
-        self.plan, self.rank, self.rows, self.collate = plan, rank, rows, collate
+        self.schedule, self.rank, self.rows, self.collate = schedule, rank, rows, collate
         self._epoch: tuple[int, list[list[int]]] | None = None
 
     def _batches(self, epoch: int) -> list[list[int]]:
         if self._epoch is None or self._epoch[0] != epoch:  # each worker keeps the epoch it is in
-            self._epoch = (epoch, self.plan.epoch(epoch))
+            self._epoch = (epoch, self.schedule.epoch(epoch))
         return self._epoch[1]
 
     def __getitem__(self, position: tuple[int, int]) -> StepBatch:
         epoch, index = position
         batches = self._batches(epoch)
         indices = batches[index]
-        mine = self.plan.micro_batches(indices)[self.rank :: self.plan.world]
+        mine = self.schedule.micro_batches(indices)[self.rank :: self.schedule.world]
         micro = [self.collate([self.rows[int(i)] for i in chunk]) for chunk in mine]
         shares = [len(chunk) / len(indices) for chunk in mine]
         return StepBatch(micro, shares, epoch, index, index == len(batches) - 1, len(indices))
 
     def __len__(self) -> int:
-        return self.plan.steps_per_epoch
+        return self.schedule.steps_per_epoch
 
 
 class _Positions(Sampler[tuple[int, int]]):
     """Positions ``(epoch, batch)`` from a start position until ``total`` steps are taken."""
 
-    def __init__(self, plan: StepSchedule, start: tuple[int, int], steps: int) -> None:
-        self.plan, self.start, self.steps = plan, start, steps
+    def __init__(self, schedule: StepSchedule, start: tuple[int, int], steps: int) -> None:
+        self.schedule, self.start, self.steps = schedule, start, steps
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch, index = self.start
-        per_epoch = self.plan.steps_per_epoch
+        per_epoch = self.schedule.steps_per_epoch
         for _ in range(self.steps):
             if index >= per_epoch:
                 epoch, index = epoch + 1, 0
@@ -152,7 +156,7 @@ class _Positions(Sampler[tuple[int, int]]):
 
 
 def step_loader(
-    plan: StepSchedule,
+    schedule: StepSchedule,
     rows: Dataset,
     collate: Callable[[list[dict[str, Any]]], Batch],
     *,
@@ -167,8 +171,8 @@ def step_loader(
     if workers:
         kwargs |= {"prefetch_factor": 2, "persistent_workers": False}
     return DataLoader(
-        _Steps(plan, rank, rows, collate),
-        sampler=_Positions(plan, start, steps),
+        _Steps(schedule, rank, rows, collate),
+        sampler=_Positions(schedule, start, steps),
         batch_size=None,
         collate_fn=_identity,
         # Its own generator: starting an iterator would otherwise draw from the global RNG, whose state

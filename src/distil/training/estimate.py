@@ -72,10 +72,10 @@ def estimate_stage(cfg: RunConfig, name: str, *, steps: int = 5, warmup: int = 2
     setup = time.perf_counter() - began
     tc, env, parts = cfg.train, prep.env, prep.parts
     task = parts.task
-    plan = StepSchedule(
+    schedule = StepSchedule(
         row_lengths(task.train_set), tc.batch_size, env.world, tc.grad_accum, tc.seed, task.group_by_length
     )
-    total = tc.max_steps or plan.steps_per_epoch * tc.epochs
+    total = tc.max_steps or schedule.steps_per_epoch * tc.epochs
     scheduler = build_scheduler(mods.optimizer, total, tc.warmup_ratio)
     scaler = torch.amp.GradScaler(env.device.type) if prep.precision.scaled else None
     stepper = Stepper(
@@ -83,7 +83,7 @@ def estimate_stage(cfg: RunConfig, name: str, *, steps: int = 5, warmup: int = 2
     )
     run = min(total, warmup + steps)
     loader = step_loader(
-        plan,
+        schedule,
         task.train_set,
         task.collate,
         rank=env.rank,
@@ -112,7 +112,7 @@ def estimate_stage(cfg: RunConfig, name: str, *, steps: int = 5, warmup: int = 2
     per_step = statistics.median(times)
     dev = len(task.dev_set) if task.dev_set is not None else 0
     models = 1 + len(parts.method.evaluation_models(mods.step.student))
-    evaluations = _evaluations(cfg, total, plan.steps_per_epoch) if dev else 0
+    evaluations = _evaluations(cfg, total, schedule.steps_per_epoch) if dev else 0
     eval_seconds = forward / max(examples, 1) * dev * models * evaluations
     whole = setup + per_step * total + eval_seconds
     return StageTime(name, total, per_step, evaluations, eval_seconds, setup, whole, len(times))

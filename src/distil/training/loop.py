@@ -174,17 +174,17 @@ def train(
     tc, env, engine, parts, precision = cfg.train, prep.env, prep.engine, prep.parts, prep.precision
     run_dir, task, method = Path(cfg.run_dir), parts.task, parts.method
     mods = assembly.assemble(cfg, prep)
-    plan = StepSchedule(
+    schedule = StepSchedule(
         row_lengths(task.train_set), tc.batch_size, env.world, tc.grad_accum, tc.seed, task.group_by_length
     )
-    total_steps = tc.max_steps or plan.steps_per_epoch * tc.epochs
+    total_steps = tc.max_steps or schedule.steps_per_epoch * tc.epochs
     scheduler = build_scheduler(mods.optimizer, total_steps, tc.warmup_ratio)
     scaler = torch.amp.GradScaler(env.device.type) if precision.scaled else None
     seed_everything(process_seed(tc.seed, env.rank))  # each process's own dropout and masking stream
-    state = TrainerState(world_size=env.world, global_batch=plan.global_batch)
+    state = TrainerState(world_size=env.world, global_batch=schedule.global_batch)
     if prep.checkpoint is not None:
         state, ckpt = _restore(prep, mods, scheduler, scaler, tc.seed)
-        state.world_size, state.global_batch = env.world, plan.global_batch
+        state.world_size, state.global_batch = env.world, schedule.global_batch
         if env.is_main:
             # Only now that the checkpoint has loaded: a failed resume leaves config.yaml as it was.
             assembly.write_config(cfg, run_dir)
@@ -296,7 +296,7 @@ def train(
         env.barrier()
 
     loader = step_loader(
-        plan, task.train_set, task.collate, rank=env.rank, start=(state.epoch, state.batch_in_epoch),
+        schedule, task.train_set, task.collate, rank=env.rank, start=(state.epoch, state.batch_in_epoch),
         steps=total_steps - state.step, workers=_workers(tc.num_workers, env),
         pin_memory=env.device.type == "cuda",
     )  # fmt: skip
