@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,16 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "qwen2": _LLAMA_STYLE,
     "qwen3": {**_LLAMA_STYLE, "head_dim": 8},  # its default head_dim (128) is not hidden / heads
     "gemma2": {**_LLAMA_STYLE, "head_dim": 8, "query_pre_attn_scalar": 8},
+    # Sliding and global layers alternating at any depth, the window shorter than the longest test input.
+    "gemma3_text": {
+        **_LLAMA_STYLE,
+        "head_dim": 8,
+        "query_pre_attn_scalar": 8,
+        "sliding_window": 8,
+        "sliding_window_pattern": 2,
+    },
+    "olmo2": {**_LLAMA_STYLE, "bos_token_id": 2, "eos_token_id": 3},
+    "phi3": {**_LLAMA_STYLE, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "bos_token_id": 2, "eos_token_id": 3},
 }
 FAMILIES = tuple(TINY_CONFIGS)
 
@@ -95,9 +106,9 @@ def tiny_config(family: str, **overrides: Any) -> PretrainedConfig:
 
 
 @functools.cache
-def _built(family: str, head: str, frozen_overrides: tuple[tuple[str, Any], ...]) -> PreTrainedModel:
+def _built(family: str, head: str, frozen_overrides: str) -> PreTrainedModel:
     torch.manual_seed(1234)
-    cfg = tiny_config(family, **dict(frozen_overrides))
+    cfg = tiny_config(family, **json.loads(frozen_overrides))
     cls = {
         "seq": AutoModelForSequenceClassification,
         "lm": AutoModelForCausalLM,
@@ -109,7 +120,8 @@ def _built(family: str, head: str, frozen_overrides: tuple[tuple[str, Any], ...]
 
 def tiny_model(family: str, head: str = "seq", **overrides: Any) -> PreTrainedModel:
     """A fresh deep copy of a cached tiny model (``head``: 'seq', 'lm', 'mlm' or 'base')."""
-    return copy.deepcopy(_built(family, head, tuple(sorted(overrides.items()))))
+    # JSON as the cache key: overrides may hold dicts (RoPE parameters), which are not hashable.
+    return copy.deepcopy(_built(family, head, json.dumps(overrides, sort_keys=True)))
 
 
 def tiny_tokenizer() -> BertTokenizerFast:

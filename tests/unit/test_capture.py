@@ -38,7 +38,12 @@ def _projections(family: str, block: torch.nn.Module) -> tuple[torch.nn.Module |
     """(pre-norm, [q, k, v] or [fused]) written out per family, independent of the path table."""
     if family == "gpt2":
         return block.ln_1, [block.attn.c_attn]
-    if hasattr(block, "self_attn"):  # Llama, Mistral, Qwen2/3, Gemma 2: input norm, then q/k/v_proj
+    if hasattr(block, "self_attn") and hasattr(block.self_attn, "qkv_proj"):  # Phi-3: fused, grouped
+        return block.input_layernorm, [block.self_attn.qkv_proj]
+    if hasattr(block, "self_attn") and not hasattr(block, "input_layernorm"):  # OLMo-2: no norm before
+        a = block.self_attn
+        return None, [a.q_proj, a.k_proj, a.v_proj]
+    if hasattr(block, "self_attn"):  # Llama, Mistral, Qwen2/3, Gemma 2/3: input norm, then q/k/v_proj
         a = block.self_attn
         return block.input_layernorm, [a.q_proj, a.k_proj, a.v_proj]
     if family == "distilbert":
@@ -73,8 +78,13 @@ def test_qkv_equal_manual_projection_of_layer_input(family: str, overrides: dict
             x = feats.hidden_states[index]
             x = norm(x) if norm is not None else x
             expected = [m(x) for m in modules]
-            if len(expected) == 1:
-                expected = list(expected[0].split(expected[0].shape[-1] // 3, dim=-1))
+            if len(expected) == 1:  # [Q | K | V], K and V as wide as the key/value heads
+                kv = int(
+                    getattr(model.config, "num_key_value_heads", None) or model.config.num_attention_heads
+                )
+                d = expected[0].shape[-1] // (model.config.num_attention_heads + 2 * kv)
+                sizes = [model.config.num_attention_heads * d, kv * d, kv * d]
+                expected = list(expected[0].split(sizes, dim=-1))
             got = feats.qkv[index]
             for want, have in zip(expected, (got.query, got.key, got.value), strict=True):
                 assert have.shape[:2] == (len(LENGTHS), max(LENGTHS))

@@ -22,6 +22,20 @@ from distil.pruning.units import prunable_units
 from factories import TINY_CONFIGS, VOCAB_SIZE, save_tiny_pair, tiny_model
 
 DECLARED = tuple(FAMILIES)
+# Every declared family as its tiny config builds it, and the variants a family record must also hold for:
+# Llama 3's RoPE scaling, Mistral's sliding window (shorter than the longest test input).
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 500000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 16,
+}
+CASES = [pytest.param(f, {}, id=f) for f in DECLARED] + [
+    pytest.param("llama", {"rope_parameters": LLAMA3_ROPE}, id="llama3-rope-scaling"),
+    pytest.param("mistral", {"sliding_window": 8}, id="mistral-sliding-window"),
+]
 
 
 def _ids(model: torch.nn.Module, length: int, rows: int = 2) -> torch.Tensor:
@@ -39,9 +53,9 @@ def test_every_declared_family_has_a_tiny_config_and_no_more() -> None:
     assert set(TINY_CONFIGS) == set(DECLARED)
 
 
-@pytest.mark.parametrize("family", DECLARED)
-def test_layout_depth_and_widths(family: str) -> None:
-    model = tiny_model(family, "base")
+@pytest.mark.parametrize(("family", "overrides"), CASES)
+def test_layout_depth_and_widths(family: str, overrides: dict) -> None:
+    model = tiny_model(family, "base", **overrides)
     record = family_of(model)
     assert len(get_layers(model)) == num_layers(model.config) == 2
     hidden, heads, ffn = (getattr(model.config, key) for key in record.width_keys)
@@ -50,9 +64,9 @@ def test_layout_depth_and_widths(family: str) -> None:
     assert all(role is not None and get_layers(model)[0].get_submodule(role) for role in roles)
 
 
-@pytest.mark.parametrize("family", DECLARED)
-def test_qkv_capture_widths(family: str) -> None:
-    model = tiny_model(family, "base")
+@pytest.mark.parametrize(("family", "overrides"), CASES)
+def test_qkv_capture_widths(family: str, overrides: dict) -> None:
+    model = tiny_model(family, "base", **overrides)
     with torch.no_grad(), capture_qkv(model, [0, 1]) as qkv:
         model(input_ids=_ids(model, 6))
     kv_heads = int(getattr(model.config, "num_key_value_heads", None) or 4)
@@ -62,9 +76,9 @@ def test_qkv_capture_widths(family: str) -> None:
         assert got.query.shape == (2, 6, 32) and got.key.shape == got.value.shape == (2, 6, 8 * kv_heads)
 
 
-@pytest.mark.parametrize("family", DECLARED)
-def test_causal_flag_matches_the_model(family: str) -> None:
-    model = tiny_model(family, "base")
+@pytest.mark.parametrize(("family", "overrides"), CASES)
+def test_causal_flag_matches_the_model(family: str, overrides: dict) -> None:
+    model = tiny_model(family, "base", **overrides)
     ids = _ids(model, 8)
     changed = ids.clone()
     changed[:, -1] = (changed[:, -1] + 1 - 5) % (VOCAB_SIZE - 5) + 5
@@ -72,9 +86,11 @@ def test_causal_flag_matches_the_model(family: str) -> None:
     assert earlier_same == family_of(model).causal
 
 
-@pytest.mark.parametrize("family", DECLARED)
-def test_token_type_ids_reach_the_model_exactly_when_it_has_a_type_table(family: str) -> None:
-    model = tiny_model(family, "base")
+@pytest.mark.parametrize(("family", "overrides"), CASES)
+def test_token_type_ids_reach_the_model_exactly_when_it_has_a_type_table(
+    family: str, overrides: dict
+) -> None:
+    model = tiny_model(family, "base", **overrides)
     has_table = any(name.endswith("token_type_embeddings") for name, _ in model.named_modules())
     ids = _ids(model, 6)
     inputs = model_inputs(model, {"input_ids": ids, "token_type_ids": torch.ones_like(ids)})
@@ -82,9 +98,9 @@ def test_token_type_ids_reach_the_model_exactly_when_it_has_a_type_table(family:
     assert (family_of(model).token_type_ids and getattr(model.config, "type_vocab_size", 1) > 0) == has_table
 
 
-@pytest.mark.parametrize("family", DECLARED)
-def test_position_limit_is_the_longest_input_the_model_takes(family: str) -> None:
-    model = tiny_model(family, "base")
+@pytest.mark.parametrize(("family", "overrides"), CASES)
+def test_position_limit_is_the_longest_input_the_model_takes(family: str, overrides: dict) -> None:
+    model = tiny_model(family, "base", **overrides)
     limit = position_limit(model.config)
     if limit is None:
         _hidden(model, _ids(model, 80, rows=1))  # longer than max_position_embeddings: rotary or relative
@@ -95,9 +111,11 @@ def test_position_limit_is_the_longest_input_the_model_takes(family: str) -> Non
         _hidden(model, _ids(model, limit + 1, rows=1))
 
 
-@pytest.mark.parametrize("family", DECLARED)
-def test_rotary_flag_says_whether_scores_from_captured_qk_are_the_models(family: str) -> None:
-    model = tiny_model(family, "base")
+@pytest.mark.parametrize(("family", "overrides"), CASES)
+def test_rotary_flag_says_whether_scores_from_captured_qk_are_the_models(
+    family: str, overrides: dict
+) -> None:
+    model = tiny_model(family, "base", **overrides)
     if getattr(model.config, "relative_attention", False):
         pytest.skip("DeBERTa adds relative-position terms; TinyBERT takes its content term only")
     ids = _ids(model, 6)
@@ -115,9 +133,9 @@ def test_rotary_flag_says_whether_scores_from_captured_qk_are_the_models(family:
     assert same == (not family_of(model).rotary)
 
 
-@pytest.mark.parametrize("family", DECLARED)
-def test_narrower_student_of_every_family_builds_and_runs(family: str) -> None:
-    teacher = tiny_model(family, "seq")
+@pytest.mark.parametrize(("family", "overrides"), CASES)
+def test_narrower_student_of_every_family_builds_and_runs(family: str, overrides: dict) -> None:
+    teacher = tiny_model(family, "seq", **overrides)
     student = student_from_config(
         teacher.config, num_layers=1, hidden_size=16, num_heads=2, intermediate_size=24
     )
@@ -128,9 +146,10 @@ def test_narrower_student_of_every_family_builds_and_runs(family: str) -> None:
         assert student(input_ids=ids).logits.shape == (2, 2)
 
 
-@pytest.mark.parametrize("family", DECLARED)
-def test_pruning_layout_covers_every_layer_parameter_or_is_refused(family: str) -> None:
-    model = tiny_model(family, "lm" if family_of(tiny_model(family, "base")).causal else "seq")
+@pytest.mark.parametrize(("family", "overrides"), CASES)
+def test_pruning_layout_covers_every_layer_parameter_or_is_refused(family: str, overrides: dict) -> None:
+    causal = family_of(tiny_model(family, "base", **overrides)).causal
+    model = tiny_model(family, "lm" if causal else "seq", **overrides)
     if family_of(model).pruning is None:
         with pytest.raises(ConfigError, match="structured pruning supports"):
             prunable_units(model)
@@ -139,9 +158,9 @@ def test_pruning_layout_covers_every_layer_parameter_or_is_refused(family: str) 
     assert {f"l{i}_{kind}" for i in range(2) for kind in ("qk", "vo", "ffn")} <= set(units.groups)
 
 
-@pytest.mark.parametrize("family", DECLARED)
-def test_every_family_exports_to_onnx_within_tolerance(tmp_path, family: str) -> None:
-    model_dir = save_tiny_pair(tmp_path / family, family)
+@pytest.mark.parametrize(("family", "overrides"), CASES)
+def test_every_family_exports_to_onnx_within_tolerance(tmp_path, family: str, overrides: dict) -> None:
+    model_dir = save_tiny_pair(tmp_path / family, family, **overrides)
     result = export_onnx(model_dir)  # raises when the graph's logits are outside the tolerance
     assert result.fp32.max_rel <= FP32_MAX_REL_DIFF
 

@@ -82,8 +82,12 @@ class _LayerRecorder:
         self.seen = {}
 
     def fused(self, _module: nn.Module, _args: tuple[object, ...], output: torch.Tensor) -> None:
-        q, k, v = output.split(output.shape[-1] // 3, dim=-1)
-        self.out[self.index] = _make_qkv(q, k, v, *self.heads)
+        # [Q | K | V] with Q num_heads and K, V num_kv_heads heads of one width (equal thirds without GQA).
+        num_heads, num_kv_heads = self.heads
+        head_dim = output.shape[-1] // (num_heads + 2 * num_kv_heads)
+        sizes = [num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim]
+        q, k, v = output.split(sizes, dim=-1)
+        self.out[self.index] = _make_qkv(q, k, v, num_heads, num_kv_heads)
 
     def role(self, name: str) -> _Hook:
         def hook(_module: nn.Module, _args: tuple[object, ...], output: torch.Tensor) -> None:

@@ -89,7 +89,8 @@ class Family:
         query: Path of the query projection inside one block (``None`` when Q/K/V are fused).
         key: Path of the key projection inside one block.
         value: Path of the value projection inside one block.
-        fused_qkv: Path of a fused projection whose output is ``[Q | K | V]`` along the last axis (GPT-2).
+        fused_qkv: Path of a fused projection whose output is ``[Q | K | V]`` along the last axis (GPT-2,
+            Phi-3; K and V are ``num_key_value_heads`` heads wide).
         causal: Whether the model attends only to earlier positions.
         token_type_ids: Whether ``token_type_ids`` from the tokenizer should reach the model.
         pruning: HomoDistil's pruning layout, ``None`` when the family cannot be pruned yet.
@@ -199,6 +200,10 @@ FAMILIES: dict[str, Family] = {
     "qwen2": _LLAMA,
     "qwen3": _LLAMA,  # q/k norms sit after the projections, inside attention: captured Q and K precede them
     "gemma2": _LLAMA,  # extra norms, soft-capping and sliding layers all sit outside the paths above
+    "gemma3_text": _LLAMA,  # Gemma 3's text model: Gemma 2's layout plus q/k norms
+    "olmo2": _LLAMA,  # norms after attention and MLP (none before), q/k norms over the whole projection
+    # Phi-3 fuses [Q | K | V] (grouped: K and V are num_key_value_heads wide) and [gate | up].
+    "phi3": Family(layers="layers", positions="rotary", fused_qkv="self_attn.qkv_proj", causal=True),
 }
 SUPPORTED: tuple[str, ...] = tuple(FAMILIES)
 
