@@ -48,7 +48,10 @@ def test_finetune_then_distill_then_eval(tmp_path, capsys):
     )
     assert code == 0
     recipe = json.loads((tmp_path / "kd" / "student" / "recipe.json").read_text())
-    assert recipe["config"]["method"] == {"name": "kd", "temperature": 3.0, "alpha": 0.5}
+    assert recipe["config"]["method"] == {
+        "name": "kd", "temperature": 3.0, "alpha": 0.5,
+        "divergence": "forward_kl", "beta": 0.5, "skew_alpha": 0.1,
+    }  # fmt: skip
     assert (tmp_path / "kd" / "log.jsonl").is_file()
 
     capsys.readouterr()

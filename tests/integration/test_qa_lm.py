@@ -14,6 +14,7 @@ from distil.cli.main import main
 from distil.config import build_run_config
 from distil.errors import ConfigError
 from distil.losses import kd_kl
+from distil.losses.divergences import DIVERGENCES, divergence
 from distil.plans import run, stage_dir
 from distil.training.setup import build_run
 from helpers import corpus_run
@@ -180,3 +181,20 @@ def test_a_new_decoder_family_runs_every_method_that_applies(tmp_path, family, c
     raw = corpus_run(tmp_path, teacher, student_spec, {"name": "tinybert"}, "tinybert-scores", max_steps=2)
     with pytest.raises(ConfigError, match="rotary"):
         run(build_run_config(raw), progress=False)
+
+
+@pytest.mark.parametrize("kind", [d for d in DIVERGENCES if d != "forward_kl"])
+def test_token_level_kd_with_each_divergence(tmp_path, kind):
+    """``method.divergence`` swaps KD's soft term on next-token distributions; the run trains end to end."""
+    cfg = lm_run(tmp_path, "kd", **{"train.max_steps": 2, "method.divergence": kind, "method.beta": 0.3})
+    parts = build_run(cfg)
+    batch = parts.task.collate([parts.task.train_set[i] for i in range(4)])
+    student = forward_features(parts.student, batch, parts.method.student_request())
+    with torch.no_grad():
+        teacher = forward_features(parts.teacher, batch, parts.method.teacher_request())
+    out = parts.method.loss(batch, student, teacher)
+    expected = divergence(
+        student.logits, teacher.logits, kind, temperature=2.0, mask=batch.labels != -100, beta=0.3, alpha=0.1
+    )
+    torch.testing.assert_close(out.parts["kd"], expected)
+    assert run(cfg, progress=False).steps == 2

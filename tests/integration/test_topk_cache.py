@@ -62,6 +62,9 @@ def test_a_top_k_cache_is_refused_where_it_cannot_apply(tmp_path):
     # Refused when the config is built (so `distil validate` says it), not once training starts.
     with pytest.raises(ConfigError, match="cache_teacher_topk: method 'lwd' needs more"):
         lm_run(tmp_path, "lwd", **{"train.cache_teacher_topk": 16})
+    # Divergences other than the forward KL need the teacher's whole distribution.
+    with pytest.raises(ConfigError, match="method.divergence=forward_kl"):
+        lm_run(tmp_path, "kd", **{"train.cache_teacher_topk": 16, "method.divergence": "reverse_kl"})
 
 
 def test_a_top_k_above_the_vocabulary_is_refused_before_anything_is_written(tmp_path):

@@ -12,7 +12,14 @@ def test_defaults_build_and_method_resolves_in_two_steps():
     assert isinstance(cfg, RunConfig)
     assert isinstance(cfg.method, KDConfig) and cfg.method.temperature == 4.0
     assert cfg.method_name == "kd"
-    assert cfg.to_dict()["method"] == {"name": "kd", "temperature": 4.0, "alpha": 0.5}
+    assert cfg.to_dict()["method"] == {
+        "name": "kd",
+        "temperature": 4.0,
+        "alpha": 0.5,
+        "divergence": "forward_kl",
+        "beta": 0.5,
+        "skew_alpha": 0.1,
+    }
 
 
 def test_unknown_key_names_the_field_and_suggests():
@@ -132,3 +139,20 @@ def test_a_removed_key_says_what_replaced_it(tmp_path):
     raw["train"]["tensorboard"] = False
     with pytest.raises(ConfigError, match=r"train.report_to=\[\]"):
         build_run_config(raw)
+
+
+def test_a_run_saved_before_a_key_existed_resumes_when_the_key_is_at_its_default(tmp_path):
+    """A method key this version added (KD's divergence) is what the old run did at its default only."""
+    import yaml
+
+    from distil.training.resume import check_same_run
+
+    cfg = build_run_config(tiny_run(tmp_path, "kd").to_dict())
+    saved = cfg.to_dict()
+    for key in ("divergence", "beta", "skew_alpha"):
+        saved["method"].pop(key)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert check_same_run(tmp_path, cfg) == {}
+    cfg.method.divergence = "reverse_kl"  # not what the old run did
+    with pytest.raises(ConfigError, match="method.divergence: None -> 'reverse_kl'"):
+        check_same_run(tmp_path, cfg)

@@ -1,7 +1,9 @@
 """Hinton-style knowledge distillation on the logits (Hinton, Vinyals and Dean, 2015, arXiv:1503.02531).
 
 loss = alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * task loss.
-For regression tasks the soft term is the MSE between student and teacher outputs.
+For regression tasks the soft term is the MSE between student and teacher outputs. ``method.divergence``
+replaces the forward KL with another member of the family (`distil.losses.divergences`): reverse KL,
+GKD's generalized JSD, DistiLLM's skew KL and skew reverse KL, or total variation.
 
 The same code covers the token-level tasks, through the shapes of ``Features.logits`` and ``labels``:
 extractive QA (``[B, 2, S]`` start/end scores, ``[B, 2]`` labels) gives ``(KL_start + KL_end) / 2`` and
@@ -19,6 +21,7 @@ from torch import nn
 
 from distil.errors import ConfigError
 from distil.losses import kd_kl, logit_mse, soft_target_mask, task_loss
+from distil.losses.divergences import DIVERGENCES, Divergence, divergence
 from distil.losses.topk import topk_kd_kl
 from distil.methods.base import Method, MethodContext, require_labels
 from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
@@ -34,16 +37,33 @@ class KDConfig:
         temperature: Softmax temperature T of both models; the KL is scaled by T^2 so gradients keep
             their size as T changes.
         alpha: Weight of the distillation term; the task loss gets ``1 - alpha``.
+        divergence: The soft term between the teacher's distribution ``p`` and the student's ``q``:
+            ``forward_kl`` (``KL(p || q)``, the paper's), ``reverse_kl`` (``KL(q || p)``), ``jsd``
+            (generalized JSD with mixture weight ``beta``), ``skew_kl`` / ``skew_reverse_kl`` (skewed by
+            ``skew_alpha``) or ``tv`` (total variation). Only ``forward_kl`` reads a top-k teacher cache.
+        beta: ``jsd``'s weight of the teacher in the mixture (0: forward KL, 1: reverse KL, as in GKD).
+        skew_alpha: The skew of ``skew_kl`` / ``skew_reverse_kl`` (DistiLLM's 0.1 by default).
     """
 
     temperature: float = 2.0
     alpha: float = 0.5
+    divergence: Divergence = "forward_kl"
+    beta: float = 0.5
+    skew_alpha: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ConfigError(f"method.temperature must be > 0, got {self.temperature}.")
         if not 0 <= self.alpha <= 1:
             raise ConfigError(f"method.alpha must be in [0, 1], got {self.alpha}.")
+        if self.divergence not in DIVERGENCES:
+            raise ConfigError(
+                f"method.divergence must be one of {', '.join(DIVERGENCES)}, got {self.divergence}."
+            )
+        if not 0 <= self.beta <= 1:
+            raise ConfigError(f"method.beta must be in [0, 1], got {self.beta}.")
+        if not 0 < self.skew_alpha < 1:
+            raise ConfigError(f"method.skew_alpha must be in (0, 1), got {self.skew_alpha}.")
 
     name: ClassVar[str] = "kd"
 
@@ -62,8 +82,11 @@ class KDConfig:
 
     @property
     def topk_temperature(self) -> float | None:
-        """Token-level KD reads a top-k teacher cache (`distil.losses.topk`) at its own temperature."""
-        return self.temperature
+        """The temperature at which the forward KL reads a top-k teacher cache (`distil.losses.topk`).
+
+        ``None`` for the other divergences: they need the teacher's whole distribution.
+        """
+        return self.temperature if self.divergence == "forward_kl" else None
 
 
 class KD(Method):
@@ -108,7 +131,14 @@ class KD(Method):
         else:
             assert teacher.logits is not None
             mask = soft_target_mask(batch.labels, student.logits)
-            soft = kd_kl(student.logits, teacher.logits, self.cfg.temperature, mask)
+            c = self.cfg
+            if c.divergence == "forward_kl":  # the closed-form backward of `kd_kl`
+                soft = kd_kl(student.logits, teacher.logits, c.temperature, mask)
+            else:
+                soft = divergence(
+                    student.logits, teacher.logits, c.divergence, temperature=c.temperature, mask=mask,
+                    beta=c.beta, alpha=c.skew_alpha,
+                )  # fmt: skip
         task = task_loss(student.logits, batch.labels, self.is_regression)
         total = self.cfg.alpha * soft + (1 - self.cfg.alpha) * task
         return LossOutput(total=total, parts={"kd": soft, "task": task})

@@ -110,6 +110,7 @@ def teacher_cache_refusal(cfg: RunConfig, view: RunView) -> str | None:
         if why is not None or getattr(cfg.method, "topk_temperature", None) is None:
             return (
                 f"train.cache_teacher_topk: method {method!r} needs more than the teacher's token logits of "
-                "clean inputs, or cannot read a top-k cache (KD can): unset train.cache_teacher_topk."
+                "clean inputs, or cannot read a top-k cache with these settings (KD can, with "
+                "method.divergence=forward_kl): unset train.cache_teacher_topk."
             )
     return None

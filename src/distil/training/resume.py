@@ -12,6 +12,7 @@ config becomes the one used from then on.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,11 @@ def check_same_run(run_dir: Path, cfg: RunConfig, what: str = "--resume") -> dic
     """
     saved = _saved_config(run_dir)
     changes = config_changes(saved, cfg.to_dict())
+    # A key this version added, at its default, is the behaviour the run was trained with.
+    defaults = _flat(_section_defaults(cfg))
+    changes = {
+        k: v for k, v in changes.items() if not (v[0] is None and k in defaults and defaults[k] == v[1])
+    }
     refused = {k: v for k, v in changes.items() if k not in SAFE_TO_CHANGE}
     if refused:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
@@ -110,6 +116,20 @@ def check_same_run(run_dir: Path, cfg: RunConfig, what: str = "--resume") -> dic
             "--overwrite or another run_dir."
         )
     return {k: v for k, v in changes.items() if k != "run_dir"}
+
+
+def _section_defaults(cfg: RunConfig) -> dict[str, Any]:
+    """The sections of ``cfg`` as their classes build them with no arguments (where they can)."""
+    out: dict[str, Any] = {}
+    for section in ("train", "eval", "method", "engine"):
+        value = getattr(cfg, section)
+        if value is None:
+            continue
+        try:
+            out[section] = asdict(type(value)())
+        except (TypeError, ConfigError):  # a section with required fields has no defaults to offer
+            continue
+    return out
 
 
 def read_resumes(run_dir: Path) -> list[dict[str, Any]]:
