@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from distil.losses.logits import selected_rows
+
 __all__ = ["DIVERGENCES", "Divergence", "divergence"]
 
 Divergence = Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tv"]
@@ -146,30 +148,14 @@ def divergence(
     Raises:
         ValueError: Shapes differ, the mask does not match, an unknown kind, or a coefficient out of range.
     """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"divergence: student {tuple(student_logits.shape)} vs teacher {tuple(teacher_logits.shape)}."
-        )
     if kind not in DIVERGENCES:
         raise ValueError(f"Unknown divergence {kind!r}; choose one of {', '.join(DIVERGENCES)}.")
-    if temperature <= 0:
-        raise ValueError(f"divergence: temperature must be > 0, got {temperature}.")
     if not 0 <= beta <= 1:
         raise ValueError(f"divergence: beta must be in [0, 1], got {beta}.")
     if not 0 < alpha < 1:
         raise ValueError(f"divergence: alpha must be in (0, 1), got {alpha}.")
-    vocab = student_logits.shape[-1]
-    student = student_logits.reshape(-1, vocab)
-    teacher = teacher_logits.detach().reshape(-1, vocab)
-    if mask is not None:
-        if mask.shape != student_logits.shape[:-1]:
-            raise ValueError(
-                f"divergence: mask {tuple(mask.shape)} must match the logits without the class axis "
-                f"{tuple(student_logits.shape[:-1])}."
-            )
-        rows = mask.reshape(-1).bool().nonzero().flatten()
-    else:
-        rows = torch.arange(student.shape[0], device=student.device)
+    student, teacher, rows = selected_rows("divergence", student_logits, teacher_logits, mask, temperature)
+    vocab = student.shape[-1]
     if rows.numel() == 0:
         return student.float().sum() * 0.0
     coefficient = beta if kind == "jsd" else alpha

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from distil.losses.baselines import IGNORE_INDEX
 
-__all__ = ["kd_kl", "logit_mse", "soft_target_mask", "task_loss"]
+__all__ = ["kd_kl", "logit_mse", "selected_rows", "soft_target_mask", "task_loss"]
 
 
 def soft_target_mask(labels: Tensor | None, logits: Tensor) -> Tensor | None:
@@ -35,6 +35,36 @@ def soft_target_mask(labels: Tensor | None, logits: Tensor) -> Tensor | None:
     if logits.ndim < 3 or labels is None or tuple(labels.shape) != tuple(logits.shape[:-1]):
         return None
     return labels != IGNORE_INDEX
+
+
+def selected_rows(
+    name: str, student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None, temperature: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Both logits as ``[rows, classes]`` (the teacher's detached) and the indices of the rows that count.
+
+    Selecting rows (rather than zeroing their loss) keeps NaN/inf padding out of the backward pass.
+
+    Raises:
+        ValueError: Shapes differ, the mask does not match the logits without the class axis, or
+            ``temperature <= 0``; the message starts with ``name``.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"{name}: student {tuple(student_logits.shape)} vs teacher {tuple(teacher_logits.shape)}."
+        )
+    if temperature <= 0:
+        raise ValueError(f"{name}: temperature must be > 0, got {temperature}.")
+    num_classes = student_logits.shape[-1]
+    student = student_logits.reshape(-1, num_classes)
+    teacher = teacher_logits.detach().reshape(-1, num_classes)
+    if mask is None:
+        return student, teacher, torch.arange(student.shape[0], device=student.device)
+    if mask.shape != student_logits.shape[:-1]:
+        raise ValueError(
+            f"{name}: mask {tuple(mask.shape)} must match the logits without the class axis "
+            f"{tuple(student_logits.shape[:-1])}."
+        )
+    return student, teacher, mask.reshape(-1).bool().nonzero().flatten()
 
 
 # Rows per chunk of the KL: about 4M logits (16 MB in float32) at a time, whatever the vocabulary (32
@@ -117,28 +147,10 @@ def kd_kl(
     Raises:
         ValueError: Shapes differ, the mask shape does not match, or ``temperature <= 0``.
     """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"kd_kl: student {tuple(student_logits.shape)} vs teacher {tuple(teacher_logits.shape)}."
-        )
-    if temperature <= 0:
-        raise ValueError(f"kd_kl: temperature must be > 0, got {temperature}.")
-    num_classes = student_logits.shape[-1]
-    student = student_logits.reshape(-1, num_classes)
-    teacher = teacher_logits.detach().reshape(-1, num_classes)
-    if mask is not None:
-        if mask.shape != student_logits.shape[:-1]:
-            raise ValueError(
-                f"kd_kl: mask {tuple(mask.shape)} must match the logits without the class axis "
-                f"{tuple(student_logits.shape[:-1])}."
-            )
-        # Selecting rows (rather than zeroing their loss) keeps NaN/inf padding out of the backward pass.
-        rows = mask.reshape(-1).bool().nonzero().flatten()
-    else:
-        rows = torch.arange(student.shape[0], device=student.device)
+    student, teacher, rows = selected_rows("kd_kl", student_logits, teacher_logits, mask, temperature)
     if rows.numel() == 0:
         return student.float().sum() * 0.0
-    chunk = max(1, _CHUNK_ELEMENTS // num_classes)
+    chunk = max(1, _CHUNK_ELEMENTS // student.shape[-1])
     result: Tensor = _ChunkedKL.apply(student, teacher, rows, float(temperature), chunk)
     return result
 
