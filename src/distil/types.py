@@ -85,7 +85,7 @@ class EngineTraits:
         can_resize: A method may change parameter shapes during the run (the engine wraps the student
             again, `Method.on_step_end` returning a `Resize`).
         owns_precision: The engine casts to the compute dtype itself, so no autocast runs around it.
-        offloads: Parameters can wait on the CPU between uses (``train.cpu_offload``).
+        offloads: Parameters can wait on the CPU between uses (``engine.cpu_offload``).
         scales_fp16: float16 loss scaling works on its gradients (a ``GradScaler`` over whole gradients).
         multi_process: It trains across several processes.
     """
@@ -115,7 +115,7 @@ class RunView:
         cache_teacher: ``train.cache_teacher``.
         student_init: ``models.student.init``.
         plan: The plan the run belongs to (``single`` for a run of its own).
-        engine: What the engine ``train.parallel`` asks for can do (``auto``: DDP's, or one process's,
+        engine: What the engine ``engine.name`` asks for can do (``auto``: DDP's, or one process's,
             which agree on everything a check asks).
     """
 

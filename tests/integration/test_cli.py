@@ -90,6 +90,9 @@ def test_ls_and_validate(tmp_path, capsys):
     out = capsys.readouterr().out
     for word in ("kd", "finetune", "sst2", "stsb", "wnli", "pipeline/sst2"):
         assert word in out
+    # Every engine of the registry, with the options of its section.
+    assert "engine.find_unused_parameters" in out
+    assert "engine.cpu_offload, engine.ram_efficient_loading" in out
     assert main(["validate", str(_write_config(tmp_path, "kd"))]) == 0
     assert "valid" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"

@@ -49,7 +49,7 @@ INVALID = {
     ),
     "homodistil sharded by FSDP": (
         lambda t: _raw(t, "homodistil", **{"eval.select": "last", "engine.name": "fsdp"}),
-        "parallel=ddp",
+        "engine.name=ddp",
     ),
     "fp16 with FSDP": (
         lambda t: _raw(t, **{"train.precision": "fp16-mixed", "engine.name": "fsdp"}),

@@ -61,10 +61,13 @@ def _first_line(obj: object) -> str:
 
 
 def describe_registry() -> str:
-    """The text of ``distil ls``: methods, plans and tasks from their registries, and bundled configs."""
+    """The text of ``distil ls``: methods, plans, tasks and engines from their registries, bundled configs."""
+    from dataclasses import fields
+
     from distil.methods import METHODS
     from distil.plans import PLANS
     from distil.tasks import TASKS
+    from distil.training.engines import ENGINES
 
     lines = ["Methods (method.name):"]
     lines += [f"  {name:<20} {_first_line(cls)}" for name, cls in METHODS.items()]
@@ -74,6 +77,12 @@ def describe_registry() -> str:
     for kind, cls in TASKS.items():
         lines.append(f"  {kind:<20} {_first_line(cls)}")
         lines.append(f"  {'':<20} data.task: {', '.join(cls.names)}")
+    lines.append("Engines (engine.name; default auto: ddp with several processes, else none):")
+    for name, engine in ENGINES.items():
+        lines.append(f"  {name:<20} {_first_line(engine)}")
+        options = [f"engine.{f.name}" for f in fields(engine.Options) if f.name != "name"]
+        if options:
+            lines.append(f"  {'':<20} options: {', '.join(options)}")
     lines.append("Bundled configs:")
     lines += [f"  {name}" for name in bundled_configs()]
     return "\n".join(lines)

@@ -127,7 +127,7 @@ class HomoDistilConfig:
         if not run.engine.can_resize:
             raise ConfigError(
                 "HomoDistil ranks and prunes whole rows and columns of every weight matrix from their "
-                "gradients, which FSDP splits across processes: use train.parallel=ddp (or auto)."
+                "gradients, which FSDP splits across processes: use engine.name=ddp (or auto)."
             )
         if run.max_steps and self.t_f > run.max_steps:
             raise ConfigError(

@@ -217,7 +217,7 @@ def load_model(
             family's default (sdpa where it is supported, else eager; DeBERTa-v2 has no sdpa kernel).
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; ``None`` keeps what the checkpoint stores.
         meta: Build the architecture on the meta device without reading the weights (a process that
-            receives its weights from another, ``train.ram_efficient_loading``).
+            receives its weights from another, ``engine.ram_efficient_loading``).
 
     Returns:
         The model, in eval mode as ``from_pretrained`` leaves it.

@@ -126,7 +126,7 @@ def build_run(
         cfg: The run.
         precision: Dtypes of the student and the teacher (``None``: as their checkpoints store them).
         meta: Build the models on the meta device (shapes only): their weights come later from process 0
-            (``train.ram_efficient_loading``).
+            (``engine.ram_efficient_loading``).
         prepare_order: Context around tokenisation (e.g. process 0 first, filling the shared cache).
         prepare: Tokenise the data; ``False`` with ``meta`` checks everything else that training checks
             before its first step from the checkpoints' config and tokenizer files alone (`distil validate`).

@@ -35,7 +35,7 @@ class DDPOptions:
 
 
 class DDPEngine(Engine):
-    """``train.parallel=ddp``: `StepModule` wrapped by ``DistributedDataParallel``.
+    """`StepModule` wrapped by ``DistributedDataParallel``.
 
     ``static_graph`` is on: the parameters a method leaves without a gradient (MiniLMv2's last FFN, a task
     head no loss reads) are found in the first step, so they neither deadlock nor get a zero gradient

@@ -50,7 +50,7 @@ def _reshard_after_forward(module: nn.Module, _args: Any, _output: Any) -> None:
 
 
 class FSDPEngine(Engine):
-    """``train.parallel=fsdp``: ``fully_shard`` on every block of student and teacher, and at their roots."""
+    """``engine.name=fsdp``: ``fully_shard`` on every block of student and teacher, and at their roots."""
 
     name = "fsdp"
     # Shards are cut when the student is wrapped, so a method may not change shapes later; a GradScaler

@@ -9,7 +9,7 @@ __all__ = ["SingleEngine"]
 
 
 class SingleEngine(Engine):
-    """``train.parallel=none``: one process, nothing wrapped, sharded or reduced."""
+    """``engine.name=none``: one process, nothing wrapped, sharded or reduced."""
 
     name = "none"
     traits = EngineTraits()
