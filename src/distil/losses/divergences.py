@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distil.losses.logits import selected_rows
+from distil.losses.logits import row_chunks, selected_rows
 
 __all__ = ["DIVERGENCES", "Divergence", "divergence"]
 
@@ -94,11 +94,8 @@ class _ChunkedDivergence(torch.autograd.Function):
     ) -> Tensor:
         total = torch.zeros((), device=student.device, dtype=torch.float32)
         with torch.autocast(student.device.type, enabled=False):
-            for start in range(0, rows.numel(), chunk):
-                index = rows[start : start + chunk]
-                s = student.index_select(0, index).float() / temperature
-                t = teacher.index_select(0, index).float() / temperature
-                total += row_fn(s, t).sum()
+            for _, s, t in row_chunks(student, teacher, rows, chunk):
+                total += row_fn(s / temperature, t / temperature).sum()
         ctx.save_for_backward(student, teacher, rows)
         ctx.row_fn, ctx.temperature, ctx.chunk = row_fn, temperature, chunk  # type: ignore[attr-defined]
         return total
@@ -109,10 +106,8 @@ class _ChunkedDivergence(torch.autograd.Function):
         row_fn, temperature, chunk = ctx.row_fn, ctx.temperature, ctx.chunk  # type: ignore[attr-defined]
         grad = torch.zeros_like(student)
         with torch.autocast(student.device.type, enabled=False), torch.enable_grad():
-            for start in range(0, rows.numel(), chunk):
-                index = rows[start : start + chunk]
-                s = student.index_select(0, index).float().requires_grad_(True)
-                t = teacher.index_select(0, index).float()
+            for index, s, t in row_chunks(student, teacher, rows, chunk):
+                s.requires_grad_(True)
                 value = row_fn(s / temperature, t / temperature).sum()
                 (chunk_grad,) = torch.autograd.grad(value, s)
                 grad.index_copy_(0, index, (chunk_grad * grad_total.float()).to(grad.dtype))

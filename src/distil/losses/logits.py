@@ -7,13 +7,15 @@ teacher side is detached.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from distil.losses.baselines import IGNORE_INDEX
 
-__all__ = ["kd_kl", "logit_mse", "selected_rows", "soft_target_mask", "task_loss"]
+__all__ = ["kd_kl", "logit_mse", "row_chunks", "selected_rows", "soft_target_mask", "task_loss"]
 
 
 def soft_target_mask(labels: Tensor | None, logits: Tensor) -> Tensor | None:
@@ -67,6 +69,19 @@ def selected_rows(
     return student, teacher, mask.reshape(-1).bool().nonzero().flatten()
 
 
+def row_chunks(
+    student: Tensor, teacher: Tensor, rows: Tensor, chunk: int
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """The selected ``rows`` of ``[rows, classes]`` logits, ``chunk`` at a time.
+
+    Yields ``(index, student, teacher)``, both sides as float32 tensors of their own (a caller may mark
+    the student's as requiring grad).
+    """
+    for start in range(0, rows.numel(), chunk):
+        index = rows[start : start + chunk]
+        yield index, student.index_select(0, index).float(), teacher.index_select(0, index).float()
+
+
 # Rows per chunk of the KL: about 4M logits (16 MB in float32) at a time, whatever the vocabulary (32
 # rows of a 128k vocabulary); a chunk's few float32 temporaries stay small beside the logits themselves.
 _CHUNK_ELEMENTS = 2**22
@@ -92,12 +107,9 @@ class _ChunkedKL(torch.autograd.Function):
     ) -> Tensor:
         total = torch.zeros((), device=student.device, dtype=torch.float32)
         with torch.autocast(student.device.type, enabled=False):
-            for start in range(0, rows.numel(), chunk):
-                index = rows[start : start + chunk]
-                s = student.index_select(0, index).float() / temperature
-                t = teacher.index_select(0, index).float() / temperature
-                log_p_t = F.log_softmax(t, dim=-1)
-                kl = (log_p_t.exp() * (log_p_t - F.log_softmax(s, dim=-1))).sum()
+            for _, s, t in row_chunks(student, teacher, rows, chunk):
+                log_p_t = F.log_softmax(t / temperature, dim=-1)
+                kl = (log_p_t.exp() * (log_p_t - F.log_softmax(s / temperature, dim=-1))).sum()
                 total += kl
         ctx.save_for_backward(student, teacher, rows)
         ctx.temperature, ctx.chunk = temperature, chunk  # type: ignore[attr-defined]
@@ -110,10 +122,8 @@ class _ChunkedKL(torch.autograd.Function):
         grad = torch.zeros_like(student)
         scale = grad_total.float() * temperature / max(rows.numel(), 1)
         with torch.autocast(student.device.type, enabled=False):
-            for start in range(0, rows.numel(), chunk):
-                index = rows[start : start + chunk]
-                p_s = F.softmax(student.index_select(0, index).float() / temperature, dim=-1)
-                p_t = F.softmax(teacher.index_select(0, index).float() / temperature, dim=-1)
+            for index, s, t in row_chunks(student, teacher, rows, chunk):
+                p_s, p_t = F.softmax(s / temperature, dim=-1), F.softmax(t / temperature, dim=-1)
                 grad.index_copy_(0, index, ((p_s - p_t) * scale).to(grad.dtype))
         return grad, None, None, None, None
 
