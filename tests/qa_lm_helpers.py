@@ -93,3 +93,34 @@ def lm_run(tmp: Path, method: str, family: str = "gpt2", **overrides: Any) -> Ru
         "method": {"name": method},
     }
     return build_run_config(_set(_with_plan(data, method, overrides), overrides))
+
+
+CHAT = ASSETS / "data" / "chat"
+# A template whose markers are words of the tiny WordPiece vocabulary, so conversations stay short.
+TINY_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} [SEP] {% endfor %}"
+    "{% if add_generation_prompt %}assistant : {% endif %}"
+)
+
+
+def chat_run(tmp: Path, method: str, family: str = "llama", **overrides: Any) -> RunConfig:
+    """A run on the bundled chat set (24 conversations, 8 held out) with a tiny decoder teacher."""
+    teacher = save_tiny_lm(tmp / f"lm-{family}", family)
+    template = tmp / "tiny.jinja"
+    template.write_text(TINY_TEMPLATE)
+    data: dict[str, Any] = {
+        "run_dir": str(tmp / f"run-{method}"),
+        "models": {"teacher": str(teacher), "student": {"init": "layers", "layers": [2]}},
+        "data": {
+            "task": "chat",
+            "train_file": str(CHAT / "chat.jsonl"),
+            "dev_file": str(CHAT / "chat-test.jsonl"),
+            "chat_template": str(template),
+            "max_length": 48,
+            "train_subset": 24,
+            "dev_subset": 8,
+        },
+        "train": _train_section() | {"report_to": [], "seed": 3},
+        "method": {"name": method},
+    }
+    return build_run_config(_set(data, overrides))

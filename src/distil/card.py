@@ -56,6 +56,10 @@ METHOD_CARDS: dict[str, MethodCard] = {
         "knowledge distillation of the teacher's output distribution",
         ("Hinton et al., Distilling the Knowledge in a Neural Network (2015)", "1503.02531"),
     ),
+    "gkd": MethodCard(
+        "on-policy distillation: a divergence on completions the student samples itself",
+        ("Agarwal et al., On-Policy Distillation of Language Models (GKD, 2024)", "2306.13649"),
+    ),
     "minilmv2": MethodCard(
         "multi-head self-attention relation distillation",
         (

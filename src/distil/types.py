@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ __all__ = [
     "LossOutput",
     "Resize",
     "RunView",
+    "Runtime",
     "TopK",
 ]
 
@@ -38,6 +39,8 @@ class Batch:
         head_positions: Set by masking methods (bool ``[batch, seq]``): run the language-model head only at
             these positions, so token logits come back as ``[N, vocab]``. MLM needs scores at ~15 % of
             the tokens, and the vocabulary projection over every token dominates a small model's step.
+        prompt_lengths: ``[batch]`` tokens before each row's last assistant turn (chat data): the prompt
+            that on-policy distillation completes.
     """
 
     input_ids: torch.Tensor
@@ -47,6 +50,7 @@ class Batch:
     idx: torch.Tensor | None = None
     mlm_labels: torch.Tensor | None = None
     head_positions: torch.Tensor | None = None
+    prompt_lengths: torch.Tensor | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, torch.Tensor]) -> Batch:
@@ -130,6 +134,24 @@ class RunView:
     student_init: str
     plan: str = "single"
     engine: EngineTraits = field(default_factory=EngineTraits)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the loop hands a method once the models are wrapped (`Method.attach`).
+
+    Attributes:
+        seed: ``train.seed``: the same on every process (a method's own random streams derive from it).
+        call_student: Runs a function that calls the student's (``MethodContext.student``) own forward
+            outside the loss (e.g. to generate), without gradients, where the engine lets it: under FSDP
+            inside the root's forward (its parameters gathered). Every process must call it alike.
+        synced: Processes hold shards of the models, so each forward pass is collective: a process that
+            has finished generating keeps running forward passes until every process has.
+    """
+
+    seed: int
+    call_student: Callable[[Callable[[], Any]], Any]
+    synced: bool = False
 
 
 @dataclass(frozen=True)

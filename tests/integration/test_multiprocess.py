@@ -25,8 +25,9 @@ from distil.methods.kd import KD
 from distil.training.checkpoint import latest_checkpoint
 from distil.training.engines import ENGINES
 from distil.training.loop import train
-from factories import save_tiny_pair, tiny_config, tiny_tokenizer
+from factories import save_tiny_pair, tiny_config, tiny_model, tiny_tokenizer
 from helpers import corpus_run, tiny_run, train_interrupted, write_tiny_task
+from qa_lm_helpers import CHAT, TINY_TEMPLATE
 
 pytestmark = pytest.mark.multiprocess
 
@@ -34,7 +35,7 @@ WORKER = Path(__file__).with_name("mp_worker.py")
 STEPS = 10
 # Every engine of the registry that trains across processes: a new engine joins these invariants.
 MULTI_PROCESS = [name for name, engine in ENGINES.items() if engine.traits.multi_process]
-CASES = [(m, p) for m in ("kd", "minilmv2", "lwd") for p in MULTI_PROCESS]
+CASES = [(m, p) for m in ("kd", "minilmv2", "lwd", "gkd") for p in MULTI_PROCESS]
 # Evaluation every 3 steps (selecting the best student) and the teacher's logits cached up front; a
 # learning rate at which the student's predictions change between evaluations.
 EVALUATED = {"eval_every": 3, "cache_teacher": True, "lr": 1e-2}
@@ -102,6 +103,8 @@ def _config(
         if train_.get("eval_every"):  # regression: continuous dev metrics; 15 dev rows: uneven shards
             overrides |= _regression(tmp)
         return tiny_run(tmp, method, **{"run_dir": str(tmp / name), "data.dev_file": None, **overrides})
+    if method == "gkd":
+        return _chat_config(tmp, name, settings, engine)
     if method == "homodistil":  # pruned 32 -> 16 wide over steps 2-6, narrowed at each prune event
         student, teacher = {"init": "copy"}, _lm_teacher(tmp)
         spec = {"t_i": 1, "t_f": 6, "delta_t": 2, "pruning": pruning}
@@ -115,6 +118,30 @@ def _config(
     raw = corpus_run(tmp, teacher, student, {"name": method, **spec}, name=name)
     raw["train"] |= {"seed": 3, **settings}
     raw["engine"] = engine
+    return build_run_config(raw)
+
+
+def _chat_config(tmp: Path, name: str, settings: dict[str, Any], engine: dict[str, Any]) -> RunConfig:
+    """On-policy GKD on 40 bundled conversations, every step on the student's samples (generated under the
+    engine: DDP's full copy, FSDP's gathered root). The teacher has no end-of-sequence token, so every
+    completion has 4 tokens: the divergence is a mean over each micro-batch's tokens, which equals the
+    one-process mean only when the processes score as many tokens."""
+    teacher = tmp / "chat-teacher"
+    if not teacher.exists():
+        model = tiny_model("llama", "lm", eos_token_id=None)
+        model.generation_config.eos_token_id = None
+        model.save_pretrained(teacher)
+        tiny_tokenizer().save_pretrained(teacher)
+        (tmp / "tiny.jinja").write_text(TINY_TEMPLATE)
+    raw = {
+        "run_dir": str(tmp / name),
+        "models": {"teacher": str(teacher), "student": {"init": "layers", "layers": [2]}},
+        "data": {"task": "chat", "train_file": str(CHAT / "chat.jsonl"), "max_length": 48,
+                 "chat_template": str(tmp / "tiny.jinja"), "train_subset": 40, "group_by_length": False},
+        "train": {"lr": 1e-3, "warmup_ratio": 0.0, "report_to": [], "seed": 3, "epochs": 2, **settings},
+        "method": {"name": "gkd", "lmbda": 1.0, "max_new_tokens": 4},
+        "engine": engine,
+    }  # fmt: skip
     return build_run_config(raw)
 
 
@@ -149,7 +176,7 @@ def _assert_same_student(a: Path, b: Path, atol: float = 1e-5) -> None:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every run of this module: references in this process, then the three launches."""
     tmp = tmp_path_factory.mktemp("mp")
-    for method in ("kd", "minilmv2", "lwd"):
+    for method in ("kd", "minilmv2", "lwd", "gkd"):
         train(_config(tmp, method, f"{method}-one", 8), progress=False)
     train(_config(tmp, "kd", "evaluated-one", 8, **EVALUATED), progress=False)
     # A one-process KD run killed after step 5 (checkpoint at step 4), resumed below in two processes.

@@ -14,9 +14,10 @@ from distil.plans import PLANS
 from distil.training.checks import run_view
 from distil.training.optim import trainable_parameters
 from distil.training.setup import build_run
-from distil.types import FeatureRequest
+from distil.types import FeatureRequest, Runtime
 from factories import tiny_config, tiny_tokenizer
 from helpers import corpus_run, tiny_run
+from qa_lm_helpers import chat_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,6 +26,8 @@ _RUN = {"ted_filters": {"eval.select": "last"}, "homodistil": {"eval.select": "l
 
 
 def _tiny_cfg(tmp_path, name):
+    if name == "gkd":  # completes the prompts of conversations
+        return chat_run(tmp_path, name)
     if name != "homodistil_head":
         return tiny_run(tmp_path, name, **_RUN.get(name, {}))
     teacher = tmp_path / "mlm"  # the head stage fits a language-model head on a corpus
@@ -49,6 +52,7 @@ def test_method_contract(name, tmp_path):
     reads_logits_only = method.teacher_request() == FeatureRequest(logits=True) and not method.corrupts_inputs
     assert (cfg.method.uncacheable_teacher(run_view(cfg)) is None) == reads_logits_only
     assert getattr(cfg.method, "topk_temperature", None) == method.topk_temperature
+    method.attach(Runtime(seed=0, call_student=lambda fn: fn()))
     batch = method.prepare_batch(parts.task.collate([parts.task.train_set[i] for i in range(4)]))
     student = forward_features(parts.student, batch, method.student_request())
     request = method.teacher_request()

@@ -48,10 +48,46 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
         report["metrics"] = task.metrics_of(by_split)
     else:
         report["metrics"] = task.evaluate(model, args.batch_size)
+    if getattr(args, "teacher", None):
+        agreement, generations = _teacher_agreement(args, task, model)
+        report["metrics"] |= agreement
+        report["generations"] = generations
     report["rows"] = _rows(task)
     if isinstance(task, ClassificationTask) and not task.is_regression:
         report |= _per_class(task, *next(iter(by_split.items())))
     return report
+
+
+def _teacher_agreement(
+    args: argparse.Namespace, task: Any, student: Any
+) -> tuple[dict[str, float], list[dict[str, str]]]:
+    """Agreement of ``student`` with ``--teacher`` on chat data, and a few generations side by side."""
+    from distil.models.loading import check_same_vocabulary
+    from distil.tasks.chat import ChatTask
+    from distil.tasks.chat.agreement import generation_agreement, token_agreement
+
+    if not isinstance(task, ChatTask):
+        raise ConfigError(
+            f"--teacher compares generations on chat data (--task chat), not --task {args.task}."
+        )
+    tokenizer = load_tokenizer(args.model)
+    check_same_vocabulary(load_tokenizer(args.teacher), tokenizer)
+    _check_head(args.teacher, "lm", args.task)
+    teacher = load_model(
+        args.teacher, head="lm", attn_implementation=args.attn_implementation, dtype=args.dtype
+    )
+    assert task.dev_set is not None
+    metrics = token_agreement(student, teacher, task.dev_set, task.collate, args.batch_size)
+    eos = student.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    scores, samples = generation_agreement(
+        student, teacher, task.dev_set, args.batch_size, args.max_new_tokens, task.pad_token_id, eos_ids
+    )
+    shown = [
+        {k: str(tokenizer.decode(v, skip_special_tokens=k != "prompt")) for k, v in x.items()}
+        for x in samples[:5]
+    ]
+    return metrics | scores, shown
 
 
 def _subset(args: argparse.Namespace) -> int | None:
@@ -105,6 +141,9 @@ def format_report(report: dict[str, Any]) -> str:
             for n, row in zip(names, report["confusion"], strict=True)
         ]
         lines.append("")
+    for n, g in enumerate(report.get("generations", []), 1):  # --teacher: greedy completions side by side
+        lines += [f"Generation {n}: ...{g['prompt'][-80:]!r}"]
+        lines += [f"  {who:<9} {g[who]!r}" for who in ("teacher", "student", "reference")]
     lines.append(" ".join(f"{k}={v:.4f}" for k, v in report["metrics"].items()))
     return "\n".join(lines)
 

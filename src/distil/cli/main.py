@@ -10,6 +10,8 @@ from pathlib import Path
 
 from distil.cli.augment import add_augment_options
 from distil.cli.deploy import add_bench_options, add_export_options, add_report_options
+from distil.cli.generate import add_generate_options
+from distil.cli.init_model import add_init_model_options
 from distil.cli.task_args import add_task_options
 from distil.errors import ConfigError, DistilError
 
@@ -142,6 +144,20 @@ def cmd_augment(args: argparse.Namespace) -> int:
     return augment_command(args)
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Write a model's completions of a prompt file (sequence-level KD data), resumable, over processes."""
+    from distil.cli.generate import generate_command
+
+    return generate_command(args)
+
+
+def cmd_init_model(args: argparse.Namespace) -> int:
+    """Write a randomly initialised decoder of a family, with a tokenizer, to train from scratch."""
+    from distil.cli.init_model import init_model_command
+
+    return init_model_command(args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a markdown report with plots from runs, pipeline folders and bench results."""
     from distil.cli.deploy import report_command
@@ -160,6 +176,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": cmd_bench,
     "report": cmd_report,
     "augment": cmd_augment,
+    "generate": cmd_generate,
+    "init-model": cmd_init_model,
 }
 
 
@@ -180,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval":
             p.add_argument("model", help="Saved model folder (e.g. RUN_DIR/student).")
             p.add_argument(
-                "--task", required=True, help="A GLUE task, custom, squad, squad_v2 or lm (see `distil ls`)."
+                "--task",
+                required=True,
+                help="A GLUE task, custom, squad, squad_v2, lm or chat (see `distil ls`).",
             )
             add_task_options(p, "evaluation")
             p.add_argument(
@@ -198,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", help="Also write the report (metrics, rows, per class) to this file.")
             p.add_argument("--doc-stride", type=int, help="SQuAD: tokens shared by consecutive windows.")
             p.add_argument("--eval-stride", type=int, help="lm: tokens the perplexity window advances by.")
+            p.add_argument(
+                "--teacher", help="chat: also score agreement with this teacher (top-1 tokens, greedy "
+                "generations) and show generations side by side.",
+            )  # fmt: skip
+            p.add_argument(
+                "--max-new-tokens",
+                type=int,
+                default=64,
+                help="chat with --teacher: longest greedy completion.",
+            )
             p.add_argument(
                 "--attn-implementation",
                 choices=["sdpa", "eager"],
@@ -235,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
             add_report_options(p)
         if name == "augment":
             add_augment_options(p)
+        if name == "generate":
+            add_generate_options(p)
+        if name == "init-model":
+            add_init_model_options(p)
     return parser
 
 

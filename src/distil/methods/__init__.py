@@ -6,6 +6,7 @@ from distil.errors import ConfigError, closest
 from distil.methods.base import Method, MethodConfig, MethodContext
 from distil.methods.distilbert import DistilBERTStyle
 from distil.methods.finetune import Finetune
+from distil.methods.gkd import GKD
 from distil.methods.homodistil import HomoDistil
 from distil.methods.homodistil_head import HomoDistilHead
 from distil.methods.kd import KD
@@ -22,6 +23,7 @@ __all__ = ["METHODS", "Method", "MethodConfig", "MethodContext", "get_method"]
 METHODS: dict[str, type[Method]] = {
     "distilbert": DistilBERTStyle,
     "finetune": Finetune,
+    "gkd": GKD,
     "homodistil": HomoDistil,
     "homodistil_head": HomoDistilHead,
     "kd": KD,

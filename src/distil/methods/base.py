@@ -24,7 +24,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distil.errors import ConfigError
-from distil.types import Batch, FeatureRequest, Features, LossOutput, Resize, RunView
+from distil.types import Batch, FeatureRequest, Features, LossOutput, Resize, Runtime, RunView
 
 __all__ = ["Method", "MethodConfig", "MethodContext", "require_labels"]
 
@@ -143,6 +143,10 @@ class Method(Protocol):
     def model_head(cls, task_head: str) -> str:
         """The head both models carry: the task's (``seq``, ``qa``, ``lm``, ``base``) or another (``mlm``)."""
         return task_head
+
+    def attach(self, runtime: Runtime) -> None:
+        """Once the models are wrapped for training: how to run them outside the training step, the seed."""
+        return None
 
     def prepare_batch(self, batch: Batch) -> Batch:
         """Transform a training batch before both forward passes (e.g. MLM masking).

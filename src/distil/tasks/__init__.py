@@ -7,6 +7,7 @@ from typing import Any
 from distil.errors import ConfigError, closest
 from distil.metrics import canonical_task_name
 from distil.tasks.base import DataCommon, Task, row_lengths
+from distil.tasks.chat import ChatData, ChatTask
 from distil.tasks.corpus import CorpusData, CorpusTask
 from distil.tasks.custom import CustomData, CustomTask
 from distil.tasks.glue import GlueData, GlueTask
@@ -16,6 +17,7 @@ from distil.tasks.squad import SquadData, SquadTask
 
 __all__ = [
     "TASKS",
+    "ChatData",
     "CorpusData",
     "CustomData",
     "DataCommon",
@@ -34,6 +36,7 @@ TASKS: dict[str, type[Task]] = {
     "squad": SquadTask,
     "corpus": CorpusTask,
     "lm": LMTask,
+    "chat": ChatTask,
 }
 
 

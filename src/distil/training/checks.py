@@ -104,7 +104,7 @@ def teacher_cache_refusal(cfg: RunConfig, view: RunView) -> str | None:
         if task.head != "lm":
             return (
                 "train.cache_teacher_topk caches the teacher's token distributions for token-level KD on a "
-                f"causal LM (data.task=lm); data.task={cfg.data.task} is not one. Unset it"
+                f"causal LM (data.task=lm or chat); data.task={cfg.data.task} is not one. Unset it"
                 + (" (train.cache_teacher keeps class logits)." if task.cacheable_teacher else ".")
             )
         if why is not None or getattr(cfg.method, "topk_temperature", None) is None:

@@ -54,6 +54,7 @@ from distil.training.setup import describe
 from distil.training.step import Stepper
 from distil.training.teacher_cache import TeacherCache
 from distil.training.topk_cache import TopKCache
+from distil.types import Runtime
 
 __all__ = ["RunResult", "train"]
 
@@ -220,6 +221,13 @@ def train(
                 f"[distil] teacher top-k cache: {what} {cache.folder} ({cache.bytes_per_token} bytes a token)"
             )
     stepper = Stepper(mods, engine, method, precision, scheduler, scaler, tc.max_grad_norm, env, cache)
+    method.attach(
+        Runtime(
+            seed=tc.seed,
+            call_student=lambda fn: engine.call_student(mods.wrapped, fn),  # mods.wrapped as it is then
+            synced=engine.traits.sharded and env.world > 1,
+        )
+    )
 
     logger = MetricLogger(run_dir, trackers=tc.trackers, config=cfg.to_dict(), enabled=env.is_main)
     # A bar only on a terminal: redirected to a file, tqdm's carriage-return frames are noise (lines below).

@@ -29,6 +29,8 @@ from distil.models.loading import (
 from distil.models.students import StudentConfig, student_copy, student_from_config, student_from_layers
 from distil.run_config import RunConfig
 from distil.tasks import Task, load_task
+from distil.tasks.chat import ChatData
+from distil.tasks.chat.render import check_same_template
 from distil.tasks.classification import ClassificationTask
 from distil.training.precision import Precision
 
@@ -169,7 +171,10 @@ def build_run(
     tokenizer = load_tokenizer(tokenizer_source)
     check_tokenizer(tokenizer, student, tokenizer_source)
     if teacher is not None and spec.init == "pretrained":
-        check_same_vocabulary(load_tokenizer(str(cfg.models.teacher)), tokenizer)
+        teacher_tokenizer = load_tokenizer(str(cfg.models.teacher))
+        check_same_vocabulary(teacher_tokenizer, tokenizer)
+        if isinstance(cfg.data, ChatData):
+            check_same_template(teacher_tokenizer, tokenizer, cfg.data.chat_template)
     check_max_length(student.config, cfg.data.max_length, "the student")
     if teacher is not None:
         check_max_length(teacher.config, cfg.data.max_length, f"the teacher {cfg.models.teacher!r}")

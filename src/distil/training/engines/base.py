@@ -9,10 +9,10 @@ package and one line of ``ENGINES`` (`distil.training.engines`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +27,8 @@ from distil.training.dist import DistEnv
 from distil.training.optim import optimizer_step
 from distil.training.precision import Precision
 from distil.types import Batch, EngineTraits, FeatureRequest, Features
+
+T = TypeVar("T")
 
 __all__ = ["Engine", "SingleOptions", "StepModule", "Wrapped", "state_bytes"]
 
@@ -66,8 +68,17 @@ class StepModule(nn.Module):
         self._method = method
         self.request = request
 
-    def forward(self, batch: Batch, teacher: Features | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """The method's loss of one micro-batch: ``(total, parts)``."""
+    def forward(
+        self, batch: Batch | None, teacher: Features | None, inside: Callable[[], Any] | None = None
+    ) -> Any:
+        """The method's loss of one micro-batch: ``(total, parts)``; or what ``inside()`` returns.
+
+        ``inside`` runs a function of the student (generation) within this forward, so that a sharded
+        root has initialised itself and gathered its parameters, as in a training forward.
+        """
+        if inside is not None:
+            return inside()
+        assert batch is not None
         features = forward_features(self.student, batch, self.request)
         out = self._method.loss(batch, features, teacher)
         return out.total, out.parts
@@ -178,6 +189,14 @@ class Engine:
     def unsharded(self, wrapped: nn.Module) -> Iterator[None]:
         """The student's parameters whole, to call its forward outside a training step (evaluation)."""
         yield
+
+    def call_student(self, wrapped: nn.Module, fn: Callable[[], T]) -> T:
+        """Run ``fn``, which calls the student's own forward (generation), outside the loss; no gradients.
+
+        Every process must call it alike (a sharded engine's forward passes are collective).
+        """
+        with torch.no_grad(), self.unsharded(wrapped):
+            return fn()
 
     def fused_optimizer(self) -> bool:
         """Fused AdamW where the device has the kernel (CUDA)."""

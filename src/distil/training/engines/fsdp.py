@@ -8,7 +8,7 @@ precision is FSDP's policy (low-precision compute and all-gathers, float32 gradi
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,7 +21,7 @@ from transformers import PreTrainedModel
 from distil.errors import ConfigError, TrainingError
 from distil.models.families import get_layers
 from distil.training.dist import DistEnv
-from distil.training.engines.base import Engine, StepModule, Wrapped
+from distil.training.engines.base import Engine, StepModule, T, Wrapped
 from distil.training.precision import Precision
 from distil.types import EngineTraits
 
@@ -143,6 +143,16 @@ class FSDPEngine(Engine):
             yield
         finally:
             wrapped.reshard()
+
+    def call_student(self, wrapped: nn.Module, fn: Callable[[], T]) -> T:
+        """Run ``fn`` inside the root's forward, where FSDP gathers the root's parameters.
+
+        The root also initialises itself there: before the first training step, a block called directly
+        would make itself a root. Each block gathers its own parameters in its forward.
+        """
+        with torch.no_grad():
+            result: T = wrapped(None, None, inside=fn)
+        return result
 
     def exportable(
         self, wrapped: nn.Module, step: StepModule
