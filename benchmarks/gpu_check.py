@@ -102,19 +102,18 @@ def _cases(tiny: bool) -> dict[str, Case]:
     }
 
 
-def _tokenizer(folder: Path) -> BertTokenizerFast:
+def _tokenizer() -> BertTokenizerFast:
     """A word-level tokenizer over ``VOCAB`` made-up words (each one token), built offline."""
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     words = specials + [f"w{i}" for i in range(VOCAB - len(specials))]
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(words) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    # transformers 5 builds a fast WordPiece tokenizer from a vocabulary dict (a vocab_file is ignored).
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
 
 
 def prepare(case: Case, work: Path, seed: int = 0) -> None:
     """Save the random teacher (bfloat16, as a big checkpoint would be) and the case's text data."""
     work.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer(work)
+    tokenizer = _tokenizer()
     t = case.teacher
     torch.manual_seed(seed)
     if case.family == "llama":

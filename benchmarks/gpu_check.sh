@@ -2,7 +2,7 @@
 # GPU check (issue 14): distil's training step beside a plain PyTorch floor, as samples/s and peak memory,
 # for bf16 KD Llama ~1.1B -> ~0.3B at sequence 1024, MiniLMv2 BERT-base -> 6x384 at 32 x 512, and the fp16
 # path (KD, BERT-base -> 6 layers, 32 x 128). Random-weight models from configs, no downloads; under 8
-# minutes on one H200. Each measurement runs in a fresh process, so peak memory is its own.
+# minutes on one H200. Then an on-policy distillation step (GKD) beside its floor. Each measurement runs in a fresh process, so peak memory is its own.
 #
 #   bash benchmarks/gpu_check.sh            # on the GPU machine; results in $OUT (or /tmp/gpu_check)
 #   bash benchmarks/gpu_check.sh tiny       # tiny sizes: a CPU check of syntax and shapes
@@ -38,3 +38,9 @@ for case in kd_llama_bf16 minilmv2_bert_base kd_bert_fp16; do
   echo "$case: $(( $(date +%s) - start )) s"
 done
 "$PY" benchmarks/gpu_check.py report --results "$RESULTS"
+# On-policy distillation (issue 23): one GKD step (generate 256 tokens, teacher scores, student step) beside
+# a hand-written floor, Llama-style ~0.9B teacher -> 4 of its layers (~0.3B), bf16 mixed precision.
+if [ "$SIZE" = tiny ]; then POLICY="--layers 2 --width 64 --new 4 --repeats 1 --warmup 0"
+else POLICY="--layers 16 --width 2048 --student-layers 4 --new 256 --repeats 5 --warmup 1 --precision bf16-mixed"; fi
+# shellcheck disable=SC2086
+"$PY" benchmarks/on_policy_step.py $POLICY 2> >(grep -v -e "it/s]" -e "^\s*$" >&2) | tee -a "$RESULTS_DIR/on_policy-$SIZE.txt"

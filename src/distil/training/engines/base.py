@@ -193,9 +193,10 @@ class Engine:
     def call_student(self, wrapped: nn.Module, fn: Callable[[], T]) -> T:
         """Run ``fn``, which calls the student's own forward (generation), outside the loss; no gradients.
 
-        Every process must call it alike (a sharded engine's forward passes are collective).
+        Every process must call it alike (a sharded engine's forward passes are collective). It runs
+        under the training step's autocast, so generation computes in the step's precision.
         """
-        with torch.no_grad(), self.unsharded(wrapped):
+        with torch.no_grad(), self.autocast(), self.unsharded(wrapped):
             return fn()
 
     def fused_optimizer(self) -> bool:

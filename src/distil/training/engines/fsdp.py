@@ -150,7 +150,7 @@ class FSDPEngine(Engine):
         The root also initialises itself there: before the first training step, a block called directly
         would make itself a root. Each block gathers its own parameters in its forward.
         """
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             result: T = wrapped(None, None, inside=fn)
         return result
 
