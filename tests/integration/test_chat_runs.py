@@ -3,6 +3,7 @@ sequence-level distillation (GKD), exact resume, and `distil eval` on conversati
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -189,3 +190,37 @@ def test_generate_writes_completions_that_resume_and_train(tmp_path, monkeypatch
     # Sequence-level KD: any method trains on the teacher's completions.
     result = run(chat_run(tmp_path / "seq", "kd", **STEPS, **{"data.train_file": str(whole)}), progress=False)
     assert result.steps == 4
+
+
+@pytest.mark.parametrize(
+    "family", ["mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "olmo2", "gpt2"]
+)
+def test_gkd_runs_on_every_decoder_family(tmp_path, family):
+    """On-policy steps (the student generates with its KV cache) train and export on each family."""
+    settings = {"train.max_steps": 2, "method.lmbda": 1.0, "method.max_new_tokens": 3, "data.max_length": 40}
+    student = run(chat_run(tmp_path, "gkd", family=family, **settings), progress=False).student_dir
+    assert AutoModelForCausalLM.from_pretrained(student).config.model_type == family
+
+
+def test_eval_json_feeds_the_report_with_generations_side_by_side(tmp_path, capsys):
+    student = run(chat_run(tmp_path, "kd", **STEPS), progress=False).student_dir
+    teacher = chat_run(tmp_path, "kd").models.teacher
+    report = tmp_path / "eval.json"
+    argv = ["eval", str(student), "--task", "chat", "--file", str(CHAT / "chat-test.jsonl"), "--teacher"]
+    assert main([*argv, str(teacher), "--max-new-tokens", "4", "--json", str(report)]) == 0
+    saved = json.loads(report.read_text())
+    assert 0 <= saved["metrics"]["top1_agreement"] <= 1 and len(saved["generations"]) == 5
+    assert main(["report", "--eval", str(report), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| prompt | teacher | student | reference |" in text and "top1_agreement" in text
+    capsys.readouterr()
+    if importlib.util.find_spec("lm_eval") is None:  # optional: without it, one line says how to get it
+        assert main(["eval", str(student), "--lm-eval", "hellaswag"]) == 2
+        assert "lm-evaluation-harness, which is not installed" in capsys.readouterr().err
+    assert main(["eval", str(student)]) == 2
+    assert (
+        main(
+            ["eval", str(student), "--task", "lm", "--file", str(CHAT / "chat-test.jsonl"), "--teacher", "x"]
+        )
+        == 2
+    )

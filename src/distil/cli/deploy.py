@@ -88,9 +88,13 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
 
 def add_report_options(p: argparse.ArgumentParser) -> None:
     """Options of ``distil report``."""
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="Run dirs, pipeline dirs or bench JSON files.")
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="Run dirs, pipeline dirs or bench JSON files.")
     p.add_argument("--out", default="report", help="Output folder (default: ./report).")
     p.add_argument("--bench", action="append", help="A `distil bench --json` result (repeatable).")
+    p.add_argument(
+        "--eval", action="append", help="A `distil eval --json` report (repeatable); with --teacher (chat), "
+        "its generations are shown beside the teacher's and the reference.",
+    )  # fmt: skip
 
 
 def export_command(args: argparse.Namespace) -> int:
@@ -196,6 +200,6 @@ def report_command(args: argparse.Namespace) -> int:
     """Run ``distil report``."""
     from distil.reporting import build_report
 
-    report = build_report(list(args.runs), args.out, bench=args.bench)
+    report = build_report(list(args.runs), args.out, bench=args.bench, evals=args.eval)
     print(f"[distil] report written to {report}")
     return 0

@@ -125,7 +125,10 @@ def _per_class(task: ClassificationTask, split: str, scored: tuple[np.ndarray, n
 
 def format_report(report: dict[str, Any]) -> str:
     """The report for people; its last line is the metrics as ``key=value`` pairs."""
-    lines = ["[distil] scored " + ", ".join(f"{n} rows of {split}" for split, n in report["rows"].items())]
+    rows = report.get("rows") or {}
+    lines = (
+        ["[distil] scored " + ", ".join(f"{n} rows of {split}" for split, n in rows.items())] if rows else []
+    )
     if "classes" in report:
         lines += [f"Per class on {report['split']}:", "", "| class | precision | recall | f1 | support |"]
         lines.append("|---|---|---|---|---|")

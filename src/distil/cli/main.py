@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from distil.cli.augment import add_augment_options
 from distil.cli.deploy import add_bench_options, add_export_options, add_report_options
@@ -94,7 +95,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from distil.cli.evaluate import evaluate_checkpoint, format_report
     from distil.files import atomic_write_text
 
-    report = evaluate_checkpoint(args)
+    if args.task is None and not args.lm_eval:
+        raise ConfigError(
+            "distil eval needs --task (a task's dev data) or --lm-eval (harness tasks), or both."
+        )
+    report: dict[str, Any] = {"model": str(args.model), "metrics": {}, "rows": {}}
+    if args.task is not None:
+        report = evaluate_checkpoint(args)
+    if args.lm_eval:
+        from distil.evaluation.harness import harness_metrics
+
+        tasks = [t.strip() for t in args.lm_eval.split(",") if t.strip()]
+        report["metrics"] |= harness_metrics(str(args.model), tasks, args.batch_size, args.lm_eval_limit)
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")
     print(format_report(report))
@@ -198,10 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval":
             p.add_argument("model", help="Saved model folder (e.g. RUN_DIR/student).")
             p.add_argument(
-                "--task",
-                required=True,
-                help="A GLUE task, custom, squad, squad_v2, lm or chat (see `distil ls`).",
+                "--task", help="A GLUE task, custom, squad, squad_v2, lm or chat (see `distil ls`)."
             )
+            p.add_argument(
+                "--lm-eval", metavar="TASKS", help="Also run these lm-evaluation-harness tasks (comma-"
+                "separated, e.g. hellaswag,arc_easy) on a causal LM, when the harness is installed.",
+            )  # fmt: skip
+            p.add_argument("--lm-eval-limit", type=int, help="Score at most N examples per harness task.")
             add_task_options(p, "evaluation")
             p.add_argument(
                 "--split", help="GLUE split to evaluate (default: the task's dev split or splits)."

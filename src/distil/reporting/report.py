@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from pathlib import Path
 
-from distil.errors import ConfigError
+from distil.errors import ConfigError, DataError
 from distil.evaluation.bench_table import format_bench
 from distil.reporting import plots
 from distil.reporting.sources import Run, Sources, comparison_points, load_sources
@@ -68,7 +69,11 @@ def _no_latency(sources: Sources) -> str:
 
 
 def build_report(
-    paths: list[str | Path], out_dir: str | Path, *, bench: list[str | Path] | None = None
+    paths: list[str | Path],
+    out_dir: str | Path,
+    *,
+    bench: list[str | Path] | None = None,
+    evals: list[str | Path] | None = None,
 ) -> Path:
     """Write ``report.md`` and its figures (PNG, 800 x 500 pixels) into ``out_dir``.
 
@@ -81,6 +86,8 @@ def build_report(
         paths: Run directories, pipeline directories or bench JSON files.
         out_dir: Output folder (created).
         bench: More bench JSON files (``distil bench --json``), the source of latencies when given.
+        evals: ``distil eval --json`` reports; their metrics are listed, and the generations of those
+            run with ``--teacher`` (chat) shown side by side.
 
     Returns:
         The path of ``report.md``.
@@ -89,7 +96,7 @@ def build_report(
         ConfigError: Nothing to report on.
         DataError: A path is not a run, pipeline or bench result.
     """
-    if not paths and not bench:
+    if not paths and not bench and not evals:
         raise ConfigError("Give at least one run directory, pipeline directory or bench JSON to report on.")
     sources: Sources = load_sources(list(paths), bench)
     out = Path(out_dir)
@@ -150,6 +157,8 @@ def build_report(
             f"Sequence length {s['seq_length']}, {s['threads']} threads, {s['repeats']} timed repeats after "
             f"{s['warmup']} warm-up passes; {s['timing']}. FLOPs: {s['flops_method']}."
         )
+    for evaluated in evals or []:
+        lines += ["", *_eval_section(Path(evaluated))]
     for path, _ in sources.summaries:
         table = path / "summary.md"
         if table.is_file():
@@ -157,3 +166,26 @@ def build_report(
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _eval_section(path: Path) -> list[str]:
+    """An evaluation report: its metrics, and its generations beside the teacher's and the reference."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        metrics = report["metrics"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a `distil eval --json` report ({err}).") from None
+    lines = [f"## Evaluation: {report.get('model', path.name)} on {report.get('task', '?')}", ""]
+    lines += ["| metric | value |", "|---|---|", *(f"| {k} | {v:.4f} |" for k, v in metrics.items())]
+    generations = report.get("generations") or []
+    if generations:
+        lines += ["", "Greedy generations (the end of each prompt, then each model's answer):", ""]
+        lines += ["| prompt | teacher | student | reference |", "|---|---|---|---|"]
+        for g in generations:
+            cells = [g["prompt"][-60:], g["teacher"], g["student"], g["reference"]]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
