@@ -164,12 +164,21 @@ class FeatureRequest:
         attentions: Return post-softmax attention probabilities (forces eager attention).
         qkv_layers: 0-indexed layers whose Q, K and V projection outputs are captured by hooks;
             negative indices count from the last layer.
+        score_layers: 0-indexed layers whose pre-softmax attention scores the attention computation
+            hands over as it computes them (`distil.adapters.scores`; families whose attention calls
+            transformers' attention interface).
     """
 
     logits: bool = True
     hidden_states: bool = False
     attentions: bool = False
     qkv_layers: tuple[int, ...] = ()
+    score_layers: tuple[int, ...] = ()
+
+    @property
+    def inner_layers(self) -> tuple[int, ...]:
+        """Layers whose inner tensors (not only their outputs) feed a loss: Q/K/V or scores."""
+        return tuple(sorted(set(self.qkv_layers) | set(self.score_layers)))
 
     def merge(self, other: FeatureRequest) -> FeatureRequest:
         """Return a request that asks for everything either request asks for."""
@@ -178,6 +187,7 @@ class FeatureRequest:
             hidden_states=self.hidden_states or other.hidden_states,
             attentions=self.attentions or other.attentions,
             qkv_layers=tuple(sorted(set(self.qkv_layers) | set(other.qkv_layers))),
+            score_layers=tuple(sorted(set(self.score_layers) | set(other.score_layers))),
         )
 
 
@@ -231,6 +241,7 @@ class Features:
         hidden_states: ``num_layers + 1`` tensors ``[batch, seq, hidden]``; index 0 is the embedding output.
         attentions: ``num_layers`` tensors ``[batch, heads, seq, seq]`` of attention probabilities.
         qkv: Captured projections keyed by 0-indexed layer.
+        scores: Pre-softmax attention scores ``[batch, heads, seq, seq]`` keyed by 0-indexed layer.
         causal: Whether the model attends only to earlier positions (decoders).
         topk: A teacher read from a top-k cache (`distil.training.topk_cache`) in place of ``logits``.
     """
@@ -240,6 +251,7 @@ class Features:
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
     qkv: dict[int, QKV] = field(default_factory=dict)
+    scores: dict[int, torch.Tensor] = field(default_factory=dict)
     causal: bool = False
     topk: TopK | None = None
 
@@ -260,6 +272,7 @@ class Features:
                 k: QKV(cast(v.query), cast(v.key), cast(v.value), v.num_heads, v.num_kv_heads, v.head_dim)
                 for k, v in self.qkv.items()
             },
+            scores={k: cast(v) for k, v in self.scores.items()},
             causal=self.causal,
             topk=self.topk,
         )

@@ -2,20 +2,22 @@
 
 Hidden states and attention probabilities come from the model's own outputs. The Q/K/V projection
 outputs, which ``transformers`` does not return, come from forward hooks that live only inside
-``capture_qkv``. Module paths come from ``distil.models.families``, never from strings in configs.
+``capture_qkv``; pre-softmax attention scores from the attention computation itself
+(`distil.adapters.scores`). Module paths come from ``distil.models.families``, never from strings in configs.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 from transformers import PreTrainedModel
 
+from distil.adapters.scores import capture_scores
 from distil.errors import ModelError
 from distil.models.families import Family, family_of, get_layers
 from distil.types import QKV, Batch, FeatureRequest, Features
@@ -260,7 +262,10 @@ def forward_features(model: PreTrainedModel, batch: Batch, request: FeatureReque
     # Decoders would otherwise build a KV cache that distillation never reads.
     extra = {"use_cache": False} if spec.causal else {}
     positions = batch.head_positions if request.logits else None
-    with capture_qkv(model, request.qkv_layers) as qkv, _head_at(model, positions):
+    scoring: AbstractContextManager[dict[int, torch.Tensor]] = (
+        capture_scores(model, request.score_layers) if request.score_layers else nullcontext({})
+    )
+    with capture_qkv(model, request.qkv_layers) as qkv, scoring as scores, _head_at(model, positions):
         outputs = model(
             **inputs,
             output_hidden_states=request.hidden_states,
@@ -286,5 +291,6 @@ def forward_features(model: PreTrainedModel, batch: Batch, request: FeatureReque
         hidden_states=tuple(hidden) if hidden is not None else None,
         attentions=tuple(attentions) if attentions is not None else None,
         qkv=qkv,
+        scores=dict(scores),
         causal=spec.causal,
     )

@@ -1,11 +1,12 @@
 """TinyBERT-style distillation (Jiao et al., Findings of EMNLP 2020, arXiv:1909.10351).
 
 Transformer-layer distillation: student layer ``m`` learns teacher layer ``g(m) = m * N / M`` (uniform
-map, 1-indexed; the embeddings 0 -> 0) through the MSE of pre-softmax attention scores (recomputed from
-captured Q and K) and of hidden states mapped by a learned projection ``d_s -> d_t``. This method is that
-layer stage: *general* distillation on a corpus, or *intermediate* distillation on a labelled task. The
-prediction-layer stage is `distil.methods.tinybert_prediction`; on a labelled task the ``tinybert``
-plan (`distil.plans.tinybert`) runs one after the other. Settings and choices:
+map, 1-indexed; the embeddings 0 -> 0) through the MSE of pre-softmax attention scores (handed over by
+the attention computation itself, `distil.adapters.scores`; rebuilt from captured Q and K for a family
+whose attention does not allow it) and of hidden states mapped by a learned projection ``d_s -> d_t``.
+This method is that layer stage: *general* distillation on a corpus, or *intermediate* distillation on a
+labelled task. The prediction-layer stage is `distil.methods.tinybert_prediction`; on a labelled task the
+``tinybert`` plan (`distil.plans.tinybert`) runs one after the other. Settings and choices:
 ``docs/methods/tinybert.md``.
 """
 
@@ -16,6 +17,7 @@ from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 from distil.errors import ConfigError
 from distil.losses import attention_score_mse, attention_scores
@@ -23,13 +25,13 @@ from distil.losses.hidden import hidden_mse
 from distil.methods.base import Method, MethodContext
 from distil.models.families import family_of, num_layers
 from distil.models.layer_maps import uniform_layer_map
-from distil.types import QKV, Batch, FeatureRequest, Features, LossOutput, RunView
+from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
 
 __all__ = ["TinyBERT", "TinyBERTConfig"]
 
-# Q K^T / sqrt(d) (Q, K as captured) is the score the model itself uses in every family without rotary
-# positions (`Family.rotary`: Q and K are captured before the rotation). For DeBERTa-v2 it is the
-# content-to-content term only (its relative-position terms are left out).
+# The scores the attention hands over are the model's own, rotary positions and soft-capping included.
+# Rebuilt from captured Q and K (DeBERTa-v2, whose attention is computed in its module), Q K^T / sqrt(d) is
+# the content-to-content term only (its relative-position terms are left out).
 
 
 @dataclass
@@ -72,8 +74,19 @@ class TinyBERTConfig:
         return "needs the teacher's hidden states and attention scores"
 
 
-def _scores(qkv: QKV) -> Tensor:
+def _scores(features: Features, layer: int) -> Tensor:
+    """The pre-softmax scores of ``layer``: as the attention computed them, else rebuilt from Q and K."""
+    if layer in features.scores:
+        return features.scores[layer]
+    qkv = features.qkv[layer]
     return attention_scores(qkv.query, qkv.key, qkv.num_heads, qkv.num_kv_heads)
+
+
+def _score_request(model: PreTrainedModel, layers: tuple[int, ...]) -> FeatureRequest:
+    """Hidden states, and scores handed over by the attention where the family allows it, else Q and K."""
+    if family_of(model).attention_interface:
+        return FeatureRequest(logits=False, hidden_states=True, score_layers=layers)
+    return FeatureRequest(logits=False, hidden_states=True, qkv_layers=layers)
 
 
 class TinyBERT(Method):
@@ -87,6 +100,7 @@ class TinyBERT(Method):
     def __init__(self, cfg: TinyBERTConfig, ctx: MethodContext) -> None:
         assert ctx.teacher is not None
         self.cfg = cfg
+        self.student, self.teacher = ctx.student, ctx.teacher
         self.modules = nn.ModuleDict()
         self.layer_map = uniform_layer_map(num_layers(ctx.teacher.config), num_layers(ctx.student.config))
         if cfg.attention_weight > 0:
@@ -109,11 +123,11 @@ class TinyBERT(Method):
             )
         for side, model in (("student", ctx.student), ("teacher", ctx.teacher)):
             family = str(model.config.model_type)
-            if family_of(model).rotary:
+            if family_of(model).rotary and not family_of(model).attention_interface:
                 raise ConfigError(
-                    "TinyBERT's attention loss recomputes pre-softmax scores from captured Q and K, which "
-                    f"for the {side}'s family {family!r} precede the rotary position embedding, so the "
-                    "scores would not be the model's. Set method.attention_weight=0 (hidden-state and "
+                    "TinyBERT's attention loss would recompute pre-softmax scores from captured Q and K, "
+                    f"which for the {side}'s family {family!r} precede the rotary position embedding, so "
+                    "the scores would not be the model's. Set method.attention_weight=0 (hidden-state and "
                     "embedding losses only) or use MiniLMv2 (method minilmv2)."
                 )
 
@@ -137,14 +151,14 @@ class TinyBERT(Method):
         return linear(hidden)
 
     def student_request(self) -> FeatureRequest:
-        """Hidden states and every layer's Q/K."""
-        qkv = tuple(range(len(self.layer_map))) if self.cfg.attention_weight > 0 else ()
-        return FeatureRequest(logits=False, hidden_states=True, qkv_layers=qkv)
+        """Hidden states and every layer's attention scores."""
+        layers = tuple(range(len(self.layer_map))) if self.cfg.attention_weight > 0 else ()
+        return _score_request(self.student, layers)
 
     def teacher_request(self) -> FeatureRequest | None:
-        """Hidden states and the Q/K of the mapped layers."""
-        qkv = tuple(g - 1 for g in self.layer_map) if self.cfg.attention_weight > 0 else ()
-        return FeatureRequest(logits=False, hidden_states=True, qkv_layers=qkv)
+        """Hidden states and the attention scores of the mapped layers."""
+        layers = tuple(g - 1 for g in self.layer_map) if self.cfg.attention_weight > 0 else ()
+        return _score_request(self.teacher, layers)
 
     def trainable_modules(self) -> nn.ModuleDict:
         """The projection(s) ``d_s -> d_t``."""
@@ -158,7 +172,7 @@ class TinyBERT(Method):
             parts["attention"] = torch.stack(
                 [
                     attention_score_mse(
-                        _scores(student.qkv[m - 1]), _scores(teacher.qkv[g - 1]), mask, causal=student.causal
+                        _scores(student, m - 1), _scores(teacher, g - 1), mask, causal=student.causal
                     )
                     for m, g in enumerate(self.layer_map, start=1)
                 ]

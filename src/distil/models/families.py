@@ -96,6 +96,8 @@ class Family:
         pruning: HomoDistil's pruning layout, ``None`` when the family cannot be pruned yet.
         onnx_optimizer: onnxruntime's transformer-optimiser type that fuses the family's exported graph,
             ``None`` when it has none.
+        attention_interface: The attention calls transformers' ``AttentionInterface`` (so its scores can
+            be handed over as computed: `distil.adapters.scores`); DeBERTa-v2's does not.
     """
 
     layers: str
@@ -111,6 +113,7 @@ class Family:
     token_type_ids: bool = False
     pruning: PruningLayout | None = None
     onnx_optimizer: str | None = None
+    attention_interface: bool = True
 
     @property
     def rotary(self) -> bool:
@@ -177,6 +180,7 @@ FAMILIES: dict[str, Family] = {
         key="attention.self.key_proj",
         value="attention.self.value_proj",
         token_type_ids=True,
+        attention_interface=False,  # disentangled attention, computed in the module itself
     ),
     "distilbert": Family(
         layers="transformer.layer",

@@ -114,10 +114,11 @@ def prepare(cfg: RunConfig, resume: bool, overwrite: bool) -> Prepared:
                 f"train.cache_teacher_topk={tc.cache_teacher_topk} is above the teacher's {vocab}-token "
                 f"vocabulary: set it to at most {vocab} (the vocabulary size keeps the whole distribution)."
             )
-    if tc.compile and parts.method.student_request().qkv_layers:
+    if tc.compile and parts.method.student_request().inner_layers:
         raise ConfigError(
-            f"train.compile: method {cfg.method_name!r} captures the student's queries, keys and values with "
-            "hooks, which compiled blocks do not run; set train.compile=false."
+            f"train.compile: method {cfg.method_name!r} captures the student's queries, keys and values or "
+            "attention scores inside its blocks, which compiled blocks do not hand over; set "
+            "train.compile=false."
         )
     return Prepared(env, engine, precision, parts, overwrite or restart, changes, checkpoint, skipped)
 
@@ -207,7 +208,7 @@ def assemble(cfg: RunConfig, prep: Prepared) -> Modules:
     else:
         step.to(env.device)
     layers = len(get_layers(student))
-    wrapped = engine.wrap(step, {i % layers for i in step.request.qkv_layers})
+    wrapped = engine.wrap(step, {i % layers for i in step.request.inner_layers})
     if ram_efficient:
         _load_from_rank0(step, env, weights, buffers)
     teacher = parts.teacher
