@@ -41,7 +41,7 @@ from typing import Literal
 import torch
 
 from distil.config import read_yaml
-from distil.losses.relations import _chunk_sizes, _relation_kl  # private: the backward-mode switch
+from distil.losses.relations import _relation_kl, relation_chunks  # private: the backward-mode switch
 from distil.schema import from_dict
 
 BackwardMode = Literal["fused", "checkpoint", "autograd"]
@@ -142,7 +142,7 @@ def child(cfg: BenchConfig, variant: str, out: Path) -> None:
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
         peaks.append(_peak_bytes(device) - base)
-    sizes = _chunk_sizes(cfg.batch_size, cfg.seq_length, heads, head_chunk, row_chunk)
+    sizes = relation_chunks(cfg.batch_size, cfg.seq_length, heads, head_chunk, row_chunk)
     chunks = math.ceil(heads / sizes[0]) * math.ceil(cfg.seq_length / sizes[1])
     torch.save({"grad": grad.cpu()}, out.with_suffix(".pt"))
     out.write_text(

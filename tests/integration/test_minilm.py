@@ -43,7 +43,7 @@ def test_every_family_qkv_reach_the_minilmv2_loss(family):
     with torch.no_grad():
         t = forward_features(teacher, batch, method.teacher_request())
     out = method.loss(batch, s, t)
-    assert set(out.parts) == {"rel_QQ", "rel_KK", "rel_VV"} and out.total > 0
+    assert set(out.parts) == {"rel_QQ", "rel_KK", "rel_VV", "relation_chunks"} and out.total > 0
     out.total.backward()
     grads = [p.grad for n, p in student.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
     assert grads, f"{family}: no gradient reached the student"
@@ -99,6 +99,7 @@ def test_corpus_distillation_then_finetune(tmp_path):
     assert result.steps == 4 and result.metrics == {}
     log = (tmp_path / "minilmv2" / "log.jsonl").read_text()
     assert "loss/rel_QQ" in log and "loss/rel_VV" in log
+    assert '"loss/relation_chunks": 1.0' in log  # the automatic choice: the tiny relation fits whole
     write_tiny_task(tmp_path / "train.jsonl", 16)
     code = main(
         [

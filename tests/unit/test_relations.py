@@ -9,7 +9,7 @@ import torch
 
 import distil.losses
 from distil.losses import attention_kl, relation_kl, relations, value_relation_kl
-from distil.losses.relations import _chunk_sizes
+from distil.losses.relations import relation_chunks
 
 
 def _loop_reference(
@@ -115,27 +115,31 @@ def test_chunked_equals_direct_in_value_and_gradient(
 
 
 def test_default_chunk_sizes_follow_the_memory_budget() -> None:
-    # One float32 [B, h, rows, S] tensor must stay under 64 MiB (16 Mi elements).
-    assert _chunk_sizes(1, 1100, 16, None, None) == (13, 1100)  # 1.2 Mi elements per head
-    assert _chunk_sizes(8, 512, 48, None, None) == (8, 512)
-    assert _chunk_sizes(64, 2048, 48, None, None) == (1, 128)  # one head alone is too big: slice rows
-    assert _chunk_sizes(8, 512, 48, 48, None) == (48, 85)
-    assert _chunk_sizes(8, 512, 48, None, 64) == (48, 64)
+    # One float32 [B, h, rows, S] tensor must stay under 64 MiB (16 Mi elements) here.
+    mib64 = 64 * 2**20
+    assert relation_chunks(1, 1100, 16, None, None, mib64) == (13, 1100)  # 1.2 Mi elements per head
+    assert relation_chunks(8, 512, 48, None, None, mib64) == (8, 512)
+    assert relation_chunks(64, 2048, 48, None, None, mib64) == (1, 128)  # one head is too big: slice rows
+    assert relation_chunks(8, 512, 48, 48, None, mib64) == (48, 85)
+    assert relation_chunks(8, 512, 48, None, 64, mib64) == (48, 64)
+    # The default budget (256 MiB): the whole relation is one chunk when it fits, as at the floor
+    # benchmark's 32 x 128 with 48 heads (96 MiB), and chunks only as far as needed when it does not.
+    assert relation_chunks(32, 128, 48) == (48, 128)
+    assert relation_chunks(32, 512, 48) == (8, 512)  # 1.5 GiB whole: 6 chunks of 256 MiB
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        relation_chunks(32, 128, 48, chunk_bytes=0)
     with pytest.raises(ValueError, match="head_chunk"):
         relation_kl(*_inputs(), _right_padded(LENGTHS, 7), 4, head_chunk=0)
 
 
 @pytest.mark.parametrize(("budget_elements", "sizes"), [(3 * 7 * 7 * 2, (2, 7)), (3 * 7 * 6, (1, 6))])
-def test_automatic_chunking_agrees_with_direct(
-    monkeypatch: pytest.MonkeyPatch, budget_elements: int, sizes: tuple[int, int]
-) -> None:
+def test_automatic_chunking_agrees_with_direct(budget_elements: int, sizes: tuple[int, int]) -> None:
     sl, sr, tl, tr = _inputs()
     mask = _right_padded(LENGTHS, 7)
     # A tiny budget forces the automatic path into several (checkpointed) chunks of heads, then of rows.
-    monkeypatch.setattr(relations, "_CHUNK_BYTES", 4 * budget_elements)
-    assert _chunk_sizes(3, 7, 8, None, None) == sizes
+    assert relation_chunks(3, 7, 8, None, None, 4 * budget_elements) == sizes
     a = sl.clone().requires_grad_(True)
-    auto = relation_kl(a, sr, tl, tr, mask, 8, causal=True)
+    auto = relation_kl(a, sr, tl, tr, mask, 8, causal=True, chunk_bytes=4 * budget_elements)
     auto.backward()
     b = sl.clone().requires_grad_(True)
     direct = relation_kl(b, sr, tl, tr, mask, 8, causal=True, head_chunk=8, row_chunk=7)

@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from distil.errors import ConfigError
 from distil.losses import relation_kl
+from distil.losses.relations import CHUNK_BYTES, relation_chunks
 from distil.methods.base import Method, MethodContext
 from distil.models.families import layer_index
 from distil.types import QKV, Batch, FeatureRequest, Features, LossOutput, RunView
@@ -40,6 +42,10 @@ class MiniLMv2Config:
         weights: One weight per relation (default 1 each; the losses are summed, as in the paper).
         head_chunk: Relation heads per chunk of the loss computation (``None``: automatic, bounded memory).
         row_chunk: Query rows per chunk (``None``: automatic).
+        chunk_mib: The automatic chunks' budget: one float32 ``[batch, heads, rows, seq]`` tensor of a
+            chunk stays under it (three are alive at once). The whole relation is one chunk when it fits;
+            otherwise there are as few chunks as the budget allows. The choice is logged
+            (``relation_chunks``).
     """
 
     relation_heads: int = 48
@@ -48,8 +54,11 @@ class MiniLMv2Config:
     weights: list[float] | None = None
     head_chunk: int | None = None
     row_chunk: int | None = None
+    chunk_mib: int = CHUNK_BYTES // 2**20
 
     def __post_init__(self) -> None:
+        if self.chunk_mib < 1:
+            raise ConfigError(f"method.chunk_mib must be >= 1, got {self.chunk_mib}.")
         if isinstance(self.teacher_layer, str) and self.teacher_layer != "auto":
             raise ConfigError(
                 f"method.teacher_layer must be a layer number, null or 'auto', got {self.teacher_layer!r}."
@@ -102,6 +111,7 @@ class MiniLMv2(Method):
     def __init__(self, cfg: MiniLMv2Config, ctx: MethodContext) -> None:
         assert ctx.teacher is not None
         self.cfg = cfg
+        self.chunk_bytes = cfg.chunk_mib * 2**20
         if cfg.teacher_layer == "auto":
             raise ConfigError(
                 "method.teacher_layer=auto is resolved by the teacher-layer probe plan, before the method "
@@ -142,17 +152,29 @@ class MiniLMv2(Method):
         return nn.ModuleDict()
 
     def loss(self, batch: Batch, student: Features, teacher: Features | None) -> LossOutput:
-        """Weighted sum of the relation KLs; each is logged as ``rel_<pair>``."""
+        """Weighted sum of the relation KLs; each is logged as ``rel_<pair>``, the chunk count beside."""
         assert teacher is not None
         s: QKV = next(iter(student.qkv.values()))
         t: QKV = teacher.qkv[self.teacher_layer]
         parts = {}
+        batch_size, seq = student.attention_mask.shape
+        chunks = relation_chunks(
+            batch_size,
+            seq,
+            self.cfg.relation_heads,
+            self.cfg.head_chunk,
+            self.cfg.row_chunk,
+            self.chunk_bytes,
+        )
         for relation in self.cfg.relations:
             left, right = (_PART[c] for c in relation)
             parts[f"rel_{relation}"] = relation_kl(
                 getattr(s, left), getattr(s, right), getattr(t, left), getattr(t, right),
                 student.attention_mask, self.cfg.relation_heads, causal=student.causal,
-                head_chunk=self.cfg.head_chunk, row_chunk=self.cfg.row_chunk,
+                head_chunk=chunks[0], row_chunk=chunks[1],
             )  # fmt: skip
         total = sum(w * parts[f"rel_{r}"] for w, r in zip(self.weights, self.cfg.relations, strict=True))
+        # The automatic choice, logged: chunks per relation (1: the whole relation at once).
+        count = -(-self.cfg.relation_heads // chunks[0]) * -(-seq // chunks[1])
+        parts["relation_chunks"] = torch.tensor(float(count), device=student.attention_mask.device)
         return LossOutput(total=total, parts=parts)  # type: ignore[arg-type]
