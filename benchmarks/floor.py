@@ -37,7 +37,7 @@ from distil.training.batches import StepBatch, StepSchedule, step_loader
 from distil.training.step import Stepper
 
 sys.path.insert(0, str(Path(__file__).parent))
-from floor_losses import FLOORS
+from floor_losses import FLOORS, PEERS
 
 GOAL = {"minilm": 1.15, "minilmv2": 1.15}
 TASK_AGNOSTIC = ("minilm", "minilmv2", "distilbert", "homodistil", "homodistil_head")
@@ -200,12 +200,13 @@ def _pair(
     if micro.labels is not None and not method.startswith(("minilm", "distilbert", "homodistil")):
         inputs["labels"] = micro.labels
     floor = FLOORS[method](prep.parts, inputs)  # from the models as built, before the engine moves them
+    peer = PEERS[method][1](prep.parts, inputs) if method in PEERS else None
     _, stepper = loop_stepper(run_cfg, prep)
 
     def distil_step() -> None:
         float(stepper.step(step_batch)["total"])  # synchronised, as a log step is
 
-    return {"distil": distil_step, "floor": floor}
+    return {"distil": distil_step, "floor": floor} | ({"peer": peer} if peer is not None else {})
 
 
 def main() -> None:
@@ -221,9 +222,9 @@ def main() -> None:
         teachers = _teachers(cfg, folder)
         for method in cfg.methods:
             steps = _pair(method, cfg, folder, teachers)
-            times: dict[str, list[float]] = {"distil": [], "floor": []}
+            times: dict[str, list[float]] = {name: [] for name in steps}
             for i in range(cfg.warmup + cfg.repeats):
-                for name in ("distil", "floor") if i % 2 == 0 else ("floor", "distil"):
+                for name in list(steps) if i % 2 == 0 else list(steps)[::-1]:
                     start = time.perf_counter()
                     steps[name]()
                     if i >= cfg.warmup:
@@ -235,6 +236,8 @@ def main() -> None:
                 "ratio": med["distil"] / med["floor"],
                 "goal": GOAL.get(method, 1.10),
             }
+            if "peer" in med:
+                results[method] |= {"peer_ms": med["peer"], "peer_ratio": med["distil"] / med["peer"]}
             r = results[method]
             verdict = "met" if r["ratio"] <= r["goal"] else "NOT met"
             print(
@@ -242,6 +245,12 @@ def main() -> None:
                 f"method step / floor = {r['ratio']:.3f}   (goal <= {r['goal']:.2f}: {verdict})",
                 flush=True,
             )
+            if "peer" in med:
+                print(
+                    f"{'':<20} {PEERS[method][0]}: {r['peer_ms']:8.1f} ms   distil / peer = "
+                    f"{r['peer_ratio']:.3f}",
+                    flush=True,
+                )
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": cfg.__dict__, "results": results}, indent=2))
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FLOORS", "floor_step"]
+__all__ = ["FLOORS", "PEERS", "floor_step"]
 
 Loss = Callable[[dict[str, Any]], Tensor]
 
@@ -266,6 +266,37 @@ def _tinybert(parts: Any, inputs: dict[str, Tensor]) -> Callable[[], None]:
     )
 
 
+def _tinybert_textbrewer(parts: Any, inputs: dict[str, Tensor]) -> Callable[[], None]:
+    """TextBrewer's way to TinyBERT's layer stage: the MSE of the attention *probabilities* the models
+    return (eager attention, ``output_attentions``), beside the same hidden and embedding MSEs. A different,
+    cheaper loss than the paper's pre-softmax scores: no product to rebuild, but the probabilities of
+    every layer are materialised and returned."""
+    feed = {k: v for k, v in inputs.items() if k != "labels"}
+    method = parts.method
+    student, teacher = copy.deepcopy(parts.student), copy.deepcopy(parts.teacher)
+    for model in (student, teacher):
+        model.set_attn_implementation("eager")  # the only implementation that returns probabilities
+    projection = copy.deepcopy(method.modules["projection"])
+    layer_map = list(method.layer_map)
+
+    def loss(o: dict[str, Any]) -> Tensor:
+        s, t = o["s"], o["t"]
+        attention = sum(
+            F.mse_loss(s.attentions[m - 1], t.attentions[g - 1]) for m, g in enumerate(layer_map, 1)
+        )
+        hidden = sum(
+            F.mse_loss(projection[0](s.hidden_states[m]), t.hidden_states[g])
+            for m, g in enumerate(layer_map, 1)
+        )
+        embedding = F.mse_loss(projection[0](s.hidden_states[0]), t.hidden_states[0])
+        return attention + hidden + embedding  # type: ignore[return-value]
+
+    outputs = {"output_hidden_states": True, "output_attentions": True}
+    return floor_step(
+        student, teacher, projection, feed, loss, teacher_outputs=outputs, student_outputs=outputs
+    )
+
+
 def _tinybert_prediction(parts: Any, inputs: dict[str, Tensor]) -> Callable[[], None]:
     feed, _ = _task_inputs(inputs)
 
@@ -421,4 +452,9 @@ FLOORS: dict[str, Callable[[Any, dict[str, Tensor]], Callable[[], None]]] = {
     "distilbert": _distilbert,
     "homodistil": _homodistil,
     "homodistil_head": _homodistil_head,
+}
+
+# Peers: how another toolkit does a method's work, timed beside distil and the floor (issue 27).
+PEERS: dict[str, tuple[str, Callable[[Any, dict[str, Tensor]], Callable[[], None]]]] = {
+    "tinybert": ("textbrewer-style (attention-probability MSE)", _tinybert_textbrewer),
 }

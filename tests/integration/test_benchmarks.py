@@ -28,6 +28,7 @@ def test_floor_benchmark_runs_every_method_on_tiny_models(tmp_path, monkeypatch)
     assert set(results) | set(floor["OWN_BENCHMARK"]) == set(METHODS)
     for method, row in results.items():
         assert row["distil_ms"] > 0 and row["floor_ms"] > 0, method
+    assert results["tinybert"]["peer_ms"] > 0  # TextBrewer's way, timed beside
 
 
 def test_homodistil_width_benchmark_runs_on_tiny_models(tmp_path, monkeypatch):
