@@ -15,7 +15,6 @@ checkpoints).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +34,7 @@ from distil.progress import Phase
 from distil.tasks.base import DataCommon, TaskFlags
 from distil.tasks.chat.reader import Message, conversations, read_rows
 from distil.tasks.chat.render import render, resolve_template
+from distil.tasks.lm.perplexity import perplexity_metrics
 from distil.tasks.lm.task import check_causal
 from distil.types import Batch
 
@@ -276,9 +276,5 @@ def completion_perplexity(
         total += float(nll)
         count += int((batch.labels != IGNORE_INDEX).sum())
     phase.close()
-    parts = shard.gather((total, count))
-    total, count = sum(p[0] for p in parts), sum(p[1] for p in parts)
     model.train(was_training)
-    mean = total / max(count, 1)
-    ppl = math.exp(min(mean, 700.0))  # exp overflows a float above ~709
-    return {"perplexity": ppl, "neg_perplexity": -ppl, "nll": mean, "eval_tokens": float(count)}
+    return perplexity_metrics(total, count, shard)

@@ -24,7 +24,7 @@ from transformers import PreTrainedModel
 from distil.evaluation.shards import Shard
 from distil.progress import Phase
 
-__all__ = ["perplexity_windows", "windowed_perplexity"]
+__all__ = ["perplexity_metrics", "perplexity_windows", "windowed_perplexity"]
 
 _ALONE = Shard()
 
@@ -113,9 +113,20 @@ def windowed_perplexity(
         total += float(nll[scored].sum())
         count += int(scored.sum())
     phase.close()
+    model.train(was_training)
+    return perplexity_metrics(total, count, shard)
+
+
+def perplexity_metrics(total: float, count: int, shard: Shard = _ALONE) -> dict[str, float]:
+    """Perplexity from this process's summed negative log-likelihood over ``count`` tokens, all processes'.
+
+    Returns:
+        ``perplexity`` (exp of the mean negative log-likelihood), ``neg_perplexity`` (its negative, a
+        higher-is-better key for checkpoint selection), ``nll`` (mean per scored token, in nats) and
+        ``eval_tokens`` (tokens scored).
+    """
     parts = shard.gather((total, count))
     total, count = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    model.train(was_training)
     mean = total / max(count, 1)
     ppl = math.exp(min(mean, 700.0))  # exp overflows a float above ~709
     return {"perplexity": ppl, "neg_perplexity": -ppl, "nll": mean, "eval_tokens": float(count)}
