@@ -26,7 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from distil.errors import ConfigError
 from distil.types import Batch, FeatureRequest, Features, LossOutput, Resize, Runtime, RunView
 
-__all__ = ["Method", "MethodConfig", "MethodContext", "require_labels"]
+__all__ = ["LogitMethod", "Method", "MethodConfig", "MethodContext", "require_labels"]
 
 
 @dataclass(frozen=True)
@@ -197,3 +197,23 @@ class Method(Protocol):
         """Restore what ``state_dict`` returned."""
         if state:
             raise ValueError(f"{type(self).__name__} keeps no state, but a checkpoint holds {sorted(state)}.")
+
+
+class LogitMethod(Method):
+    """A method that reads only the two models' logits and trains nothing beside the student (KD and kin).
+
+    Clean inputs' logits are all such a method asks of the teacher, so its outputs may be cached (unless
+    the method changes the inputs, as on-policy distillation does).
+    """
+
+    def student_request(self) -> FeatureRequest:
+        """Only the logits."""
+        return FeatureRequest(logits=True)
+
+    def teacher_request(self) -> FeatureRequest | None:
+        """Only the logits."""
+        return FeatureRequest(logits=True)
+
+    def trainable_modules(self) -> nn.ModuleDict:
+        """Nothing beside the student."""
+        return nn.ModuleDict()

@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from distil.errors import ConfigError
 from distil.losses.divergences import DIVERGENCES, Divergence, divergence
-from distil.methods.base import Method, MethodContext
+from distil.methods.base import LogitMethod, MethodContext
 from distil.models.generation import Sampling, complete, row_seed
-from distil.types import Batch, FeatureRequest, Features, LossOutput, Runtime, RunView
+from distil.types import Batch, Features, LossOutput, Runtime, RunView
 
 __all__ = ["GKD", "GKDConfig"]
 
@@ -107,7 +106,7 @@ class GKDConfig:
         return "scores completions sampled during training" if self.lmbda > 0 or self.seq_kd else None
 
 
-class GKD(Method):
+class GKD(LogitMethod):
     """The divergence on completions the student (or the teacher, or the data) wrote."""
 
     name: ClassVar[str] = "gkd"
@@ -130,18 +129,6 @@ class GKD(Method):
     def corrupts_inputs(self) -> bool:
         """The batch's completions are replaced by sampled ones (on-policy or sequence-level steps)."""
         return self.cfg.lmbda > 0 or self.cfg.seq_kd
-
-    def student_request(self) -> FeatureRequest:
-        """Only the logits."""
-        return FeatureRequest(logits=True)
-
-    def teacher_request(self) -> FeatureRequest | None:
-        """Only the logits."""
-        return FeatureRequest(logits=True)
-
-    def trainable_modules(self) -> nn.ModuleDict:
-        """Nothing beside the student."""
-        return nn.ModuleDict()
 
     def attach(self, runtime: Runtime) -> None:
         """Keep the seed and how the student generates outside the training step."""

@@ -17,14 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from torch import nn
-
 from distil.errors import ConfigError
 from distil.losses import kd_kl, logit_mse, soft_target_mask, task_loss
 from distil.losses.divergences import DIVERGENCES, Divergence, divergence
 from distil.losses.topk import topk_kd_kl
-from distil.methods.base import Method, MethodContext, require_labels
-from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
+from distil.methods.base import LogitMethod, MethodContext, require_labels
+from distil.types import Batch, Features, LossOutput, RunView
 
 __all__ = ["KD", "KDConfig"]
 
@@ -89,7 +87,7 @@ class KDConfig:
         return self.temperature if self.divergence == "forward_kl" else None
 
 
-class KD(Method):
+class KD(LogitMethod):
     """Soft-label distillation mixed with the task loss."""
 
     name: ClassVar[str] = "kd"
@@ -105,18 +103,6 @@ class KD(Method):
     def topk_temperature(self) -> float | None:
         """Token-level KD reads a top-k teacher cache at its config's temperature."""
         return self.cfg.topk_temperature
-
-    def student_request(self) -> FeatureRequest:
-        """Only the logits."""
-        return FeatureRequest(logits=True)
-
-    def teacher_request(self) -> FeatureRequest | None:
-        """Only the logits, so the loop may cache them."""
-        return FeatureRequest(logits=True)
-
-    def trainable_modules(self) -> nn.ModuleDict:
-        """Nothing beside the student."""
-        return nn.ModuleDict()
 
     def loss(self, batch: Batch, student: Features, teacher: Features | None) -> LossOutput:
         """Alpha * soft term + (1 - alpha) * task loss; both parts are logged unweighted."""

@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from torch import nn
-
 from distil.errors import ConfigError
 from distil.losses import logit_mse, soft_cross_entropy
-from distil.methods.base import Method, MethodContext, require_labels
-from distil.types import Batch, FeatureRequest, Features, LossOutput, RunView
+from distil.methods.base import LogitMethod, MethodContext, require_labels
+from distil.types import Batch, Features, LossOutput, RunView
 
 __all__ = ["TinyBERTPrediction", "TinyBERTPredictionConfig"]
 
@@ -56,7 +54,7 @@ class TinyBERTPredictionConfig:
         return None
 
 
-class TinyBERTPrediction(Method):
+class TinyBERTPrediction(LogitMethod):
     """Soft cross-entropy on the task logits (MSE for regression); the teacher's logits can be cached."""
 
     name: ClassVar[str] = "tinybert_prediction"
@@ -67,18 +65,6 @@ class TinyBERTPrediction(Method):
     def __init__(self, cfg: TinyBERTPredictionConfig, ctx: MethodContext) -> None:
         self.cfg = cfg
         self.is_regression = ctx.is_regression
-
-    def student_request(self) -> FeatureRequest:
-        """The task logits."""
-        return FeatureRequest(logits=True)
-
-    def teacher_request(self) -> FeatureRequest | None:
-        """The task logits (cacheable)."""
-        return FeatureRequest(logits=True)
-
-    def trainable_modules(self) -> nn.ModuleDict:
-        """Nothing beside the student."""
-        return nn.ModuleDict()
 
     def loss(self, batch: Batch, student: Features, teacher: Features | None) -> LossOutput:
         """The soft cross-entropy (or the logit MSE for regression)."""
