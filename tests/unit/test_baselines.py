@@ -1,5 +1,6 @@
 """DistilBERT-style and TinyBERT-style baselines: losses against hand computations, stages, end to end."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -254,7 +255,7 @@ def test_tinybert_attention_zero_for_identical_models_and_ignores_padding():
     torch.testing.assert_close(attention(longer), base)
 
 
-def test_tinybert_rejects_head_mismatch_and_rotary():
+def test_tinybert_rejects_head_mismatch_and_rotary_scores_it_cannot_get(monkeypatch):
     teacher = tiny_model("bert", "base")
     with pytest.raises(ConfigError, match="MiniLMv2"):
         TinyBERT(TinyBERTConfig(), _ctx(tiny_model("bert", "base", num_attention_heads=2), teacher))
@@ -263,6 +264,15 @@ def test_tinybert_rejects_head_mismatch_and_rotary():
         _ctx(tiny_model("bert", "base", num_attention_heads=2), teacher),
     )
     llama = tiny_model("llama", "base")
+    # Rotary scores come from the attention itself (transformers' attention interface)...
+    method = TinyBERT(TinyBERTConfig(), _ctx(tiny_model("llama", "base"), llama))
+    assert method.student_request().score_layers and not method.student_request().qkv_layers
+    # ...and a rotary family whose attention did not use the interface would be refused: Q and K are
+    # captured before the rotation, so scores rebuilt from them are not the model's.
+    from distil.models import families
+
+    unhooked = dataclasses.replace(families.FAMILIES["llama"], attention_interface=False)
+    monkeypatch.setitem(families.FAMILIES, "llama", unhooked)
     with pytest.raises(ConfigError, match="rotary"):
         TinyBERT(TinyBERTConfig(), _ctx(tiny_model("llama", "base"), llama))
     corpus = {"data": {"task": "corpus", "corpus": ["x"]}, "method": {"name": "tinybert_prediction"}}
