@@ -103,8 +103,9 @@ def _config(
         if train_.get("eval_every"):  # regression: continuous dev metrics; 15 dev rows: uneven shards
             overrides |= _regression(tmp)
         return tiny_run(tmp, method, **{"run_dir": str(tmp / name), "data.dev_file": None, **overrides})
-    if method == "gkd":
-        return _chat_config(tmp, name, settings, engine)
+    if method in ("gkd", "gkd_seqkd"):
+        spec = {"lmbda": 0.0, "seq_kd": True} if method == "gkd_seqkd" else {"lmbda": 1.0}
+        return _chat_config(tmp, name, settings, engine, spec)
     if method == "homodistil":  # pruned 32 -> 16 wide over steps 2-6, narrowed at each prune event
         student, teacher = {"init": "copy"}, _lm_teacher(tmp)
         spec = {"t_i": 1, "t_f": 6, "delta_t": 2, "pruning": pruning}
@@ -121,9 +122,12 @@ def _config(
     return build_run_config(raw)
 
 
-def _chat_config(tmp: Path, name: str, settings: dict[str, Any], engine: dict[str, Any]) -> RunConfig:
-    """On-policy GKD on 40 bundled conversations, every step on the student's samples (generated under the
-    engine: DDP's full copy, FSDP's gathered root). The teacher has no end-of-sequence token, so every
+def _chat_config(
+    tmp: Path, name: str, settings: dict[str, Any], engine: dict[str, Any], spec: dict[str, Any]
+) -> RunConfig:
+    """GKD on 40 bundled conversations, every step on the student's samples (generated under the engine:
+    DDP's full copy, FSDP's gathered root), or with ``seq_kd`` on the teacher's (FSDP: the sharded teacher
+    generates, a root of its own). The teacher has no end-of-sequence token, so every
     completion has 4 tokens: the divergence is a mean over each micro-batch's tokens, which equals the
     one-process mean only when the processes score as many tokens."""
     teacher = tmp / "chat-teacher"
@@ -139,7 +143,7 @@ def _chat_config(tmp: Path, name: str, settings: dict[str, Any], engine: dict[st
         "data": {"task": "chat", "train_file": str(CHAT / "chat.jsonl"), "max_length": 48,
                  "chat_template": str(tmp / "tiny.jinja"), "train_subset": 40, "group_by_length": False},
         "train": {"lr": 1e-3, "warmup_ratio": 0.0, "report_to": [], "seed": 3, "epochs": 2, **settings},
-        "method": {"name": "gkd", "lmbda": 1.0, "max_new_tokens": 4},
+        "method": {"name": "gkd", "max_new_tokens": 4, **spec},
         "engine": engine,
     }  # fmt: skip
     return build_run_config(raw)
@@ -176,7 +180,7 @@ def _assert_same_student(a: Path, b: Path, atol: float = 1e-5) -> None:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every run of this module: references in this process, then the three launches."""
     tmp = tmp_path_factory.mktemp("mp")
-    for method in ("kd", "minilmv2", "lwd", "gkd"):
+    for method in ("kd", "minilmv2", "lwd", "gkd", "gkd_seqkd"):
         train(_config(tmp, method, f"{method}-one", 8), progress=False)
     train(_config(tmp, "kd", "evaluated-one", 8, **EVALUATED), progress=False)
     # A one-process KD run killed after step 5 (checkpoint at step 4), resumed below in two processes.
@@ -198,6 +202,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [job(m, f"{m}-{p}", parallel=p) for m, p in CASES]
         + [
             job("kd", "footprint", parallel="fsdp", footprint=str(tmp / "fp.json")),
+            job("gkd_seqkd", "gkd_seqkd-fsdp", parallel="fsdp"),
             job("kd", "kd-fsdp-rank0-load", parallel="fsdp", ram_efficient_loading=True),
             job("kd", "evaluated-fsdp", parallel="fsdp", **EVALUATED),
             job("distilbert", "masked-full", **fsdp, masks=str(_folder(tmp / "masks-full"))),
@@ -332,3 +337,29 @@ def test_sharded_evaluation_and_teacher_cache_equal_one_process(runs: Path) -> N
         for key in ("eval/pearson", "eval/spearmanr"):
             assert abs(a[key] - b[key]) <= 1e-4, (a, b)
     _assert_same_student(runs / "evaluated-one", runs / "evaluated-fsdp")
+
+
+def test_sequence_level_kd_with_a_sharded_teacher_equals_one_process(runs: Path) -> None:
+    """``seq_kd``: the FSDP-sharded teacher writes the completions (synced decoding) on two processes."""
+    recipe = json.loads((runs / "gkd_seqkd-fsdp" / "student" / "recipe.json").read_text())
+    assert (recipe["results"]["world_size"], recipe["results"]["parallel"]) == (2, "fsdp")
+    assert abs(_final_loss(runs / "gkd_seqkd-one") - _final_loss(runs / "gkd_seqkd-fsdp")) <= 1e-5
+    _assert_same_student(runs / "gkd_seqkd-one", runs / "gkd_seqkd-fsdp")
+
+
+def test_generate_on_two_processes_writes_what_one_writes(runs: Path) -> None:
+    """`distil generate` under torchrun: the processes take every other part; the file is the same."""
+    args = [
+        "generate", str(runs / "chat-teacher"), "--prompts", str(CHAT / "chat-test.jsonl"), "--chat-template",
+        str(runs / "tiny.jinja"), "--max-new-tokens", "3", "--temperature", "1.0", "--chunk", "16",
+    ]  # fmt: skip
+    from distil.cli.main import main
+
+    assert main([*args, "--out", str(runs / "gen-one.jsonl")]) == 0
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*torchrun, "-m", "distil", *args, "--out", str(runs / "gen-two.jsonl")], env=_env(), timeout=600,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (runs / "gen-two.jsonl").read_text() == (runs / "gen-one.jsonl").read_text()
