@@ -7,6 +7,7 @@ from distil.losses.baselines import (
     attention_scores,
     masked_cosine_loss,
     next_token_labels,
+    scored_next_token_labels,
     soft_cross_entropy,
     token_cross_entropy,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "masked_cosine_loss",
     "next_token_labels",
     "relation_kl",
+    "scored_next_token_labels",
     "soft_cross_entropy",
     "soft_target_mask",
     "task_loss",

@@ -97,6 +97,24 @@ def next_token_labels(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     return labels
 
 
+def scored_next_token_labels(input_ids: Tensor, scored: Tensor) -> Tensor:
+    """Labels of a causal LM loss that scores only some tokens (an assistant's, a sampled completion's).
+
+    Position ``t`` predicts token ``t + 1``; it is scored when token ``t + 1`` is marked, so the last
+    unmarked token before a marked span predicts the span's first token.
+
+    Args:
+        input_ids: ``[B, S]``.
+        scored: ``[B, S]``, non-zero on the tokens to predict (0 on context and padding).
+
+    Returns:
+        ``[B, S]`` long labels, ``IGNORE_INDEX`` wherever nothing is scored.
+    """
+    labels = torch.full_like(input_ids, IGNORE_INDEX, dtype=torch.long)
+    labels[:, :-1] = torch.where(scored[:, 1:].bool(), input_ids[:, 1:].long(), IGNORE_INDEX)
+    return labels
+
+
 def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
     """TinyBERT's prediction-layer loss ``-softmax(z_t / t) . log_softmax(z_s / t)``, mean over examples.
 

@@ -27,14 +27,14 @@ from typing import ClassVar
 import torch
 
 from distil.errors import ConfigError
-from distil.losses.divergences import DIVERGENCES, Divergence, divergence
+from distil.losses.baselines import IGNORE_INDEX, scored_next_token_labels
+from distil.losses.divergences import Divergence, divergence
 from distil.methods.base import LogitMethod, MethodContext
+from distil.methods.kd import check_divergence_settings
 from distil.models.generation import Sampling, complete, row_seed
 from distil.types import Batch, Features, LossOutput, Runtime, RunView
 
 __all__ = ["GKD", "GKDConfig"]
-
-IGNORE = -100
 
 
 @dataclass
@@ -69,14 +69,7 @@ class GKDConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.lmbda <= 1:
             raise ConfigError(f"method.lmbda must be in [0, 1], got {self.lmbda}.")
-        if self.divergence not in DIVERGENCES:
-            raise ConfigError(
-                f"method.divergence must be one of {', '.join(DIVERGENCES)}, got {self.divergence}."
-            )
-        if not 0 <= self.beta <= 1:
-            raise ConfigError(f"method.beta must be in [0, 1], got {self.beta}.")
-        if not 0 < self.skew_alpha < 1:
-            raise ConfigError(f"method.skew_alpha must be in (0, 1), got {self.skew_alpha}.")
+        check_divergence_settings(self.divergence, self.beta, self.skew_alpha)
         if not self.temperature > 0:
             raise ConfigError(f"method.temperature must be > 0, got {self.temperature}.")
         try:
@@ -186,7 +179,7 @@ class GKD(LogitMethod):
         c = self.cfg
         soft = divergence(
             student.logits, teacher.logits, c.divergence, temperature=c.temperature,
-            mask=batch.labels != IGNORE, beta=c.beta, alpha=c.skew_alpha,
+            mask=batch.labels != IGNORE_INDEX, beta=c.beta, alpha=c.skew_alpha,
         )  # fmt: skip
         stats = {k: torch.tensor(v, device=soft.device) for k, v in self.last.items()}
         return LossOutput(total=soft, parts={"divergence": soft, **stats})
@@ -198,12 +191,13 @@ def completed_batch(batch: Batch, prompts: list[list[int]], completions: list[li
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, IGNORE)
+    completion = torch.zeros_like(ids)
     for i, (p, r) in enumerate(zip(prompts, rows, strict=True)):
         ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
-        labels[i, len(p) - 1 : len(r) - 1] = torch.tensor(r[len(p) :])  # position t predicts token t + 1
+        completion[i, len(p) : len(r)] = 1
     device = batch.input_ids.device
+    labels = scored_next_token_labels(ids, completion)
     return batch.replace(
         input_ids=ids.to(device),
         attention_mask=mask.to(device),

@@ -24,7 +24,21 @@ from distil.losses.topk import topk_kd_kl
 from distil.methods.base import LogitMethod, MethodContext, require_labels
 from distil.types import Batch, Features, LossOutput, RunView
 
-__all__ = ["KD", "KDConfig"]
+__all__ = ["KD", "KDConfig", "check_divergence_settings"]
+
+
+def check_divergence_settings(kind: str, beta: float, skew_alpha: float) -> None:
+    """Validate ``method.divergence`` and its parameters (KD's and GKD's alike).
+
+    Raises:
+        ConfigError: An unknown divergence, or ``beta`` / ``skew_alpha`` out of range.
+    """
+    if kind not in DIVERGENCES:
+        raise ConfigError(f"method.divergence must be one of {', '.join(DIVERGENCES)}, got {kind}.")
+    if not 0 <= beta <= 1:
+        raise ConfigError(f"method.beta must be in [0, 1], got {beta}.")
+    if not 0 < skew_alpha < 1:
+        raise ConfigError(f"method.skew_alpha must be in (0, 1), got {skew_alpha}.")
 
 
 @dataclass
@@ -54,14 +68,7 @@ class KDConfig:
             raise ConfigError(f"method.temperature must be > 0, got {self.temperature}.")
         if not 0 <= self.alpha <= 1:
             raise ConfigError(f"method.alpha must be in [0, 1], got {self.alpha}.")
-        if self.divergence not in DIVERGENCES:
-            raise ConfigError(
-                f"method.divergence must be one of {', '.join(DIVERGENCES)}, got {self.divergence}."
-            )
-        if not 0 <= self.beta <= 1:
-            raise ConfigError(f"method.beta must be in [0, 1], got {self.beta}.")
-        if not 0 < self.skew_alpha < 1:
-            raise ConfigError(f"method.skew_alpha must be in (0, 1), got {self.skew_alpha}.")
+        check_divergence_settings(self.divergence, self.beta, self.skew_alpha)
 
     name: ClassVar[str] = "kd"
 

@@ -19,6 +19,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel
 
+from distil.adapters import model_inputs
 from distil.losses.baselines import IGNORE_INDEX
 from distil.models.generation import Sampling, complete
 from distil.types import Batch
@@ -39,17 +40,17 @@ def token_agreement(
     for start in range(0, len(rows), batch_size):
         batch = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
         assert batch.labels is not None
-        inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "use_cache": False}
-        s = student(
-            **{k: v.to(student.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
-        ).logits
-        t = teacher(
-            **{k: v.to(teacher.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
-        ).logits
-        scored = (batch.labels != IGNORE_INDEX).to(s.device)
-        same += int((s.argmax(-1) == t.argmax(-1).to(s.device))[scored].sum())
+        s, t = (_next_tokens(model, batch) for model in (student, teacher))
+        scored = batch.labels != IGNORE_INDEX
+        same += int((s == t)[scored].sum())
         count += int(scored.sum())
     return {"top1_agreement": same / max(count, 1), "agreement_tokens": float(count)}
+
+
+def _next_tokens(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+    """The model's most likely next token at every position, on the CPU."""
+    inputs = {k: v.to(model.device) for k, v in model_inputs(model, batch).items()}
+    return model(**inputs, use_cache=False).logits.argmax(-1).cpu()
 
 
 def _f1(a: list[int], b: list[int]) -> float:

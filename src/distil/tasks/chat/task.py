@@ -24,12 +24,13 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from distil.data.batching import collate
 from distil.data.readers import subset
 from distil.data.splits import held_out_count, split_rows
 from distil.errors import ConfigError
 from distil.evaluation.shards import Shard
 from distil.files import default_cache_dir
-from distil.losses.baselines import IGNORE_INDEX
+from distil.losses.baselines import IGNORE_INDEX, scored_next_token_labels
 from distil.progress import Phase
 from distil.tasks.base import DataCommon, TaskFlags
 from distil.tasks.chat.reader import Message, conversations, read_rows
@@ -38,7 +39,7 @@ from distil.tasks.lm.perplexity import perplexity_metrics
 from distil.tasks.lm.task import check_causal
 from distil.types import Batch
 
-__all__ = ["ChatData", "ChatTask", "assistant_labels"]
+__all__ = ["ChatData", "ChatTask"]
 
 
 @dataclass
@@ -84,24 +85,6 @@ class ChatData(DataCommon):
         if self.split_dev is not None:
             return keys + tuple(f"{k}_test" for k in keys) if self.dev_file else keys
         return keys if self.dev_file else ()
-
-
-def assistant_labels(input_ids: torch.Tensor, assistant: torch.Tensor) -> torch.Tensor:
-    """Shifted next-token labels that score only assistant tokens.
-
-    Position ``t`` predicts token ``t + 1``; it is scored when token ``t + 1`` is the assistant's (so the
-    last prompt token predicts the first assistant token).
-
-    Args:
-        input_ids: ``[B, S]``.
-        assistant: ``[B, S]``, 1 on assistant tokens (0 on prompts and padding).
-
-    Returns:
-        ``[B, S]`` long labels, ``IGNORE_INDEX`` wherever nothing is scored.
-    """
-    labels = torch.full_like(input_ids, IGNORE_INDEX, dtype=torch.long)
-    labels[:, :-1] = torch.where(assistant[:, 1:].bool(), input_ids[:, 1:].long(), IGNORE_INDEX)
-    return labels
 
 
 class ChatTask:
@@ -199,20 +182,12 @@ class ChatTask:
 
     def collate(self, rows: list[dict[str, Any]]) -> Batch:
         """Right-pad the conversations; labels on assistant tokens; each row's prompt length."""
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        assistant = torch.zeros((len(rows), width), dtype=torch.long)
+        batch = collate([{"input_ids": r["input_ids"], "idx": r["idx"]} for r in rows], self.pad_token_id)
+        assistant = torch.zeros_like(batch["input_ids"])
         for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.tensor(r["input_ids"])
-            mask[i, :n] = 1
-            assistant[i, :n] = torch.tensor(r["assistant"])
-        return Batch(
-            input_ids=ids,
-            attention_mask=mask,
-            labels=assistant_labels(ids, assistant),
-            idx=torch.tensor([int(r["idx"]) for r in rows]),
+            assistant[i, : len(r["assistant"])] = torch.tensor(r["assistant"])
+        return Batch.from_mapping(batch).replace(
+            labels=scored_next_token_labels(batch["input_ids"], assistant),
             prompt_lengths=torch.tensor([int(r["prompt_length"]) for r in rows]),
         )
 
