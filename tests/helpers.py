@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
+from distil.adapters import forward_features
 from distil.config import RunConfig, build_run_config
 from distil.training.loop import train
 from factories import save_tiny_pair
@@ -148,3 +150,12 @@ def in_bundled_layout(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for kind in ("custom", "chat"):
         (data / kind).symlink_to(Path(__file__).resolve().parent / "assets" / "data" / kind)
     monkeypatch.chdir(tmp)
+
+
+def first_rows_features(parts: Any, n: int) -> tuple[Any, Any, Any]:
+    """The first ``n`` training rows of a built run as one batch, with both models' features of it."""
+    batch = parts.task.collate([parts.task.train_set[i] for i in range(n)])
+    student = forward_features(parts.student, batch, parts.method.student_request())
+    with torch.no_grad():
+        teacher = forward_features(parts.teacher, batch, parts.method.teacher_request())
+    return batch, student, teacher

@@ -10,7 +10,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from distil.adapters import forward_features
 from distil.cli.main import main
 from distil.errors import ConfigError
 from distil.losses.divergences import divergence
@@ -19,7 +18,7 @@ from distil.plans import run
 from distil.training.loop import train
 from distil.training.setup import build_run
 from distil.types import Runtime
-from helpers import train_interrupted
+from helpers import first_rows_features, train_interrupted
 from qa_lm_helpers import CHAT, TINY_TEMPLATE, chat_run, save_tiny_lm
 
 STEPS = {"train.max_steps": 4}
@@ -63,11 +62,8 @@ def test_gkd_off_policy_is_the_divergence_on_the_data(tmp_path):
     cfg = chat_run(tmp_path, "gkd", **{"method.lmbda": 0.0, "method.beta": 0.3})
     parts = build_run(cfg)
     parts.method.attach(Runtime(seed=3, call_student=lambda fn: fn()))
-    batch = parts.task.collate([parts.task.train_set[i] for i in range(4)])
+    batch, s, t = first_rows_features(parts, 4)
     assert parts.method.prepare_batch(batch) is batch
-    s = forward_features(parts.student, batch, parts.method.student_request())
-    with torch.no_grad():
-        t = forward_features(parts.teacher, batch, parts.method.teacher_request())
     expected = divergence(s.logits, t.logits, "jsd", temperature=1.0, mask=batch.labels != -100, beta=0.3)
     torch.testing.assert_close(parts.method.loss(batch, s, t).parts["divergence"], expected)
 

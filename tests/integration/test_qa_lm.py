@@ -9,14 +9,13 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForQuestionAnswering
 
-from distil.adapters import forward_features
 from distil.cli.main import main
 from distil.config import build_run_config
 from distil.losses import kd_kl
 from distil.losses.divergences import DIVERGENCES, divergence
 from distil.plans import run, stage_dir
 from distil.training.setup import build_run
-from helpers import corpus_run
+from helpers import corpus_run, first_rows_features
 from qa_lm_helpers import CORPUS, SQUAD_V2, lm_run, qa_run
 
 
@@ -127,10 +126,7 @@ def test_lwd_on_qa_and_causal_lm(tmp_path, task):
     make = qa_run if task == "squad" else lm_run
     cfg = make(tmp_path, "lwd", **{"train.max_steps": 2, "method.layer_map": [2]})
     parts = build_run(cfg)
-    batch = parts.task.collate([parts.task.train_set[i] for i in range(4)])
-    student = forward_features(parts.student, batch, parts.method.student_request())
-    with torch.no_grad():
-        teacher = forward_features(parts.teacher, batch, parts.method.teacher_request())
+    batch, student, teacher = first_rows_features(parts, 4)
     out = parts.method.loss(batch, student, teacher)
     # QA: every start/end row counts; LM: only positions with a next token (TED Stage II's KL).
     mask = None if task == "squad" else batch.labels != -100
@@ -187,10 +183,7 @@ def test_token_level_kd_with_each_divergence(tmp_path, kind):
     """``method.divergence`` swaps KD's soft term on next-token distributions; the run trains end to end."""
     cfg = lm_run(tmp_path, "kd", **{"train.max_steps": 2, "method.divergence": kind, "method.beta": 0.3})
     parts = build_run(cfg)
-    batch = parts.task.collate([parts.task.train_set[i] for i in range(4)])
-    student = forward_features(parts.student, batch, parts.method.student_request())
-    with torch.no_grad():
-        teacher = forward_features(parts.teacher, batch, parts.method.teacher_request())
+    batch, student, teacher = first_rows_features(parts, 4)
     out = parts.method.loss(batch, student, teacher)
     expected = divergence(
         student.logits, teacher.logits, kind, temperature=2.0, mask=batch.labels != -100, beta=0.3, alpha=0.1

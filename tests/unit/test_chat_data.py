@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from distil.errors import ConfigError, DataError
+from distil.losses import scored_next_token_labels
 from distil.methods.gkd import completed_batch
 from distil.models.generation import RowSampler, Sampling, complete, row_seed
 from distil.tasks.chat.reader import conversations, read_rows
 from distil.tasks.chat.render import BUILTIN_TEMPLATES, check_same_template, render, resolve_template
-from distil.tasks.chat.task import assistant_labels
 from factories import tiny_model, tiny_tokenizer
 from qa_lm_helpers import TINY_TEMPLATE
 
@@ -57,7 +57,7 @@ def test_render_marks_exactly_the_assistant_turns_and_the_last_prompt():
 def test_assistant_labels_predict_the_assistant_tokens_from_the_position_before():
     ids = torch.tensor([[5, 6, 7, 8, 0]])
     assistant = torch.tensor([[0, 0, 1, 1, 0]])
-    assert assistant_labels(ids, assistant).tolist() == [[-100, 7, 8, -100, -100]]
+    assert scored_next_token_labels(ids, assistant).tolist() == [[-100, 7, 8, -100, -100]]
 
 
 def test_a_template_that_rewrites_earlier_turns_is_refused():

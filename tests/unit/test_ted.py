@@ -13,7 +13,6 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 
 import distil.training.assembly as assembly
-from distil.adapters import forward_features
 from distil.adapters.projections import LayerProjections
 from distil.config import build_run_config
 from distil.errors import ConfigError
@@ -25,7 +24,7 @@ from distil.training.loop import train
 from distil.training.optim import trainable_parameters
 from distil.training.setup import build_run
 from factories import save_tiny_pair
-from helpers import tiny_run, write_tiny_task
+from helpers import first_rows_features, tiny_run, write_tiny_task
 
 # Tiny Stage-II runs without filter files use random teacher filters on purpose (and say so).
 pytestmark = pytest.mark.filterwarnings("ignore:TED Stage II without method.teacher_filters")
@@ -153,14 +152,6 @@ def test_stage2_leaves_teacher_and_its_filters_unchanged(tmp_path, monkeypatch):
     )
 
 
-def _features(parts, n=6):
-    batch = parts.task.collate([parts.task.train_set[i] for i in range(n)])
-    student = forward_features(parts.student, batch, parts.method.student_request())
-    with torch.no_grad():
-        teacher = forward_features(parts.teacher, batch, parts.method.teacher_request())
-    return batch, student, teacher
-
-
 def _apply(linear, x):
     return x @ linear.weight.T + linear.bias
 
@@ -170,7 +161,7 @@ def test_stage2_loss_equals_hand_computation(tmp_path, mask_padding):
     method_cfg = {"method.layer_map": [1, 2], "method.mask_padding": mask_padding}
     method_cfg |= {"method.kl_alpha": 2.0, "method.mse_alpha": 3.0, "method.temperature": 1.5}
     parts = build_run(_stage2(tmp_path, **NARROW, **method_cfg))
-    batch, s, t = _features(parts)
+    batch, s, t = first_rows_features(parts, 6)
     m = parts.method
     assert batch.attention_mask.min() == 0  # padding is present, so masking matters
     out = m.loss(batch, s, t)
@@ -197,7 +188,7 @@ def test_regression_kl_is_identically_zero(tmp_path):
     write_tiny_task(tmp_path / "dev.jsonl", 16, seed=1, regression=True)
     regression = {"data.is_regression": True, "data.label_names": None}
     parts = build_run(_stage2(tmp_path, **regression))
-    batch, s, t = _features(parts)
+    batch, s, t = first_rows_features(parts, 6)
     out = parts.method.loss(batch, s, t)
     assert out.parts["kl"].item() == 0.0
     assert torch.allclose(out.parts["task"], F.mse_loss(s.logits.squeeze(-1), batch.labels))
@@ -215,7 +206,7 @@ def test_lwd_equals_ted_stage2_with_identity_teacher_filters(tmp_path):
             ted.teacher_filters.maps[f"layer_{n}"].weight.copy_(torch.eye(32))
             ted.teacher_filters.maps[f"layer_{n}"].bias.zero_()
             ted.filters.maps[f"layer_{n}"].load_state_dict(lwd.projections.maps[f"layer_{n}"].state_dict())
-    batch, s, t = _features(parts)
+    batch, s, t = first_rows_features(parts, 6)
     a, b = ted.loss(batch, s, t), lwd.loss(batch, s, t)
     assert torch.allclose(a.total, b.total, atol=1e-6)
     assert torch.allclose(a.parts["filter_mse"], b.parts["hidden_mse"], atol=1e-6)
