@@ -208,7 +208,7 @@ def test_masked_model_equals_sliced_export_during_a_run(family, head, scaling):
     hidden = exported.config.hidden_size
     assert hidden == 16 and exported.config.num_attention_heads == 4
     assert count_parameters(exported) == exported_parameters(
-        student, method.units, 4, 32 if family != "gpt2" else 64
+        student, method.units, {"head_dim": 4, "ffn": 32 if family != "gpt2" else 64}
     )
 
 
@@ -272,7 +272,8 @@ def test_exported_parameter_count_by_hand():
     layer = 4 * (h * h + h) + (h * f + f) + (f * h + h) + 2 * 2 * h
     mlm_head = (h * h + h) + 2 * h + vocab  # transform dense + LayerNorm + decoder bias (decoder tied)
     expected = embeddings + layers * layer + mlm_head
-    assert count_parameters(method.export()) == expected == exported_parameters(student, method.units, 4, 24)
+    widths = {"head_dim": 4, "ffn": 24}
+    assert count_parameters(method.export()) == expected == exported_parameters(student, method.units, widths)
 
 
 def test_step_zero_student_equals_teacher_and_distillation_terms_are_zero():
@@ -347,11 +348,17 @@ def test_platon_scores_follow_the_definition():
 def test_targets_from_widths_ratio_and_budget():
     model = _teacher("bert")
     units = prunable_units(model)
-    assert resolve_targets(model, units, hidden=16, ffn=None, ratio=None, params=None) == (4, 32)
-    assert resolve_targets(model, units, hidden=None, ffn=None, ratio=0.25, params=None) == (2, 16)
-    budget = exported_parameters(model, units, 5, 40)
-    assert resolve_targets(model, units, hidden=None, ffn=None, ratio=None, params=budget) == (5, 40)
-    assert resolve_targets(model, units, hidden=None, ffn=None, ratio=None, params=budget - 1) == (4, 32)
+
+    def target(**kw):
+        return resolve_targets(
+            model, units, **({"hidden": None, "ffn": None, "ratio": None, "params": None} | kw)
+        )
+
+    assert target(hidden=16) == {"head_dim": 4, "ffn": 32}
+    assert target(ratio=0.25) == {"head_dim": 2, "ffn": 16}
+    budget = exported_parameters(model, units, {"head_dim": 5, "ffn": 40})
+    assert target(params=budget) == {"head_dim": 5, "ffn": 40}
+    assert target(params=budget - 1) == {"head_dim": 4, "ffn": 32}
     with pytest.raises(ConfigError, match="multiple of the 4 attention heads"):
         resolve_targets(model, units, hidden=18, ffn=None, ratio=None, params=None)
     with pytest.raises(ConfigError, match="target_params"):
@@ -359,9 +366,9 @@ def test_targets_from_widths_ratio_and_budget():
 
 
 def test_unsupported_family_and_bad_settings_are_config_errors():
-    llama = tiny_model("llama", "lm")
+    phi3 = tiny_model("phi3", "lm")
     with pytest.raises(ConfigError, match="not supported yet"):
-        prunable_units(llama)
+        prunable_units(phi3)
     with pytest.raises(ConfigError, match="one HomoDistil target"):
         HomoDistilConfig(target_width_ratio=0.5, target_params=1000)
     with pytest.raises(ConfigError, match="t_i"):

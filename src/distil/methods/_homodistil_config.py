@@ -20,15 +20,19 @@ __all__ = ["HomoDistilConfig"]
 class HomoDistilConfig:
     """HomoDistil settings (Liang et al., ICLR 2023; docs/methods/homodistil.md).
 
-    Target widths: give widths, a ratio or a budget (none: ``target_width_ratio=0.5``); heads are never
-    pruned.
+    Target widths: give widths, a ratio or a budget (none: ``target_width_ratio=0.5``). Encoders and GPT-2
+    keep every head and prune its dims; decoders (Llama-style) keep each head whole and prune whole KV
+    groups, with the hidden width pruned on its own.
 
     Attributes:
-        target_hidden_size: Hidden width at ``t_f``; a multiple of the heads (a standard checkpoint's
-            heads are uniform and span the hidden width), so the per-head width is this / heads.
+        target_hidden_size: Hidden width at ``t_f``. Encoders and GPT-2: a multiple of the heads (a standard
+            checkpoint's heads are uniform and span the hidden width), so the per-head width is this /
+            heads; decoders: any width.
         target_intermediate_size: FFN width at ``t_f`` (default: scaled like the hidden width).
-        target_width_ratio: Keep this share of every width instead (per-head width rounded).
-        target_params: Or a parameter budget: the widest model at the teacher's FFN/hidden ratio that fits.
+        target_num_key_value_heads: Decoders: KV groups kept per layer, each with its query heads
+            (default: all).
+        target_width_ratio: Keep this share of every width instead (per-head width, or KV groups, rounded).
+        target_params: Or a parameter budget: the widest model with every width scaled alike that fits.
         t_i: Steps at full width before pruning starts (PLATON's initial warm-up).
         t_f: Step at which the target widths are reached; training continues at them afterwards.
         delta_t: Steps between mask updates in ``(t_i, t_f]`` (PLATON: 10).
@@ -54,11 +58,13 @@ class HomoDistilConfig:
         pruning: ``slicing``: narrow the student (its weights, AdamW moments and PLATON scores) to the
             kept widths at every prune event, so a step costs what the current widths cost; ``masks``:
             keep the full shapes and zero what is pruned (the same run up to float rounding, at the full
-            width's cost every step; kept as the reference the slicing is tested against).
+            width's cost every step; kept as the reference the slicing is tested against; encoders and
+            GPT-2 only).
     """
 
     target_hidden_size: int | None = None
     target_intermediate_size: int | None = None
+    target_num_key_value_heads: int | None = None
     target_width_ratio: float | None = None
     target_params: int | None = None
     t_i: int = 0
@@ -84,12 +90,15 @@ class HomoDistilConfig:
     name: ClassVar[str] = "homodistil"
 
     def __post_init__(self) -> None:
-        widths = self.target_hidden_size is not None or self.target_intermediate_size is not None
+        widths = any(
+            v is not None
+            for v in (self.target_hidden_size, self.target_intermediate_size, self.target_num_key_value_heads)
+        )
         modes = [widths, self.target_width_ratio is not None, self.target_params is not None]
         if sum(modes) > 1:
             raise ConfigError(
-                "Give one HomoDistil target: method.target_hidden_size (and/or target_intermediate_size), "
-                "method.target_width_ratio or method.target_params."
+                "Give one HomoDistil target: method.target_hidden_size (and/or target_intermediate_size, "
+                "target_num_key_value_heads), method.target_width_ratio or method.target_params."
             )
         if sum(modes) == 0:
             self.target_width_ratio = 0.5  # the documented default: half of every width

@@ -105,8 +105,13 @@ class HomoDistil(Method):
         units = prunable_units(ctx.student)
         self.target = resolve_targets(
             ctx.student, units, hidden=cfg.target_hidden_size, ffn=cfg.target_intermediate_size,
-            ratio=cfg.target_width_ratio, params=cfg.target_params,
+            ratio=cfg.target_width_ratio, params=cfg.target_params, kv_heads=cfg.target_num_key_value_heads,
         )  # fmt: skip
+        if units.kv_groups and cfg.pruning == "masks":
+            raise ConfigError(
+                "method.pruning=masks is for encoders and GPT-2; decoders are pruned by slicing "
+                "(method.pruning=slicing): their norms and grouped heads have no masked form here."
+            )
         self.prune_state = PruneState(ctx.student, units)
         self.hidden_proj = nn.ModuleList(_identity(d_t, cfg.train_projections) for _ in self.layer_map)
         if cfg.alpha_hidden > 0:
@@ -234,11 +239,10 @@ class HomoDistil(Method):
         """The student physically sliced to its kept widths (what ``student/`` holds)."""
         self.pruner.sync()  # the live attention scale, if masks changed since the last forward
         masks = dict(self.prune_state.masks)
-        hidden, ffn = kept_widths(self.units, masks)
-        if (hidden, ffn) != (self.units.num_heads * self.target[0], self.target[1]):
+        widths = kept_widths(self.units, masks)
+        if widths != self.target:
             warnings.warn(
-                f"HomoDistil export at widths hidden {hidden} / FFN {ffn}, not the target "
-                f"{self.units.num_heads * self.target[0]} / {self.target[1]}: the run ended before "
+                f"HomoDistil export at widths {widths}, not the target {self.target}: the run ended before "
                 f"method.t_f={self.cfg.t_f}.",
                 stacklevel=2,
             )
@@ -275,7 +279,7 @@ class HomoDistil(Method):
 
     def _layer_terms(self, s: Features, t: Features) -> dict[str, Tensor]:
         c, parts, mask = self.cfg, {}, s.attention_mask
-        kept = self.pruner.kept.get("hidden", self.units.num_heads * self.units.head_dim)
+        kept = self.pruner.kept.get("hidden", self.units.groups["hidden"].size)
         pairs = list(enumerate(self.layer_map, 1))  # (student layer k, teacher layer M(k)), 1-indexed
         if c.alpha_hidden > 0:
             assert s.hidden_states is not None and t.hidden_states is not None
@@ -292,7 +296,7 @@ class HomoDistil(Method):
             terms = [
                 attention_score_mse(
                     self._attention(s, k - 1, self.student),
-                    self._attention(t, g - 1, self.teacher),
+                    self._teacher_heads(self._attention(t, g - 1, self.teacher), k - 1),
                     mask,
                     causal=self.causal,
                 )
@@ -300,6 +304,15 @@ class HomoDistil(Method):
             ]
             parts["attn"] = torch.stack(terms).sum()
         return parts
+
+    def _teacher_heads(self, attention: Tensor, layer: int) -> Tensor:
+        """The teacher's heads that student layer ``layer``'s remaining heads started as (decoders)."""
+        origin = self.prune_state.origins.get(f"l{layer}_kv")
+        if origin is None or origin.numel() * self.units.queries_per_kv == attention.shape[1]:
+            return attention
+        n_rep = self.units.queries_per_kv
+        heads = origin.to(attention.device)[:, None] * n_rep + torch.arange(n_rep, device=attention.device)
+        return attention.index_select(1, heads.flatten())
 
     def _attention(self, f: Features, layer: int, model: PreTrainedModel) -> Tensor:
         """Attention probabilities, or pre-softmax scores at the scale the model itself applies."""

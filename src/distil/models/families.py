@@ -25,6 +25,7 @@ __all__ = [
     "Family",
     "PrunedProjection",
     "PruningLayout",
+    "UnitSpan",
     "family_of",
     "get_layers",
     "has_trained_lm_head",
@@ -40,6 +41,11 @@ __all__ = [
 # ``rotary``: no table (longer inputs run; how well is the model's matter).
 Positions = Literal["table", "table_after_padding", "table_unless_relative", "rotary"]
 
+# How many entries of a projection's non-hidden axis one pruning unit covers: ``dim``: one (encoders and
+# GPT-2 prune dims); ``query_group``: the query heads of one KV group (``n_rep * head_dim``);
+# ``kv_head``: one key or value head (``head_dim``).
+UnitSpan = Literal["dim", "query_group", "kv_head"]
+
 
 @dataclass(frozen=True)
 class PrunedProjection:
@@ -47,15 +53,18 @@ class PrunedProjection:
 
     Attributes:
         path: Path inside one layer.
-        out: The unit kind of each consecutive block of the output axis (``qk``, ``vo``, ``ffn``, ``hidden``).
-        inp: The unit kind of the input axis.
+        out: The unit kind of each consecutive block of the output axis (``qk``, ``vo``, ``kv``, ``ffn``,
+            ``hidden``).
+        inp: The unit kind of the input axis (``None``: a norm's one-dimensional weight).
         query: The output block that holds the queries (the attention scale is folded into it at export).
+        span: Entries of the non-hidden axis that one unit covers (see ``UnitSpan``).
     """
 
     path: str
     out: tuple[str, ...]
-    inp: str
+    inp: str | None
     query: int | None = None
+    span: UnitSpan = "dim"
 
 
 @dataclass(frozen=True)
@@ -68,12 +77,20 @@ class PruningLayout:
         conv1d: Weights are stored ``[in, out]`` (GPT-2's Conv1D) instead of ``nn.Linear``'s ``[out, in]``.
         attention_widths: Attributes of the attention module that hold a width, each with what it holds
             (``head_dim`` or ``hidden``): narrowing a model in place sets them.
+        scheme: ``head_dim``: every head keeps the same share of its dims and the hidden width is
+            ``heads * head_dim`` (BERT, GPT-2); ``kv_groups``: whole KV groups go with their query heads,
+            heads keep their width, and the hidden width is pruned on its own (decoders with RoPE, whose
+            rotation pairs dims within a head, so a head cannot lose dims).
+        head_norms: Per-head norms inside one layer (Qwen3's and Gemma 3's ``q_norm``/``k_norm``), one
+            ``head_dim`` wide whatever is pruned: never cut.
     """
 
     projections: tuple[PrunedProjection, ...]
     attention: str
     conv1d: bool
     attention_widths: tuple[tuple[str, str], ...]
+    scheme: Literal["head_dim", "kv_groups"] = "head_dim"
+    head_norms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +166,37 @@ _GPT2_PRUNING = PruningLayout(
     attention_widths=(("head_dim", "head_dim"), ("embed_dim", "hidden"), ("split_size", "hidden")),
 )
 
+# Llama-style decoders: grouped-query attention, SwiGLU MLP, RMSNorm. A unit of attention is one KV group
+# (its key and value heads, its query heads and their columns of the output projection), so every layer
+# keeps the family's query-to-KV ratio and stays a standard checkpoint.
+_DECODER_PRUNING = PruningLayout(
+    projections=(
+        PrunedProjection("self_attn.q_proj", ("kv",), "hidden", span="query_group"),
+        PrunedProjection("self_attn.k_proj", ("kv",), "hidden", span="kv_head"),
+        PrunedProjection("self_attn.v_proj", ("kv",), "hidden", span="kv_head"),
+        PrunedProjection("self_attn.o_proj", ("hidden",), "kv", span="query_group"),
+        PrunedProjection("mlp.gate_proj", ("ffn",), "hidden"),
+        PrunedProjection("mlp.up_proj", ("ffn",), "hidden"),
+        PrunedProjection("mlp.down_proj", ("hidden",), "ffn"),
+    ),
+    attention="self_attn",
+    conv1d=False,
+    attention_widths=(),
+    scheme="kv_groups",
+    head_norms=("self_attn.q_norm", "self_attn.k_norm"),
+)
+# OLMo-2 normalises the whole query and key projections (all heads at once): those norms lose the
+# entries of the heads pruned.
+_OLMO2_PRUNING = replace(
+    _DECODER_PRUNING,
+    projections=(
+        *_DECODER_PRUNING.projections,
+        PrunedProjection("self_attn.q_norm", ("kv",), None, span="query_group"),
+        PrunedProjection("self_attn.k_norm", ("kv",), None, span="kv_head"),
+    ),
+    head_norms=(),
+)
+
 _BERT = Family(
     layers="encoder.layer",
     query="attention.self.query",
@@ -165,6 +213,7 @@ _LLAMA = Family(
     key="self_attn.k_proj",
     value="self_attn.v_proj",
     causal=True,
+    pruning=_DECODER_PRUNING,
 )
 
 FAMILIES: dict[str, Family] = {
@@ -205,8 +254,10 @@ FAMILIES: dict[str, Family] = {
     "qwen3": _LLAMA,  # q/k norms sit after the projections, inside attention: captured Q and K precede them
     "gemma2": _LLAMA,  # extra norms, soft-capping and sliding layers all sit outside the paths above
     "gemma3_text": _LLAMA,  # Gemma 3's text model: Gemma 2's layout plus q/k norms
-    "olmo2": _LLAMA,  # norms after attention and MLP (none before), q/k norms over the whole projection
-    # Phi-3 fuses [Q | K | V] (grouped: K and V are num_key_value_heads wide) and [gate | up].
+    # Norms after attention and MLP (none before), q/k norms over the whole projection.
+    "olmo2": replace(_LLAMA, pruning=_OLMO2_PRUNING),
+    # Phi-3 fuses [Q | K | V] (grouped: K and V are num_key_value_heads wide) and [gate | up]; its
+    # pruning (blocks of unequal sizes within one weight) is not mapped yet.
     "phi3": Family(layers="layers", positions="rotary", fused_qkv="self_attn.qkv_proj", causal=True),
 }
 SUPPORTED: tuple[str, ...] = tuple(FAMILIES)

@@ -68,7 +68,7 @@ class Pruner:
         model: The model being pruned; it keeps its shapes.
         units: Its prunable units (`distil.pruning.units.prunable_units`).
         state: The checkpointed masks and EMAs (moved with the method's modules).
-        target: ``(head_dim, ffn)`` reached at ``t_f``.
+        target: The widths reached at ``t_f`` (named as `PrunableUnits.full_widths` names them).
         t_i: Last step at full width.
         t_f: Step at which the target widths are reached; widths are held afterwards.
         delta_t: Steps between mask updates in ``(t_i, t_f]`` (``t_f`` itself always updates).
@@ -84,7 +84,7 @@ class Pruner:
         model: PreTrainedModel,
         units: PrunableUnits,
         state: PruneState,
-        target: tuple[int, int],
+        target: dict[str, int],
         *,
         t_i: int,
         t_f: int,
@@ -97,7 +97,8 @@ class Pruner:
         self.model, self.units, self.state, self.target = model, units, state, target
         self.slicing = slicing
         # The schedule runs from the full widths whatever the model has been narrowed to.
-        self.full_head_dim, self.full_ffn = units.head_dim, units.ffn
+        self.full = units.full_widths()
+        self._full_hidden = units.groups["hidden"].size
         self.t_i, self.t_f, self.delta_t, self.beta1, self.beta2 = t_i, t_f, delta_t, beta1, beta2
         self.scale_attention = scale_attention
         self.params = {n: p for n, p in model.named_parameters() if n in state.ipt}
@@ -112,8 +113,9 @@ class Pruner:
             p.register_post_accumulate_grad_hook(self._recorder(n)) for n, p in self.params.items()
         ]
         self._handles.append(model.register_forward_pre_hook(lambda _m, _a: self.sync()))
-        for name in units.layer_norms:
-            self._handles.append(modules[name].register_forward_hook(self._masked_norm))
+        if not slicing:  # a sliced model's norms run over its kept dims already
+            for name in units.layer_norms:
+                self._handles.append(modules[name].register_forward_hook(self._masked_norm))
 
     # --- sensitivities and scores ---------------------------------------------------------------
 
@@ -149,15 +151,17 @@ class Pruner:
             score = ipt * self.state.unc[slot.param] if self.beta2 < 1 else ipt
             other = [a for a in range(score.ndim) if a != slot.axis]
             per_index = score.sum(dim=other) if other else score
-            total += per_index.narrow(0, slot.segment * group.size, group.size)
+            block = per_index.narrow(0, slot.segment * group.size * slot.span, group.size * slot.span)
+            total += block.view(group.size, slot.span).sum(-1)
         return total
 
     # --- schedule and masks ---------------------------------------------------------------------
 
-    def widths(self, step: int) -> tuple[int, int]:
-        """``(head_dim, ffn)`` the schedule prescribes after ``step``."""
-        k = cubic_keep(step, self.full_head_dim, self.target[0], self.t_i, self.t_f)
-        return k, cubic_keep(step, self.full_ffn, self.target[1], self.t_i, self.t_f)
+    def widths(self, step: int) -> dict[str, int]:
+        """The widths the schedule prescribes after ``step``."""
+        return {
+            k: cubic_keep(step, full, self.target[k], self.t_i, self.t_f) for k, full in self.full.items()
+        }
 
     def is_prune_step(self, step: int) -> bool:
         """Masks change every ``delta_t`` steps after ``t_i``, and at ``t_f``."""
@@ -169,7 +173,7 @@ class Pruner:
         Returns whether any mask changed.
         """
         changed = False
-        kept = self.units.kept_sizes(*self.widths(step))
+        kept = self.units.kept_sizes(self.widths(step))
         for key, group in self.units.groups.items():
             mask = self.state.masks[key]
             rows = mask.view(group.heads, -1)
@@ -198,9 +202,10 @@ class Pruner:
                     if tensor.numel() == 0:  # released EMAs
                         continue
                     shape = [1] * tensor.ndim
-                    shape[slot.axis] = group.size
-                    block = tensor.narrow(slot.axis, slot.segment * group.size, group.size)
-                    block.mul_(mask.view(shape).to(tensor.dtype))
+                    shape[slot.axis] = group.size * slot.span
+                    width = group.size * slot.span
+                    block = tensor.narrow(slot.axis, slot.segment * width, width)
+                    block.mul_(mask.repeat_interleave(slot.span).view(shape).to(tensor.dtype))
 
     @torch.no_grad()
     def on_step_end(self, step: int) -> list[tuple[str, int, Tensor]] | None:
@@ -232,7 +237,7 @@ class Pruner:
 
     def _narrow(self, kept: dict[str, Tensor]) -> list[tuple[str, int, Tensor]]:
         self.units, cuts = narrow_in_place(self.model, self.units, kept)
-        self.state.narrow(cuts, {k: len(index) for k, index in kept.items()})
+        self.state.narrow(cuts, kept)
         return cuts
 
     def restore(self, sizes: dict[str, int]) -> list[tuple[str, int, Tensor]] | None:
@@ -273,13 +278,13 @@ class Pruner:
         self.kept = {k: int(m.sum().item()) for k, m in self.state.masks.items()}
         for i, module in enumerate(self._attention):
             factor = 1.0
-            if self.scale_attention:
-                factor = (self.full_head_dim * self.units.num_heads / self.kept[f"l{i}_qk"]) ** 0.5
+            if self.scale_attention and not self.units.kv_groups:  # decoder heads keep their width
+                factor = (self.full["head_dim"] * self.units.num_heads / self.kept[f"l{i}_qk"]) ** 0.5
             module.scaling = self._scaling[i] * factor
 
     def _masked_norm(self, module: nn.LayerNorm, args: tuple[Any, ...], output: Tensor) -> Tensor | None:
-        kept = self.kept.get("hidden", self.units.num_heads * self.units.head_dim)
-        if kept == self.units.num_heads * self.units.head_dim:
+        kept = self.kept.get("hidden", self._full_hidden)
+        if kept == self._full_hidden:
             return None  # nothing pruned yet: keep the module's own output (bitwise the teacher's)
         x = args[0]
         mask = self.state.masks["hidden"].to(x.dtype)

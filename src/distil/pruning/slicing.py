@@ -29,25 +29,29 @@ from distil.pruning.units import Group, PrunableUnits, Slot
 __all__ = ["kept_widths", "narrow_in_place", "sliced_model"]
 
 
-def kept_widths(units: PrunableUnits, masks: Mapping[str, Tensor]) -> tuple[int, int]:
-    """``(hidden, ffn)`` kept by ``masks``.
+def kept_widths(units: PrunableUnits, masks: Mapping[str, Tensor]) -> dict[str, int]:
+    """The widths ``masks`` keep, named as `PrunableUnits.full_widths` names them.
 
     Raises:
-        ValueError: The masks do not describe a standard model (uneven heads, FFN widths differing
-            between layers, or attention widths other than the hidden width).
+        ValueError: The masks do not describe a standard model (uneven heads, widths differing between
+            layers, or attention widths other than the hidden width where they must be equal).
     """
     counts = {k: int(m.sum().item()) for k, m in masks.items()}
-    hidden = counts["hidden"]
-    ffn = {counts[k] for k, g in units.groups.items() if g.kind == "ffn"}
-    attn = {counts[k] for k, g in units.groups.items() if g.kind in ("qk", "vo")}
+    by_kind: dict[str, set[int]] = defaultdict(set)
+    for key, group in units.groups.items():
+        by_kind[group.kind].add(counts[key])
     per_head = {
-        tuple(masks[k].view(g.heads, -1).sum(-1).tolist())
+        v
         for k, g in units.groups.items()
         if g.kind in ("qk", "vo")
+        for v in masks[k].view(g.heads, -1).sum(-1).tolist()
     }
-    if len(ffn) != 1 or attn != {hidden} or len({v for t in per_head for v in t}) != 1:
-        raise ValueError(f"Masks do not describe a standard model: {counts}.")
-    return hidden, ffn.pop()
+    uniform = all(len(v) == 1 for v in by_kind.values()) and len(per_head) <= 1
+    if units.kv_groups and uniform:
+        return {"kv_heads": by_kind["kv"].pop(), "hidden": counts["hidden"], "ffn": by_kind["ffn"].pop()}
+    if not units.kv_groups and uniform and by_kind["qk"] == by_kind["vo"] == {counts["hidden"]}:
+        return {"head_dim": counts["hidden"] // units.num_heads, "ffn": by_kind["ffn"].pop()}
+    raise ValueError(f"Masks do not describe a standard model: {counts}.")
 
 
 def _index(units: PrunableUnits) -> dict[str, dict[int, list[tuple[Group, Slot]]]]:
@@ -63,9 +67,14 @@ def _axis_index(
 ) -> Tensor:
     """Indices of ``t``'s entries along ``axis`` that the kept units of its slots' groups keep."""
     entries = sorted(entries, key=lambda e: e[1].segment)
-    if sum(g.size for g, _ in entries) != t.shape[axis]:
+    if sum(g.size * s.span for g, s in entries) != t.shape[axis]:
         raise ValueError(f"Slots do not cover axis {axis} of a {tuple(t.shape)} tensor.")
-    return torch.cat([s.segment * g.size + kept[g.key].to(t.device) for g, s in entries])
+    parts = []
+    for g, s in entries:
+        units = kept[g.key].to(t.device)
+        within = torch.arange(s.span, device=t.device)
+        parts.append(s.segment * g.size * s.span + (units[:, None] * s.span + within).flatten())
+    return torch.cat(parts)
 
 
 def _slice(t: Tensor, axes: Mapping[int, list[tuple[Group, Slot]]], kept: Mapping[str, Tensor]) -> Tensor:
@@ -88,17 +97,17 @@ def sliced_model(
     Returns:
         The sliced model, on ``model``'s device and dtype, in eval mode.
     """
-    hidden, ffn = kept_widths(units, masks)
+    widths = kept_widths(units, masks)
     kept = {k: m.nonzero().flatten() for k, m in masks.items()}
     config = copy.deepcopy(model.config)
-    setattr(config, units.hidden_key, hidden)
-    setattr(config, units.ffn_key, ffn)
+    for key, width in units.config_values(widths).items():
+        setattr(config, key, width)
     model_class: Any = type(model)  # transformers' decorated __init__ is opaque to type checkers
     new: PreTrainedModel = model_class(config).to(device=model.device, dtype=model.dtype).eval()
     by_param = _index(units)
     tensors = {n: _slice(p.detach(), by_param.get(n, {}), kept) for n, p in model.named_parameters()}
     live, fresh = dict(model.named_modules()), dict(new.named_modules())
-    for i, name in enumerate(units.attention):
+    for i, name in enumerate(units.attention if not units.kv_groups else ()):  # decoder heads keep width
         factor = float(live[name].scaling) / float(fresh[name].scaling)
         for slot in units.groups[f"l{i}_qk"].slots:
             if slot.query and factor != 1.0:
@@ -113,13 +122,20 @@ def sliced_model(
     for name, value in model.named_buffers():
         if name in buffers and buffers[name].shape == value.shape:
             buffers[name].copy_(value)
+    hidden = int(getattr(new.config, units.hidden_key))
+    for module in new.modules():
+        if isinstance(module, nn.Embedding):
+            _rescale_embedding(module, units.groups["hidden"].size, hidden)
     return new
 
 
-def _set_widths(model: PreTrainedModel, units: PrunableUnits, hidden: int, ffn: int) -> None:
+def _set_widths(model: PreTrainedModel, units: PrunableUnits, widths: Mapping[str, int]) -> None:
     """The width attributes that modules and the config read, set from the (narrowed) weights."""
-    setattr(model.config, units.hidden_key, hidden)
-    setattr(model.config, units.ffn_key, ffn)
+    old_hidden = units.groups["hidden"].size
+    values = units.config_values(widths)
+    for key, value in values.items():
+        setattr(model.config, key, value)
+    hidden = values[units.hidden_key]
     for module in model.modules():
         if isinstance(module, nn.Linear):
             module.out_features, module.in_features = module.weight.shape
@@ -127,12 +143,26 @@ def _set_widths(model: PreTrainedModel, units: PrunableUnits, hidden: int, ffn: 
             module.nx, module.nf = module.weight.shape
         elif isinstance(module, nn.Embedding):
             module.embedding_dim = module.weight.shape[1]
+            _rescale_embedding(module, old_hidden, hidden)
         elif isinstance(module, nn.LayerNorm) and module.weight is not None:
             module.normalized_shape = tuple(module.weight.shape)
     modules = dict(model.named_modules())
     for name in units.attention:
         for attr, kind in units.attention_widths:
             setattr(modules[name], attr, hidden // units.num_heads if kind == "head_dim" else hidden)
+
+
+def _rescale_embedding(module: nn.Embedding, old_hidden: int, hidden: int) -> None:
+    """Gemma multiplies its embeddings by ``sqrt(hidden_size)``, set from the config when built.
+
+    A checkpoint of the narrowed width rebuilds it from its own config, so the live model takes the
+    same factor at the prune event; the export then reloads exactly.
+    """
+    scale = getattr(module, "embed_scale", None)
+    if isinstance(scale, Tensor) and abs(float(scale) - old_hidden**0.5) < 1e-3 * old_hidden**0.5:
+        scale.fill_(hidden**0.5)
+        if hasattr(module, "scalar_embed_scale"):
+            module.scalar_embed_scale = hidden**0.5
 
 
 @torch.no_grad()
@@ -151,9 +181,11 @@ def narrow_in_place(
         ``(parameter name, axis, kept indices)`` for every axis cut, in the order applied.
     """
     sizes = {key: len(index) for key, index in kept.items()}
-    ffn = {sizes[k] for k, g in units.groups.items() if g.kind == "ffn"}
-    if len(ffn) != 1 or any(sizes[k] != sizes["hidden"] for k, g in units.groups.items() if g.kind != "ffn"):
-        raise ValueError(f"Kept units do not describe a standard model: {sizes}.")
+    masks = {}
+    for key, group in units.groups.items():
+        masks[key] = torch.zeros(group.size)
+        masks[key][kept[key].cpu()] = 1.0
+    widths = kept_widths(units, masks)  # raises unless the kept units describe a standard model
     params = dict(model.named_parameters())
     cuts = []
     for name, axes in _index(units).items():
@@ -162,8 +194,12 @@ def narrow_in_place(
             index = _axis_index(param, axis, entries, kept)
             param.data = param.data.index_select(axis, index)
             cuts.append((name, axis, index))
-    hidden, width = sizes["hidden"], ffn.pop()
-    _set_widths(model, units, hidden, width)
+    _set_widths(model, units, widths)
     groups = {k: dataclasses.replace(g, size=sizes[k]) for k, g in units.groups.items()}
-    narrowed = dataclasses.replace(units, groups=groups, head_dim=hidden // units.num_heads, ffn=width)
+    if units.kv_groups:
+        narrowed = dataclasses.replace(
+            units, groups=groups, num_heads=widths["kv_heads"] * units.queries_per_kv, ffn=widths["ffn"]
+        )
+    else:
+        narrowed = dataclasses.replace(units, groups=groups, head_dim=widths["head_dim"], ffn=widths["ffn"])
     return narrowed, cuts

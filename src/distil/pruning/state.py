@@ -1,5 +1,8 @@
 """HomoDistil's checkpointed pruning state: a 0/1 mask per group and PLATON's two EMAs per scored parameter.
 
+Decoders also keep, per layer, which of the teacher's KV groups each remaining group descends from, so
+attention terms compare a student head with the teacher head it started as.
+
 `distil.pruning.platon.Pruner` updates it; the method's ``state_dict`` saves it with every checkpoint.
 With slicing (the default) its tensors shrink with the model at each prune event (`PruneState.narrow`).
 """
@@ -33,10 +36,14 @@ class PruneState:
         # float32 whatever the model's dtype: the EMAs average many small terms.
         self.ipt: dict[str, Tensor] = {n: torch.zeros(params[n].shape) for n in scored}
         self.unc: dict[str, Tensor] = {n: torch.zeros(params[n].shape) for n in scored}
+        # int64 indices into the teacher's KV groups (float32 would be exact too, but indices are ints).
+        self.origins: dict[str, Tensor] = {
+            k: torch.arange(g.size) for k, g in units.groups.items() if g.kind == "kv"
+        }
 
     def to(self, device: torch.device) -> None:
         """Move every tensor to ``device`` (a no-op when they are there)."""
-        for table in (self.masks, self.ipt, self.unc):
+        for table in (self.masks, self.ipt, self.unc, self.origins):
             for key, value in table.items():
                 if value.device != device:
                     table[key] = value.to(device)
@@ -51,10 +58,14 @@ class PruneState:
                 table[key] = value.new_zeros(0)
 
     def _tables(self) -> dict[str, dict[str, Tensor]]:
-        return {"masks": self.masks, "ipt": self.ipt, "unc": self.unc}
+        tables = {"masks": self.masks, "ipt": self.ipt, "unc": self.unc}
+        return tables | ({"origin": self.origins} if self.origins else {})
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Every tensor, keyed ``masks.<group>``, ``ipt.<param>``, ``unc.<param>`` (param dots as dashes)."""
+        """Every tensor, keyed ``masks.<group>``, ``ipt.<param>``, ``unc.<param>``, ``origin.<group>``.
+
+        Parameter dots are written as dashes; origins exist for KV groups only.
+        """
         return {f"{name}.{_key(k)}": v for name, table in self._tables().items() for k, v in table.items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -77,8 +88,16 @@ class PruneState:
             for key in table:
                 table[key] = state[f"{name}.{_key(key)}"].clone()
 
-    def narrow(self, cuts: list[tuple[str, int, Tensor]], sizes: dict[str, int]) -> None:
-        """Cut the EMAs like their parameters; every mask all ones at its group's new size."""
+    def narrow(self, cuts: list[tuple[str, int, Tensor]], kept: dict[str, Tensor]) -> None:
+        """Cut the EMAs like their parameters and the origins like their groups; masks all ones anew.
+
+        Args:
+            cuts: ``(parameter, axis, kept entries)`` of every cut.
+            kept: The kept units of every group (indices into its current units).
+        """
+        sizes = {key: len(index) for key, index in kept.items()}
+        for key in self.origins:
+            self.origins[key] = self.origins[key].index_select(0, kept[key].to(self.origins[key].device))
         for name, axis, index in cuts:
             for table in (self.ipt, self.unc):
                 if table[name].numel():  # released EMAs stay empty
