@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from distil.cli.main import main
 from distil.config import build_run_config
 from distil.errors import ConfigError
 from distil.methods.homodistil import HomoDistil
@@ -16,7 +17,7 @@ from distil.training.checkpoint import checkpoint_tensors, latest_checkpoint
 from distil.training.loop import train
 from distil.training.setup import build_run
 from factories import tiny_model, tiny_tokenizer
-from helpers import corpus_run, train_interrupted
+from helpers import CORPUS, corpus_run, train_interrupted
 
 IDS = torch.tensor([[2, 9, 17, 30, 44, 61, 70, 88, 97, 3], [2, 8, 25, 33, 41, 3, 0, 0, 0, 0]])
 MASK = (IDS != 0).long()
@@ -96,3 +97,17 @@ def test_decoder_targets_and_refusals(tmp_path):
         build_run(decoder_cfg(tmp_path, teacher, target_num_key_value_heads=3))
     with pytest.raises(ConfigError, match="pruning=masks"):
         build_run(decoder_cfg(tmp_path, teacher, pruning="masks"))
+
+
+def test_bundled_homodistil_config_runs_on_a_decoder_teacher(tmp_path):
+    """``pretrain/homodistil`` as written, given a Llama-style teacher: no head stage (it has its LM head)."""
+    teacher = decoder_teacher(tmp_path / "teacher", "qwen3")
+    args = [
+        f"models.teacher={teacher}", f"run_dir={tmp_path / 'run'}", f"data.corpus=[{CORPUS}]",
+        "data.max_length=16", "train.max_steps=6", "train.batch_size=4", "train.checkpoint_every=0",
+        "method.t_i=1", "method.t_f=4", "method.target_hidden_size=16", "method.target_intermediate_size=32",
+    ]  # fmt: skip
+    assert main(["distill", "--config", "pretrain/homodistil", *args, "--no-progress"]) == 0
+    config = json.loads((tmp_path / "run" / "student" / "config.json").read_text())
+    assert (config["hidden_size"], config["intermediate_size"], config["num_key_value_heads"]) == (16, 32, 2)
+    assert not (tmp_path / "run" / "stages").exists()  # the prune run alone

@@ -318,12 +318,13 @@ def layer_index(config: PretrainedConfig, layer: int | None, field: str) -> int:
     return chosen - 1
 
 
-def has_trained_lm_head(model: PreTrainedModel) -> bool:
-    """Whether the checkpoint carried a trained language-model head.
+def has_trained_lm_head(model: PreTrainedModel | PretrainedConfig) -> bool:
+    """Whether the checkpoint (of this model, or of this config) carried a trained language-model head.
 
     It did if it was saved as a masked- or causal-LM class, or if it is a decoder whose output layer is
     tied to its (trained) input embeddings. Otherwise loading it with an LM head gives a random one.
     """
-    architectures = list(getattr(model.config, "architectures", None) or [])
-    tied = family_of(model).causal and bool(getattr(model.config, "tie_word_embeddings", False))
+    config = getattr(model, "config", model)
+    architectures = list(getattr(config, "architectures", None) or [])
+    tied = family_of(config).causal and bool(getattr(config, "tie_word_embeddings", False))
     return tied or any(head_of_architectures([a]) in ("lm", "mlm") for a in architectures)

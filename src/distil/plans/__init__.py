@@ -13,6 +13,7 @@ from distil.errors import ConfigError, closest
 from distil.plans.base import Plan, PlanConfig, Step, stage_dir
 from distil.plans.homodistil import HomoDistilPlan
 from distil.plans.layer_probe import LayerProbePlan
+from distil.plans.oneshot import OneShotPrunePlan
 from distil.plans.runner import run_plan, run_steps
 from distil.plans.single import SinglePlan
 from distil.plans.ted import TEDPlan
@@ -37,6 +38,7 @@ __all__ = [
 PLANS: dict[str, type[PlanConfig]] = {
     "homodistil": HomoDistilPlan,
     "layer_probe": LayerProbePlan,
+    "oneshot_prune": OneShotPrunePlan,
     "single": SinglePlan,
     "ted": TEDPlan,
     "tinybert": TinyBERTPlan,

@@ -35,12 +35,16 @@ class Step:
         resolve: Computes the real config from the results of the steps before it.
         check: Runs once the step has finished (or is reused) and raises to stop the plan there, when
             what the step produced must not feed the steps after it.
+        action: Produces the step's finished folder instead of the training loop (one-shot pruning):
+            called on process 0 alone with the step's config; it writes ``run_dir/student`` with its
+            recipe last, as a finished run has it.
     """
 
     name: str
     config: RunConfig
     resolve: Callable[[Mapping[str, RunResult]], RunConfig] | None = None
     check: Callable[[RunResult], None] | None = None
+    action: Callable[[RunConfig], None] | None = None
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,10 @@ from distil.card import write_card
 from distil.errors import ConfigError
 from distil.files import atomic_write_text
 from distil.plans.base import Plan, Step
+from distil.run_config import RunConfig
 from distil.training.checkpoint import FINISHED_MARKER, check_run_dir, find_checkpoints
 from distil.training.checks import check_run
+from distil.training.dist import init_distributed
 from distil.training.loop import RunResult, train
 from distil.training.resume import check_same_run
 
@@ -29,6 +31,15 @@ __all__ = ["run_plan", "run_steps"]
 
 def _finished(folder: Path) -> bool:
     return (folder / FINISHED_MARKER).is_file()
+
+
+def _act(action: Callable[[RunConfig], None], cfg: RunConfig) -> None:
+    """Run a step's action on process 0 while the others wait; its folder is replaced, not resumed."""
+    env = init_distributed()
+    if env.is_main:
+        shutil.rmtree(cfg.run_dir, ignore_errors=True)  # an unfinished attempt: redone from the start
+        action(cfg)
+    env.barrier()
 
 
 def run_steps(steps: list[Step], *, progress: bool, redo: bool = False) -> dict[str, RunResult]:
@@ -45,6 +56,10 @@ def run_steps(steps: list[Step], *, progress: bool, redo: bool = False) -> dict[
         elif _finished(folder):
             check_same_run(folder, cfg, what=f"stage {step.name}")  # a reused stage must be this stage
             print(f"[distil] stage {step.name}: reusing finished {folder}")
+            results[step.name] = RunResult.from_run_dir(folder)
+        elif step.action is not None:
+            print(f"[distil] stage {step.name} -> {folder}")
+            _act(step.action, cfg)
             results[step.name] = RunResult.from_run_dir(folder)
         else:
             print(f"[distil] stage {step.name} -> {folder}")
