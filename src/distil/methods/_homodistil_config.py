@@ -130,13 +130,13 @@ class HomoDistilConfig:
         Raises:
             ConfigError: ``t_f`` lies beyond ``train.max_steps`` (the target would never be reached), a
                 labelled task selects the best checkpoint (it may predate ``t_f``), or the teacher's
-                outputs are to be cached (HomoDistil reads its hidden states and attentions), or the
-                student is to be sharded (FSDP).
+                outputs are to be cached (HomoDistil reads its hidden states and attentions), or masks
+                are asked for on a sharded student (FSDP).
         """
-        if not run.engine.can_resize:
+        if run.engine.sharded and self.pruning == "masks":
             raise ConfigError(
-                "HomoDistil ranks and prunes whole rows and columns of every weight matrix from their "
-                "gradients, which FSDP splits across processes: use engine.name=ddp (or auto)."
+                "method.pruning=masks zeroes rows and columns that FSDP splits across processes: use "
+                "method.pruning=slicing (the default) with engine.name=fsdp."
             )
         if run.max_steps and self.t_f > run.max_steps:
             raise ConfigError(

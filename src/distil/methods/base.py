@@ -155,6 +155,14 @@ class Method(Protocol):
         """
         return batch
 
+    def on_gradients(self, scale: float) -> None:
+        """After the last backward of a step, before the optimiser step: gradients final and synchronised.
+
+        Args:
+            scale: Factor that undoes float16 loss scaling (1 without it): the gradients are still scaled.
+        """
+        return None
+
     def on_step_end(self, step: int) -> Resize | None:
         """After every optimiser step (e.g. pruning); ``step`` counts from 1.
 

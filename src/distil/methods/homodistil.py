@@ -42,7 +42,7 @@ from distil.pruning.platon import Pruner
 from distil.pruning.slicing import kept_widths, sliced_model
 from distil.pruning.state import PruneState
 from distil.pruning.units import PrunableUnits, prunable_units, resolve_targets
-from distil.types import Batch, FeatureRequest, Features, LossOutput, Resize
+from distil.types import Batch, FeatureRequest, Features, LossOutput, Resize, Runtime
 
 __all__ = ["HomoDistil", "HomoDistilConfig"]
 
@@ -192,6 +192,15 @@ class HomoDistil(Method):
             batch, self.tokenizer, mlm_probability=c.mlm_probability, kl_everywhere=kl_everywhere
         )
 
+    def attach(self, runtime: Runtime) -> None:
+        """Narrow parameters as the engine cuts them (under FSDP: gathered, cut and sharded again)."""
+        if runtime.cut_parameter is not None:
+            self.pruner.cut = runtime.cut_parameter
+
+    def on_gradients(self, scale: float) -> None:
+        """PLATON's sensitivities ``|theta * grad|`` from the step's final, synchronised gradients."""
+        self.pruner.record_gradients(scale)
+
     def on_step_end(self, step: int) -> Resize | None:
         """PLATON update and pruning on schedule; the student and the projections narrowed or masked alike."""
         cuts = self.pruner.on_step_end(step)
@@ -223,7 +232,7 @@ class HomoDistil(Method):
         for layer in self._projections():
             weight = layer.weight
             assert isinstance(weight, nn.Parameter)
-            weight.data = weight.data.index_select(0, hidden)
+            self.pruner.cut(weight, 0, hidden)
             layer.out_features = weight.shape[0]
             kept.append((weight, 0, hidden))
         return Resize(tuple(kept))
@@ -232,12 +241,21 @@ class HomoDistil(Method):
         return any(s.param == name and s.axis == axis for s in self.units.groups["hidden"].slots)
 
     def export_model(self, student: PreTrainedModel) -> PreTrainedModel:
-        """Loop hook: what ``best/`` and ``student/`` hold (the student sliced to its kept widths)."""
-        return self.export()
+        """Loop hook: what ``best/`` and ``student/`` hold (the student sliced to its kept widths).
 
-    def export(self) -> PreTrainedModel:
-        """The student physically sliced to its kept widths (what ``student/`` holds)."""
+        ``student`` is the live student, or under FSDP its gathered copy, built from the (narrowed) config
+        with its modules' default attention scale: the live scale is set on it first, to be folded in.
+        """
+        return self.export(student)
+
+    def export(self, student: PreTrainedModel | None = None) -> PreTrainedModel:
+        """The student (or its gathered copy) sliced to its kept widths (what ``student/`` holds)."""
         self.pruner.sync()  # the live attention scale, if masks changed since the last forward
+        model = self.student if student is None else student
+        if model is not self.student:
+            live, copy_modules = dict(self.student.named_modules()), dict(model.named_modules())
+            for name in self.units.attention:
+                copy_modules[name].scaling = live[name].scaling
         masks = dict(self.prune_state.masks)
         widths = kept_widths(self.units, masks)
         if widths != self.target:
@@ -246,7 +264,7 @@ class HomoDistil(Method):
                 f"method.t_f={self.cfg.t_f}.",
                 stacklevel=2,
             )
-        return sliced_model(self.student, self.units, masks)
+        return sliced_model(model, self.units, masks)
 
     # --- loss ----------------------------------------------------------------------------------------
 

@@ -30,7 +30,6 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from distil.adapters import model_inputs
 from distil.losses import next_token_labels, token_cross_entropy
 from distil.models.families import get_layers
 from distil.models.students import student_from_layers
@@ -149,7 +148,7 @@ def _skipped(layer: nn.Module) -> Iterator[None]:
 def _loss(model: PreTrainedModel, batches: Sequence[Batch]) -> float:
     total, count = 0.0, 0
     for batch in batches:
-        logits = model(**model_inputs(model, batch)).logits
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         labels = next_token_labels(batch.input_ids, batch.attention_mask)
         n = int((labels != -100).sum())
         total += float(token_cross_entropy(logits, labels)) * n
@@ -175,7 +174,7 @@ def importance(
         for batch in batches:
             recorder.mask = batch.attention_mask
             tokens += int(batch.attention_mask.sum())
-            model(**model_inputs(model, batch))
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
     finally:
         recorder.remove()
     groups = {k: v.cpu() / max(tokens, 1) for k, v in recorder.sums.items()}

@@ -5,12 +5,12 @@ PLATON (Zhang et al., ICML 2022, https://arxiv.org/abs/2206.12562), per paramete
 ``U_bar <- b2 U_bar + (1 - b2) |I - I_bar|``; the score is ``I_bar * U_bar`` (``I_bar`` alone when
 ``b2 = 1``), summed over every slot of a unit (`distil.pruning.units`).
 
-Where the gradient is read: the loop offers no hook between backward and the optimiser step, so a
-``register_post_accumulate_grad_hook`` on every scored parameter stores ``|theta * grad|`` after each
-backward; with gradient accumulation the last call sees the summed gradient, so the stored value is the
-one of the full step. ``on_step_end`` then updates the EMAs, prunes on schedule and re-applies the masks
-(Adam's moments would otherwise regrow pruned weights). With several processes the per-process
-sensitivities are averaged, so every process holds the same scores and masks.
+Where the gradient is read: after the step's last backward and before the optimiser step
+(`distil.methods.Method.on_gradients`), so with gradient accumulation it is the summed gradient of the
+full step, and with several processes the gradient every engine has already averaged over them: every
+process holds the same scores and masks, those of one process training the whole batch. A sharded
+(FSDP) sensitivity is gathered whole. ``on_step_end`` then updates the EMAs, prunes on schedule and
+re-applies the masks (Adam's moments would otherwise regrow pruned weights).
 
 Two ways to drop what a prune event removes, equal up to float rounding:
 
@@ -30,16 +30,15 @@ weights load (`Pruner.restore`). The EMAs are emptied once the widths are final 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torch.utils.hooks import RemovableHandle
 from transformers import PreTrainedModel
 
-from distil.pruning.slicing import narrow_in_place
+from distil.pruning.slicing import Cut, cut_in_place, narrow_in_place
 from distil.pruning.state import PruneState
 from distil.pruning.units import Group, PrunableUnits
 
@@ -101,41 +100,47 @@ class Pruner:
         self._full_hidden = units.groups["hidden"].size
         self.t_i, self.t_f, self.delta_t, self.beta1, self.beta2 = t_i, t_f, delta_t, beta1, beta2
         self.scale_attention = scale_attention
-        self.params = {n: p for n, p in model.named_parameters() if n in state.ipt}
         self.recording = True
+        self.cut: Cut = cut_in_place  # how a parameter is narrowed (`distil.types.Runtime.cut_parameter`)
         self._sens: dict[str, Tensor] = {}
         self._seen: tuple[int, ...] = ()
         self.kept: dict[str, int] = {}
         modules = dict(model.named_modules())
         self._attention = [modules[n] for n in units.attention]
         self._scaling = [float(m.scaling) for m in self._attention]
-        self._handles: list[RemovableHandle] = [
-            p.register_post_accumulate_grad_hook(self._recorder(n)) for n, p in self.params.items()
-        ]
-        self._handles.append(model.register_forward_pre_hook(lambda _m, _a: self.sync()))
+        self._handles: list[RemovableHandle] = [model.register_forward_pre_hook(lambda _m, _a: self.sync())]
         if not slicing:  # a sliced model's norms run over its kept dims already
             for name in units.layer_norms:
                 self._handles.append(modules[name].register_forward_hook(self._masked_norm))
 
+    @property
+    def params(self) -> dict[str, nn.Parameter]:
+        """The scored parameters as the model holds them now (FSDP replaces them when it wraps)."""
+        return {n: p for n, p in self.model.named_parameters() if n in self.state.ipt}
+
     # --- sensitivities and scores ---------------------------------------------------------------
 
-    def _recorder(self, name: str) -> Callable[[Tensor], None]:
-        def record(param: Tensor) -> None:
-            if self.recording and param.grad is not None:
-                # Overwritten at each accumulation step: the last one holds the full step's gradient.
-                self._sens[name] = torch.mul(param.detach(), param.grad.detach()).abs_().float()
+    @torch.no_grad()
+    def record_gradients(self, scale: float = 1.0) -> None:
+        """Store ``|theta * grad|`` of every scored parameter from the step's (synchronised) gradients.
 
-        return record
+        Args:
+            scale: Factor that undoes float16 loss scaling (``1 / scale`` of the ``GradScaler``).
+        """
+        if not self.recording:
+            return
+        for name, param in self.params.items():
+            if param.grad is None:
+                continue
+            sens = torch.mul(param.detach(), param.grad.detach()).abs_()
+            if isinstance(sens, DTensor):
+                sens = sens.full_tensor()  # every process calls this alike: it gathers
+            self._sens[name] = sens.float().mul_(scale)
 
     def update_scores(self) -> None:
         """Fold the latest sensitivities into the EMAs (parameters without a gradient count as 0)."""
         names = list(self.params)
         sens = [self._sens[n] if n in self._sens else torch.zeros_like(self.state.ipt[n]) for n in names]
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            flat = torch.cat([s.reshape(-1) for s in sens])
-            dist.all_reduce(flat)
-            flat /= dist.get_world_size()
-            sens = list(flat.split([s.numel() for s in sens]))
         for name, value in zip(names, sens, strict=True):
             ipt, unc = self.state.ipt[name], self.state.unc[name]
             value = value.view_as(ipt).to(ipt.device)
@@ -194,10 +199,11 @@ class Pruner:
         Args:
             tables: Tensors shaped like the parameters to zero instead (the EMAs, at a prune event).
         """
+        params = self.params
         for key, group in self.units.groups.items():
             mask = self.state.masks[key]
             for slot in group.slots:
-                targets = [t[slot.param] for t in tables] if tables else [self.params[slot.param]]
+                targets = [t[slot.param] for t in tables] if tables else [params[slot.param]]
                 for tensor in targets:
                     if tensor.numel() == 0:  # released EMAs
                         continue
@@ -214,7 +220,7 @@ class Pruner:
         Slicing narrows the model to the kept units at a prune event and returns the cuts; masks zero the
         pruned entries after every step (AdamW would regrow them).
         """
-        self.state.to(next(iter(self.params.values())).device)
+        self.state.to(next(self.model.parameters()).device)
         if step <= self.t_f:
             self.update_scores()
         self._sens = {}
@@ -236,7 +242,7 @@ class Pruner:
         return cuts
 
     def _narrow(self, kept: dict[str, Tensor]) -> list[tuple[str, int, Tensor]]:
-        self.units, cuts = narrow_in_place(self.model, self.units, kept)
+        self.units, cuts = narrow_in_place(self.model, self.units, kept, self.cut)
         self.state.narrow(cuts, kept)
         return cuts
 
@@ -270,7 +276,7 @@ class Pruner:
 
         Runs before every forward; masks change at prune events and when a checkpoint is loaded.
         """
-        self.state.to(next(iter(self.params.values())).device)
+        self.state.to(next(self.model.parameters()).device)
         seen = tuple(x for m in self.state.masks.values() for x in (m._version, m.data_ptr()))
         if seen == self._seen:
             return

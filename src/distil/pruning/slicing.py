@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from transformers.pytorch_utils import Conv1D
 
 from distil.pruning.units import Group, PrunableUnits, Slot
 
-__all__ = ["kept_widths", "narrow_in_place", "sliced_model"]
+__all__ = ["Cut", "cut_in_place", "kept_widths", "narrow_in_place", "sliced_model"]
 
 
 def kept_widths(units: PrunableUnits, masks: Mapping[str, Tensor]) -> dict[str, int]:
@@ -165,9 +165,18 @@ def _rescale_embedding(module: nn.Embedding, old_hidden: int, hidden: int) -> No
             module.scalar_embed_scale = hidden**0.5
 
 
+Cut = Callable[[nn.Parameter, int, Tensor], None]
+
+
+@torch.no_grad()
+def cut_in_place(param: nn.Parameter, axis: int, index: Tensor) -> None:
+    """Keep the entries ``index`` of ``param`` along ``axis`` (one process's parameter; the object stays)."""
+    param.data = param.data.index_select(axis, index.to(param.device))
+
+
 @torch.no_grad()
 def narrow_in_place(
-    model: PreTrainedModel, units: PrunableUnits, kept: Mapping[str, Tensor]
+    model: PreTrainedModel, units: PrunableUnits, kept: Mapping[str, Tensor], cut: Cut = cut_in_place
 ) -> tuple[PrunableUnits, list[tuple[str, int, Tensor]]]:
     """Narrow ``model`` itself to the ``kept`` units of each group (indices into the group's current units).
 
@@ -175,6 +184,7 @@ def narrow_in_place(
     them); each parameter's data becomes the kept entries, and the widths the modules and the config
     read are set to match, so the model computes what `sliced_model` of the same masks computes, minus
     the folded attention scale: the live ``scaling`` of each attention module is kept as it is.
+    ``cut`` does the cutting (`distil.types.Runtime.cut_parameter`: under FSDP it gathers and re-shards).
 
     Returns:
         The prunable units of the narrowed model (group sizes, head and FFN widths), and
@@ -192,7 +202,7 @@ def narrow_in_place(
         param = params[name]
         for axis, entries in axes.items():
             index = _axis_index(param, axis, entries, kept)
-            param.data = param.data.index_select(axis, index)
+            cut(param, axis, index)
             cuts.append((name, axis, index))
     _set_widths(model, units, widths)
     groups = {k: dataclasses.replace(g, size=sizes[k]) for k, g in units.groups.items()}

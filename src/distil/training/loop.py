@@ -175,6 +175,16 @@ def train(
     tc, env, engine, parts, precision = cfg.train, prep.env, prep.engine, prep.parts, prep.precision
     run_dir, task, method = Path(cfg.run_dir), parts.task, parts.method
     mods = assembly.assemble(cfg, prep)
+    # Before a resume restores anything: a method that narrows the student (HomoDistil) cuts its fresh
+    # copy to the checkpoint's widths with the engine's cutter.
+    method.attach(
+        Runtime(
+            seed=tc.seed,
+            call_student=lambda fn: engine.call_student(mods.wrapped, fn),  # mods.wrapped as it is then
+            synced=engine.traits.sharded and env.world > 1,
+            cut_parameter=engine.cut_parameter,
+        )
+    )
     schedule = StepSchedule(
         row_lengths(task.train_set), tc.batch_size, env.world, tc.grad_accum, tc.seed, task.group_by_length
     )
@@ -221,14 +231,6 @@ def train(
                 f"[distil] teacher top-k cache: {what} {cache.folder} ({cache.bytes_per_token} bytes a token)"
             )
     stepper = Stepper(mods, engine, method, precision, scheduler, scaler, tc.max_grad_norm, env, cache)
-    method.attach(
-        Runtime(
-            seed=tc.seed,
-            call_student=lambda fn: engine.call_student(mods.wrapped, fn),  # mods.wrapped as it is then
-            synced=engine.traits.sharded and env.world > 1,
-        )
-    )
-
     logger = MetricLogger(run_dir, trackers=tc.trackers, config=cfg.to_dict(), enabled=env.is_main)
     # A bar only on a terminal: redirected to a file, tqdm's carriage-return frames are noise (lines below).
     bar = tqdm(

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 from transformers import get_linear_schedule_with_warmup
 
 from distil.run_config import TrainConfig
@@ -84,7 +85,12 @@ def cut_optimizer_state(optimizer: torch.optim.Optimizer, change: Resize) -> Non
     for param, axis, index in change.kept:
         entry = optimizer.state.get(param, {})
         for key, value in entry.items():
-            if isinstance(value, torch.Tensor) and value.ndim > 0:
+            if isinstance(value, DTensor) and value.ndim > 0:
+                # Sharded like its (already cut) parameter: gathered, cut, and sharded as the parameter is.
+                full = value.full_tensor().index_select(axis, index.to(value.device))
+                assert isinstance(param, DTensor)
+                entry[key] = distribute_tensor(full, param.device_mesh, param.placements)
+            elif isinstance(value, torch.Tensor) and value.ndim > 0:
                 entry[key] = value.index_select(axis, index.to(value.device))
 
 

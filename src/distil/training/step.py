@@ -68,6 +68,7 @@ class Stepper:
             terms["total"] = terms["total"] + total.detach().float() * share
             for name, value in named_parts.items():
                 terms[name] = terms[name] + value.detach().float() * share
+        self.method.on_gradients(1.0 / self.scaler.get_scale() if self.scaler is not None else 1.0)
         self.engine.optimizer_step(
             self.mods.optimizer, self.scheduler, self.mods.params, max_grad_norm=self.max_grad_norm,
             scaler=self.scaler,

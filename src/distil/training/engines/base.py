@@ -156,6 +156,11 @@ class Engine:
     def rewrap(self, mods: Wrapped) -> None:
         """Wrap ``mods.step`` again after a method changed its parameters' shapes (nothing to do here)."""
 
+    @torch.no_grad()
+    def cut_parameter(self, param: nn.Parameter, axis: int, index: Tensor) -> None:
+        """Keep the entries ``index`` of ``param`` along ``axis``; the parameter object stays (`Runtime`)."""
+        param.data = param.data.index_select(axis, index.to(param.device))
+
     def shard_teacher(self, teacher: PreTrainedModel) -> PreTrainedModel:
         """The frozen teacher as this engine holds it (here unchanged)."""
         return teacher

@@ -44,6 +44,17 @@ class FSDPOptions:
     ram_efficient_loading: bool = False
 
 
+def _param_records(root: nn.Module) -> dict[int, Any]:
+    """FSDP2's record of each sharded parameter below ``root``, by the parameter's ``id``."""
+    records: dict[int, Any] = {}
+    for module in root.modules():
+        if isinstance(module, FSDPModule):
+            group = module._get_fsdp_state()._fsdp_param_group
+            for record in group.fsdp_params if group is not None else ():
+                records[id(record.sharded_param)] = record
+    return records
+
+
 def _reshard_after_forward(module: nn.Module, _args: Any, _output: Any) -> None:
     assert isinstance(module, FSDPModule)
     module.reshard()
@@ -53,11 +64,9 @@ class FSDPEngine(Engine):
     """``engine.name=fsdp``: ``fully_shard`` on every block of student and teacher, and at their roots."""
 
     name = "fsdp"
-    # Shards are cut when the student is wrapped, so a method may not change shapes later; a GradScaler
-    # cannot unscale gradients split across processes.
+    # A GradScaler cannot unscale gradients split across processes.
     traits = EngineTraits(
         sharded=True,
-        can_resize=False,
         owns_precision=True,
         offloads=True,
         scales_fp16=False,
@@ -103,15 +112,41 @@ class FSDPEngine(Engine):
         for i, block in enumerate(get_layers(step.student)):
             fully_shard(block, reshard_after_forward=i not in hooked_layers, **self._fsdp_kwargs(compute))
         fully_shard(step, **self._fsdp_kwargs(compute))
+        self._records = _param_records(step)
         return step
 
     def rewrap(self, mods: Wrapped) -> None:
-        """Refused: FSDP's shards are cut when it wraps (methods that resize refuse this engine).
+        """Nothing to do: `cut_parameter` has sharded every cut parameter again in place."""
+
+    @torch.no_grad()
+    def cut_parameter(self, param: nn.Parameter, axis: int, index: Tensor) -> None:
+        """Gather ``param``, keep ``index`` along ``axis``, and shard the result again under the same object.
+
+        FSDP2 cuts a parameter into shards when it wraps a module and keeps the cut (sizes, padding, the
+        all-gather buffers) in its per-parameter record. There is no public way to change a wrapped
+        parameter's shape, so this re-runs that record's own sharding on the cut tensor and swaps the new
+        sharded parameter's contents into the old object (``torch.utils.swap_tensors``), so the optimizer
+        state, hooks and every reference keep pointing at it. The gathered buffers are dropped and
+        re-allocated at the next all-gather. Every process must call it in the same order (it gathers).
 
         Raises:
-            TrainingError: Always.
+            TrainingError: ``param`` is not a parameter FSDP manages.
         """
-        raise TrainingError("A method changed the student's shapes under FSDP, whose shards cannot follow.")
+        record = getattr(self, "_records", {}).get(id(param))
+        if record is None or record.sharded_param is not param:
+            raise TrainingError("A parameter to cut is not sharded by FSDP; cannot cut it.")
+        full = param.full_tensor().index_select(axis, index.to(param.device)).contiguous()
+        fresh = nn.Parameter(full, requires_grad=param.requires_grad)
+        record._init_sharded_param(fresh, full.device, None, record.mesh_info)
+        new = record.sharded_param
+        torch.utils.swap_tensors(param, new)
+        record.sharded_param = param
+        record._setattr_on_modules(param)
+        record.init_dtype_attrs(record.mp_policy)
+        record._init_extensions()
+        record.all_gather_outputs = []
+        if hasattr(record, "_unsharded_param"):
+            del record._unsharded_param
 
     def shard_teacher(self, teacher: PreTrainedModel) -> PreTrainedModel:
         """Shard the frozen teacher like the student (no optimizer state)."""
