@@ -71,12 +71,14 @@ def token_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
         A float32 scalar; 0 when no position has a label (``F.cross_entropy`` would give NaN).
     """
     keep = labels != IGNORE_INDEX
-    if bool(keep.all()):
-        # Every row is scored (an MLM head run only at the masked positions): no gathered copy of the
-        # logits, whose backward would scatter a vocabulary-wide gradient into zeros.
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).long())
-    if not bool(keep.any()):
+    kept = int(keep.sum())
+    if kept == 0:
         return _zero(logits)
+    if 2 * kept >= keep.numel():
+        # Most rows are scored (next-token labels, an MLM head run only at the masked positions): no
+        # gathered copy of the logits, whose backward would scatter a vocabulary-wide gradient into zeros.
+        flat = logits.reshape(-1, logits.shape[-1]).float()
+        return F.cross_entropy(flat, labels.reshape(-1).long(), ignore_index=IGNORE_INDEX)
     return F.cross_entropy(logits[keep].float(), labels[keep].long())
 
 
