@@ -2,7 +2,8 @@
 # GPU check (issue 14): distil's training step beside a plain PyTorch floor, as samples/s and peak memory,
 # for bf16 KD Llama ~1.1B -> ~0.3B at sequence 1024, MiniLMv2 BERT-base -> 6x384 at 32 x 512, and the fp16
 # path (KD, BERT-base -> 6 layers, 32 x 128). Random-weight models from configs, no downloads; under 8
-# minutes on one H200. Then an on-policy distillation step (GKD) beside its floor. Each measurement runs in a fresh process, so peak memory is its own.
+# minutes on one H200. Then an on-policy distillation step (GKD) beside its floor, and HomoDistil pruning a
+# Llama-style decoder while distilling it. Each measurement runs in a fresh process, so peak memory is its own.
 #
 #   bash benchmarks/gpu_check.sh            # on the GPU machine; results in $OUT (or /tmp/gpu_check)
 #   bash benchmarks/gpu_check.sh tiny       # tiny sizes: a CPU check of syntax and shapes
@@ -44,3 +45,11 @@ if [ "$SIZE" = tiny ]; then POLICY="--layers 2 --width 64 --new 4 --repeats 1 --
 else POLICY="--layers 16 --width 2048 --student-layers 4 --new 256 --repeats 5 --warmup 1 --precision bf16-mixed"; fi
 # shellcheck disable=SC2086
 "$PY" benchmarks/on_policy_step.py $POLICY 2> >(grep -v -e "it/s]" -e "^\s*$" >&2) | tee -a "$RESULTS_DIR/on_policy-$SIZE.txt"
+# Pruning while distilling (issue 24): HomoDistil on a Llama-style ~1.1B teacher (22 x 2048, 32 query heads
+# in 4 KV groups, SwiGLU 5632) pruned to 0.7 of every width (~0.5B), bf16 mixed precision, 4 x 1024
+# tokens: its step at the target widths beside KD on a fresh student of that config, and one prune event.
+if [ "$SIZE" = tiny ]; then PRUNE="layers: 2\nhidden: 64\nheads: 4\nkv_heads: 2\nffn: 128\nbatch: 2\nseq: 32\nrepeats: 1\nwarmup: 0"
+else PRUNE="layers: 22\nhidden: 2048\nheads: 32\nkv_heads: 4\nffn: 5632\nbatch: 4\nseq: 1024\nrepeats: 5\nwarmup: 2\nratio: 0.7\nprecision: bf16-mixed"; fi
+printf "%b\n" "$PRUNE" > "$WORK/prune.yaml"
+"$PY" benchmarks/homodistil_decoder.py --config "$WORK/prune.yaml" --json "$RESULTS_DIR/homodistil_decoder-$SIZE.json" \
+  2> >(grep -v -e "it/s]" -e "^\s*$" >&2) | tee "$RESULTS_DIR/homodistil_decoder-$SIZE.txt"

@@ -43,7 +43,10 @@ GOAL = 1.10
 
 @dataclass
 class BenchConfig:
-    """Teacher shape, batch and timing; the target is half of every width (``target_width_ratio: 0.5``)."""
+    """Teacher shape, batch and timing; the target keeps ``ratio`` of every width (``target_width_ratio``).
+
+    ``precision``: ``train.precision`` of both runs (``bf16-mixed`` on a GPU).
+    """
 
     layers: int = 4
     hidden: int = 512
@@ -56,6 +59,8 @@ class BenchConfig:
     warmup: int = 3
     threads: int = 2
     seed: int = 0
+    ratio: float = 0.5
+    precision: str = "fp32"
 
 
 def _teacher(cfg: BenchConfig, folder: Path) -> Path:
@@ -89,18 +94,24 @@ def _raw(
             "max_length": cfg.seq,
             "cache_dir": str(folder / "c"),
         },
-        "train": {"batch_size": cfg.batch, "max_steps": 10**6, "report_to": [], "seed": cfg.seed},
+        "train": {
+            "batch_size": cfg.batch,
+            "max_steps": 10**6,
+            "report_to": [],
+            "seed": cfg.seed,
+            "precision": cfg.precision,
+        },
         "eval": {"select": "last"},
         "method": method,
         "plan": {"name": "single"},
     }
 
 
-def _homodistil(t_f: int) -> dict[str, Any]:
-    """KD's objective (temperature 2, half KL, half next-token loss) while pruning to half of every width."""
+def _homodistil(t_f: int, ratio: float) -> dict[str, Any]:
+    """KD's objective (T 2, half KL and half next-token loss), pruning to ``ratio`` of each width."""
     return {
         "name": "homodistil", "t_i": 0, "t_f": t_f, "delta_t": 1, "alpha_hidden": 0.0, "alpha_attn": 0.0,
-        "alpha_emb": 0.0, "alpha_kl": 0.5, "alpha_mlm": 0.5, "temperature": 2.0,
+        "alpha_emb": 0.0, "alpha_kl": 0.5, "alpha_mlm": 0.5, "temperature": 2.0, "target_width_ratio": ratio,
     }  # fmt: skip
 
 
@@ -121,6 +132,8 @@ def _stepping(raw: dict[str, Any], steps_first: int) -> tuple[Callable[[], float
         change = method.on_step_end(done)
         if change is not None:
             assembly.resize(mods, prep.engine, change)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         return time.perf_counter() - start
 
     for _ in range(steps_first):
@@ -129,7 +142,9 @@ def _stepping(raw: dict[str, Any], steps_first: int) -> tuple[Callable[[], float
 
 
 def _step_ratio(cfg: BenchConfig, folder: Path, teacher: Path) -> dict[str, float]:
-    homo, method = _stepping(_raw(cfg, folder, teacher, "homo", _homodistil(2), {"init": "copy"}), 2)
+    homo, method = _stepping(
+        _raw(cfg, folder, teacher, "homo", _homodistil(2, cfg.ratio), {"init": "copy"}), 2
+    )
     widths = method.target
     fresh_student = {
         "init": "config", "num_layers": cfg.layers, "hidden_size": widths["hidden"],
@@ -154,7 +169,7 @@ def _step_ratio(cfg: BenchConfig, folder: Path, teacher: Path) -> dict[str, floa
 
 
 def _event(cfg: BenchConfig, folder: Path, teacher: Path) -> dict[str, float]:
-    step, _ = _stepping(_raw(cfg, folder, teacher, "event", _homodistil(1), {"init": "copy"}), 0)
+    step, _ = _stepping(_raw(cfg, folder, teacher, "event", _homodistil(1, cfg.ratio), {"init": "copy"}), 0)
     start = time.perf_counter()
     event = step()  # step 1 at full width, then the prune event to the target widths
     total = time.perf_counter() - start
@@ -185,10 +200,10 @@ def main() -> None:
             f"(a full-width step: {event['full_width_step_ms']:.1f} ms)",
             flush=True,
         )
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"settings": cfg.__dict__, "step": step, "event": event}, indent=2)
-        )
+        report = {"settings": cfg.__dict__, "device": device, "step": step, "event": event}
+        Path(args.json).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 24's evidence at CPU scale: a 6 x 256 Llama-style teacher (4 query heads of 64 in 2 KV groups,
-# SwiGLU 768, tied embeddings, a 4,096-token byte-level BPE trained here) trained on the Wikipedia shards
+# SwiGLU 768, an untied LM head, a 4,096-token byte-level BPE trained here) trained on the Wikipedia shards
 # of ../shared/data/text, then compressed to the parameter count of its 3-layer truncation five ways at the
 # same budget (STEPS steps of 16 x 128 tokens, lr 5e-4, seeds 1 and 2):
 #   scratch     a random student of the one-shot width-pruned model's config, KD (T 2, alpha 0.5)

@@ -96,6 +96,16 @@ METHOD_CARDS: dict[str, MethodCard] = {
         "TinyBERT-style prediction-layer distillation (the teacher's soft labels)", _TINYBERT
     ),
 }
+# Plan stages that write a student without a training method (their recipe names the stage).
+STAGE_CARDS: dict[str, MethodCard] = {
+    "oneshot_prune": MethodCard(
+        "one-shot structured pruning from calibration activations (Minitron-style), not yet distilled",
+        (
+            "Muralidharan et al., Compact Language Models via Pruning and Knowledge Distillation (2024)",
+            "2407.14679",
+        ),
+    ),
+}
 PAPERS: dict[str, tuple[str, str]] = {k: c.paper for k, c in METHOD_CARDS.items() if c.paper is not None}
 # Metric keys distil reports -> the metric ids model cards list.
 _METRIC_IDS = {"accuracy": "accuracy", "f1": "f1", "matthews_correlation": "matthews_correlation",
@@ -260,7 +270,7 @@ def write_card(
 
 def _intro(recipe: dict[str, Any], config: dict[str, Any]) -> list[str]:
     method = str(recipe.get("method", "unknown"))
-    card = METHOD_CARDS.get(method)
+    card = METHOD_CARDS.get(method) or STAGE_CARDS.get(method)
     if card is None:
         how = "a method this version of distil does not describe"
     elif card.paper is None:

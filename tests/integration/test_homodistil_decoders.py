@@ -111,3 +111,14 @@ def test_bundled_homodistil_config_runs_on_a_decoder_teacher(tmp_path):
     config = json.loads((tmp_path / "run" / "student" / "config.json").read_text())
     assert (config["hidden_size"], config["intermediate_size"], config["num_key_value_heads"]) == (16, 32, 2)
     assert not (tmp_path / "run" / "stages").exists()  # the prune run alone
+
+
+def test_homodistil_on_the_language_modelling_task_scores_perplexity(tmp_path):
+    from qa_lm_helpers import lm_run
+
+    overrides = {"models.student.init": "copy", "models.student.layers": None, "method.t_i": 1}
+    overrides |= {"method.t_f": 3, "method.delta_t": 1, "eval.select": "last", "train.max_steps": 4}
+    cfg = lm_run(tmp_path, "homodistil", "qwen3", **overrides)
+    result = train(cfg, progress=False)
+    assert result.metrics["perplexity"] > 1
+    assert json.loads((result.student_dir / "config.json").read_text())["hidden_size"] == 16

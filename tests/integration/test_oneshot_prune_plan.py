@@ -30,6 +30,8 @@ def test_plan_prunes_width_and_depth_then_distils(tmp_path, family, capsys):
     report = json.loads((Path(cfg.run_dir) / "stages" / "prune" / "pruning.json").read_text())
     assert report["widths"] == {"kv_heads": 1, "hidden": 16, "ffn": 32} and len(report["layers"]) == 1
     assert report["seconds"]["importance"] > 0 and report["calibration_rows"] == 8
+    card = (Path(cfg.run_dir) / "stages" / "prune" / "student" / "README.md").read_text()
+    assert "one-shot structured pruning from calibration activations" in card
     recipe = json.loads((result.student_dir / "recipe.json").read_text())
     assert recipe["stages"]["prune"]["pruning"]["layers"] == report["layers"]
     assert recipe["stages"]["distil"]["steps"] == 3
