@@ -187,6 +187,49 @@ def loop_stepper(run_cfg: RunConfig, prep: assembly.Prepared) -> tuple[assembly.
     return mods, stepper
 
 
+def alternating_medians(
+    steps: dict[str, Callable[[], object]], warmup: int, repeats: int
+) -> dict[str, float]:
+    """Median milliseconds of each step, the steps alternating in order and reversed from repeat to repeat."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(warmup + repeats):
+        for name in list(steps) if i % 2 == 0 else list(steps)[::-1]:
+            start = time.perf_counter()
+            steps[name]()
+            if i >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def loop_stepping(raw: dict[str, Any], steps_first: int = 0) -> tuple[Callable[[], float], Any]:
+    """One loop step of the run ``raw`` on one fixed batch, as the loop takes it with its method's
+    ``on_step_end`` (prune events), after ``steps_first`` such steps; returns the step and the method.
+
+    Each call returns the seconds spent after the optimizer step: ``on_step_end`` and a resize.
+    """
+    run_cfg = build_run_config(raw)
+    prep, batch = prepared(run_cfg)
+    mods, stepper = loop_stepper(run_cfg, prep)
+    method = prep.parts.method
+    done = 0
+
+    def step() -> float:
+        nonlocal done
+        float(stepper.step(batch)["total"])  # synchronised, as a log step is
+        done += 1
+        start = time.perf_counter()
+        change = method.on_step_end(done)
+        if change is not None:
+            assembly.resize(mods, prep.engine, change)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for _ in range(steps_first):
+        step()
+    return step, method
+
+
 def _pair(
     method: str, cfg: BenchConfig, folder: Path, teachers: dict[str, Path]
 ) -> dict[str, Callable[[], None]]:
@@ -221,15 +264,7 @@ def main() -> None:
         folder = Path(tmp)
         teachers = _teachers(cfg, folder)
         for method in cfg.methods:
-            steps = _pair(method, cfg, folder, teachers)
-            times: dict[str, list[float]] = {name: [] for name in steps}
-            for i in range(cfg.warmup + cfg.repeats):
-                for name in list(steps) if i % 2 == 0 else list(steps)[::-1]:
-                    start = time.perf_counter()
-                    steps[name]()
-                    if i >= cfg.warmup:
-                        times[name].append((time.perf_counter() - start) * 1000)
-            med = {k: statistics.median(v) for k, v in times.items()}
+            med = alternating_medians(_pair(method, cfg, folder, teachers), cfg.warmup, cfg.repeats)
             results[method] = {
                 "distil_ms": med["distil"],
                 "floor_ms": med["floor"],

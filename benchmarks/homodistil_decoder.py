@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +27,13 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from distil.config import build_run_config, read_yaml
+from distil.config import read_yaml
 from distil.models.loading import load_tokenizer
 from distil.schema import from_dict
-from distil.training import assembly
 
 sys.path.insert(0, str(Path(__file__).parent))
 from floor import BenchConfig as FloorConfig
-from floor import _data, loop_stepper, prepared
+from floor import _data, alternating_medians, loop_stepping
 
 GOAL = 1.10
 
@@ -115,34 +112,8 @@ def _homodistil(t_f: int, ratio: float) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _stepping(raw: dict[str, Any], steps_first: int) -> tuple[Callable[[], float], Any]:
-    """One loop step of ``raw`` on one fixed batch (after ``steps_first`` steps); returns the step and the
-    method. Each call returns the seconds spent in the method's ``on_step_end`` and the resize."""
-    run_cfg = build_run_config(raw)
-    prep, batch = prepared(run_cfg)
-    mods, stepper = loop_stepper(run_cfg, prep)
-    method = prep.parts.method
-    done = 0
-
-    def step() -> float:
-        nonlocal done
-        float(stepper.step(batch)["total"])  # synchronised, as a log step is
-        done += 1
-        start = time.perf_counter()
-        change = method.on_step_end(done)
-        if change is not None:
-            assembly.resize(mods, prep.engine, change)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    for _ in range(steps_first):
-        step()
-    return step, method
-
-
 def _step_ratio(cfg: BenchConfig, folder: Path, teacher: Path) -> dict[str, float]:
-    homo, method = _stepping(
+    homo, method = loop_stepping(
         _raw(cfg, folder, teacher, "homo", _homodistil(2, cfg.ratio), {"init": "copy"}), 2
     )
     widths = method.target
@@ -151,16 +122,8 @@ def _step_ratio(cfg: BenchConfig, folder: Path, teacher: Path) -> dict[str, floa
         "num_heads": widths["kv_heads"] * cfg.heads // cfg.kv_heads, "intermediate_size": widths["ffn"],
     }  # fmt: skip
     kd = {"name": "kd", "alpha": 0.5, "temperature": 2.0}
-    fresh, _ = _stepping(_raw(cfg, folder, teacher, "fresh", kd, fresh_student), 0)
-    steps = {"homodistil": homo, "fresh": fresh}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for i in range(cfg.warmup + cfg.repeats):
-        for name in list(steps) if i % 2 == 0 else list(steps)[::-1]:
-            start = time.perf_counter()
-            steps[name]()
-            if i >= cfg.warmup:
-                times[name].append((time.perf_counter() - start) * 1000)
-    med = {name: statistics.median(v) for name, v in times.items()}
+    fresh, _ = loop_stepping(_raw(cfg, folder, teacher, "fresh", kd, fresh_student), 0)
+    med = alternating_medians({"homodistil": homo, "fresh": fresh}, cfg.warmup, cfg.repeats)
     return {
         "homodistil_ms": med["homodistil"],
         "fresh_ms": med["fresh"],
@@ -169,7 +132,9 @@ def _step_ratio(cfg: BenchConfig, folder: Path, teacher: Path) -> dict[str, floa
 
 
 def _event(cfg: BenchConfig, folder: Path, teacher: Path) -> dict[str, float]:
-    step, _ = _stepping(_raw(cfg, folder, teacher, "event", _homodistil(1, cfg.ratio), {"init": "copy"}), 0)
+    step, _ = loop_stepping(
+        _raw(cfg, folder, teacher, "event", _homodistil(1, cfg.ratio), {"init": "copy"}), 0
+    )
     start = time.perf_counter()
     event = step()  # step 1 at full width, then the prune event to the target widths
     total = time.perf_counter() - start

@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +29,11 @@ import torch
 
 from distil.config import build_run_config, read_yaml
 from distil.schema import from_dict
-from distil.training import assembly
 from distil.training.loop import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from floor import BenchConfig as FloorConfig
-from floor import _run_config, _teachers, loop_stepper, prepared
+from floor import _run_config, _teachers, alternating_medians, loop_stepping
 
 GOAL = 1.10
 
@@ -71,42 +68,14 @@ def _floor_cfg(cfg: BenchConfig) -> FloorConfig:
     )
 
 
-def _stepping(raw: dict[str, Any], steps_first: int) -> Callable[[], None]:
-    """One loop step of the run ``raw`` on one fixed batch, after ``steps_first`` steps (prune events)."""
-    run_cfg = build_run_config(raw)
-    prep, batch = prepared(run_cfg)
-    mods, stepper = loop_stepper(run_cfg, prep)
-    method = prep.parts.method
-    done = 0
-
-    def step() -> None:
-        nonlocal done
-        float(stepper.step(batch)["total"])  # synchronised, as a log step is
-        done += 1
-        change = method.on_step_end(done)
-        if change is not None:
-            assembly.resize(mods, prep.engine, change)
-
-    for _ in range(steps_first):
-        step()
-    return step
-
-
 def _step_ratio(cfg: BenchConfig, folder: Path, teachers: dict[str, Path]) -> dict[str, float]:
     fc = _floor_cfg(cfg)
     homo = _run_config("homodistil", fc, folder, teachers)
     homo["method"] |= {"t_i": 0, "t_f": 2, "delta_t": 1}
     homo["run_dir"] = str(folder / "step-homodistil")
     minilm = _run_config("minilmv2", fc, folder, teachers)
-    steps = {"homodistil": _stepping(homo, 2), "minilmv2": _stepping(minilm, 0)}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for i in range(cfg.warmup + cfg.repeats):
-        for name in list(steps) if i % 2 == 0 else list(steps)[::-1]:
-            start = time.perf_counter()
-            steps[name]()
-            if i >= cfg.warmup:
-                times[name].append((time.perf_counter() - start) * 1000)
-    med = {name: statistics.median(v) for name, v in times.items()}
+    steps = {"homodistil": loop_stepping(homo, 2)[0], "minilmv2": loop_stepping(minilm)[0]}
+    med = alternating_medians(steps, cfg.warmup, cfg.repeats)
     return {"homodistil_ms": med["homodistil"], "minilmv2_ms": med["minilmv2"]} | {
         "ratio": med["homodistil"] / med["minilmv2"]
     }
