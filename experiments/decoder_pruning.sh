@@ -9,8 +9,9 @@
 #   oneshot_depth  one-shot depth pruning (cosine block importance) to 3 layers, then KD
 #   homodistil  HomoDistil pruning its copy of the teacher to the budget while distilling (t_i 5 %,
 #               t_f 50 % of the steps, every 10 steps; the method's default objective)
-# Held-out perplexity on WikiText-2's test text (128-token windows, stride 64). Run from the repository
-# root; results under runs/issue24, the table on stdout. About 45 min on 2 CPU cores.
+# Held-out perplexity on WikiText-2's test text: a seeded subset of 1,500 of its 128-token windows (stride
+# 64), the same for the teacher and every student (`distil eval --subset`). Run from the repository root;
+# results under runs/issue24, the table on stdout. About 50 min on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -27,18 +28,17 @@ mkdir -p "$OUT"
   --kv-heads 2 --intermediate-size 768 --tokenizer "$OUT/tokenizer" --seed 0
 
 # The data and training sections every run shares.
-common() {  # $1: run_dir, $2: seed
+common() {  # $1: run_dir, $2: seed, $3: the data section's extra keys
   cat <<YAML
 run_dir: $1
-data: {task: lm, corpus: [$TEXT], dev_file: $DEV, max_length: 128, eval_stride: 64, max_blocks: 60000,
-       cache_dir: $OUT/blocks}
+data: {task: lm, corpus: [$TEXT], max_length: 128, max_blocks: 60000, cache_dir: $OUT/blocks$3}
 train: {batch_size: 16, lr: 5.0e-4, warmup_ratio: 0.05, seed: $2, report_to: [], log_every: 50,
         checkpoint_every: 0}
 eval: {select: last}
 YAML
 }
 if [ ! -f "$OUT/teacher/student/recipe.json" ]; then
-  { common "$OUT/teacher" 0; cat <<YAML
+  { common "$OUT/teacher" 0 ", dev_file: $DEV, eval_stride: 64"; cat <<YAML
 models: {teacher: null, student: {init: pretrained, path: $OUT/init}}
 method: {name: finetune}
 YAML
@@ -63,6 +63,11 @@ run() {  # $1: name, $2: seed, $3: YAML lines (models, method, plan)
   { common "$dir" "$2"; printf '%s\n' "$3"; } > "$OUT/$1-s$2.yaml"
   $D distill --config "$OUT/$1-s$2.yaml" train.max_steps=$STEPS --no-progress --overwrite > "$OUT/$1-s$2.log" 2>&1
 }
+perplexity() {  # $1: model folder, $2: report
+  [ -f "$2" ] || $D eval "$1" --task lm --file $DEV --max-length 128 --eval-stride 64 --subset 1500 \
+    --json "$2" > /dev/null
+}
+perplexity "$T" "$OUT/teacher.json"
 for seed in 1 2; do
   run oneshot $seed "models: {teacher: $T, student: {init: copy}}
 $KD
@@ -87,23 +92,30 @@ PY
 $KD"
   run homodistil $seed "models: {teacher: $T, student: {init: copy}}
 method: {name: homodistil, target_params: $BUDGET, t_i: $((STEPS / 20)), t_f: $((STEPS / 2)), delta_t: 10}"
+  for name in scratch truncated oneshot_depth oneshot homodistil; do
+    perplexity "$OUT/$name-s$seed/student" "$OUT/$name-s$seed.json"
+  done
 done
 $PY - "$OUT" <<'PY'
-import json, statistics, sys
+import json
+import statistics
+import sys
 from pathlib import Path
-from transformers import AutoConfig
+
+from transformers import AutoModelForCausalLM
+
+from distil.models.students import count_parameters
+
 out = Path(sys.argv[1])
-teacher = json.loads((out / "teacher" / "student" / "recipe.json").read_text())["results"]["dev"]
-print(f"teacher: perplexity {teacher['perplexity']:.2f}")
-print("| student | config (layers x hidden, KV groups, SwiGLU) | parameters | perplexity seed 1 / 2 | mean |")
+teacher = json.loads((out / "teacher.json").read_text())["metrics"]
+print(f"teacher: perplexity {teacher['perplexity']:.2f} on {int(teacher['eval_tokens'])} tokens")
+print("| student | layers x hidden, KV groups, SwiGLU | parameters | perplexity seed 1 / 2 | mean |")
 print("|---|---|---|---|---|")
-from safetensors import safe_open
 for name in ("scratch", "truncated", "oneshot_depth", "oneshot", "homodistil"):
-    ppl = [json.loads((out / f"{name}-s{s}" / "student" / "recipe.json").read_text())["results"]["dev"]["perplexity"] for s in (1, 2)]
-    folder = out / f"{name}-s1" / "student"
-    c = AutoConfig.from_pretrained(folder)
-    with safe_open(str(folder / "model.safetensors"), "pt") as f:
-        params = sum(f.get_slice(k).get_shape().numel() if hasattr(f.get_slice(k).get_shape(), "numel") else __import__("math").prod(f.get_slice(k).get_shape()) for k in f.keys())
+    ppl = [json.loads((out / f"{name}-s{s}.json").read_text())["metrics"]["perplexity"] for s in (1, 2)]
+    model = AutoModelForCausalLM.from_pretrained(out / f"{name}-s1" / "student")
+    c = model.config
     shape = f"{c.num_hidden_layers} x {c.hidden_size}, {c.num_key_value_heads}, {c.intermediate_size}"
-    print(f"| {name} | {shape} | {params / 1e6:.2f}M | {ppl[0]:.2f} / {ppl[1]:.2f} | {statistics.mean(ppl):.2f} |")
+    params = count_parameters(model) / 1e6
+    print(f"| {name} | {shape} | {params:.2f}M | {ppl[0]:.2f} / {ppl[1]:.2f} | {statistics.mean(ppl):.2f} |")
 PY

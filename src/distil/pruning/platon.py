@@ -64,7 +64,7 @@ class Pruner:
     """Drives the pruning of one model: records sensitivities, updates scores, prunes, masks.
 
     Args:
-        model: The model being pruned; it keeps its shapes.
+        model: The model being pruned (narrowed in place at prune events, or masked at full width).
         units: Its prunable units (`distil.pruning.units.prunable_units`).
         state: The checkpointed masks and EMAs (moved with the method's modules).
         target: The widths reached at ``t_f`` (named as `PrunableUnits.full_widths` names them).
