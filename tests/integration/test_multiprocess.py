@@ -20,7 +20,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
-from distil.config import RunConfig, build_run_config
+from distil.config import RunConfig, build_run_config, load_config
 from distil.methods.homodistil import HomoDistil
 from distil.methods.kd import KD
 from distil.plans import run
@@ -28,7 +28,7 @@ from distil.training.checkpoint import latest_checkpoint
 from distil.training.engines import ENGINES
 from distil.training.loop import train
 from factories import save_tiny_pair, tiny_config, tiny_model, tiny_tokenizer
-from helpers import corpus_run, tiny_run, train_interrupted, write_tiny_task
+from helpers import CORPUS, corpus_run, tiny_run, train_interrupted, write_tiny_task
 from qa_lm_helpers import CHAT, TINY_TEMPLATE, lm_run
 
 pytestmark = pytest.mark.multiprocess
@@ -40,6 +40,8 @@ MULTI_PROCESS = [name for name, engine in ENGINES.items() if engine.traits.multi
 # HomoDistil on a decoder (no input masking, whose streams are per process): pruned and narrowed (under
 # FSDP re-sharded) at each prune event.
 CASES = [(m, p) for m in ("kd", "minilmv2", "lwd", "gkd", "homodistil_llama") for p in MULTI_PROCESS]
+# pretrain/homodistil as written on these decoder families, on one process and on two under FSDP.
+BUNDLED_FAMILIES = ("qwen3", "gemma3_text")
 # Evaluation every 3 steps (selecting the best student) and the teacher's logits cached up front; a
 # learning rate at which the student's predictions change between evaluations.
 EVALUATED = {"eval_every": 3, "cache_teacher": True, "lr": 1e-2}
@@ -138,13 +140,25 @@ def _config(
     return build_run_config(raw)
 
 
-def _llama(tmp: Path) -> Path:
-    """A tiny Llama causal LM: HomoDistil prunes whole KV groups, SwiGLU channels and the hidden width."""
-    folder = tmp / "llama-teacher"
+def _llama(tmp: Path, family: str = "llama") -> Path:
+    """A tiny causal LM: HomoDistil prunes whole KV groups, SwiGLU channels and the hidden width."""
+    folder = tmp / f"{family}-teacher"
     if not folder.exists():
-        tiny_model("llama", "lm").save_pretrained(folder)
+        tiny_model(family, "lm").save_pretrained(folder)
         tiny_tokenizer().save_pretrained(folder)
     return folder
+
+
+def _bundled_homodistil(tmp: Path, family: str, name: str, batch: int, engine: str) -> RunConfig:
+    """``pretrain/homodistil`` as written, on a tiny decoder teacher of ``family`` (no head stage)."""
+    overrides = [
+        f"models.teacher={_llama(tmp, family)}", f"run_dir={tmp / name}", f"data.corpus=[{CORPUS}]",
+        f"data.cache_dir={tmp / 'c'}", "data.max_length=16", f"train.batch_size={batch}",
+        f"train.max_steps={STEPS}", "train.checkpoint_every=0", "train.seed=3", "train.report_to=[]",
+        "method.t_i=1", "method.t_f=6", "method.delta_t=2", "method.target_hidden_size=16",
+        "method.target_intermediate_size=32", f"engine.name={engine}",
+    ]  # fmt: skip
+    return load_config("pretrain/homodistil", overrides)
 
 
 def _chat_config(
@@ -207,6 +221,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("mp")
     for method in ("kd", "minilmv2", "lwd", "gkd", "gkd_seqkd", "homodistil_llama", "oneshot"):
         run(_config(tmp, method, f"{method}-one", 8), progress=False)
+    for family in BUNDLED_FAMILIES:
+        run(_bundled_homodistil(tmp, family, f"bundled-{family}-one", 8, "auto"), progress=False)
     train(_config(tmp, "kd", "evaluated-one", 8, **EVALUATED), progress=False)
     # A one-process KD run killed after step 5 (checkpoint at step 4), resumed below in two processes.
     one_killed = _config(tmp, "kd", "kd-one-to-two", 8, checkpoint_every=2)
@@ -245,6 +261,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             job("homodistil", "homodistil-ddp-stopped", parallel="ddp", stop_after_step=3),
             job("homodistil_llama", "homodistil_llama-fsdp-stopped", parallel="fsdp", stop_after_step=3),
             job("oneshot", "oneshot-fsdp", parallel="fsdp"),
+        ]
+        + [
+            {"config": _yaml(_bundled_homodistil(tmp, family, f"bundled-{family}-fsdp", 4, "fsdp"), tmp)}
+            for family in BUNDLED_FAMILIES
         ],
     )
     killed = job("distilbert", "masked-killed", **fsdp, masks=str(_folder(tmp / "masks-before")))
@@ -354,6 +374,17 @@ def test_homodistil_under_fsdp_resumes_at_any_process_count(runs: Path) -> None:
             32,
         )
         _assert_same_student(runs / "homodistil_llama-one", runs / name, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", BUNDLED_FAMILIES)
+def test_bundled_homodistil_on_a_decoder_under_fsdp_equals_one_process(runs: Path, family: str) -> None:
+    one, two = runs / f"bundled-{family}-one", runs / f"bundled-{family}-fsdp"
+    recipe = json.loads((two / "student" / "recipe.json").read_text())
+    assert (recipe["results"]["world_size"], recipe["results"]["parallel"]) == (2, "fsdp")
+    config = json.loads((two / "student" / "config.json").read_text())
+    assert (config["hidden_size"], config["intermediate_size"]) == (16, 32)
+    assert abs(_final_loss(one) - _final_loss(two)) <= 1e-5
+    _assert_same_student(one, two)
 
 
 def test_oneshot_plan_prunes_on_process_0_and_distils_under_fsdp(runs: Path) -> None:
