@@ -260,6 +260,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             job("homodistil", "homodistil-ddp-masks", parallel="ddp", pruning="masks"),
             job("homodistil", "homodistil-ddp-stopped", parallel="ddp", stop_after_step=3),
             job("homodistil_llama", "homodistil_llama-fsdp-stopped", parallel="fsdp", stop_after_step=3),
+            # The same stopped run resumed below in one process.
+            job("homodistil_llama", "homodistil-fsdp-to-one", parallel="fsdp", stop_after_step=3),
             job("oneshot", "oneshot-fsdp", parallel="fsdp"),
         ]
         + [
@@ -283,6 +285,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     two_to_one = _config(tmp, "kd", "kd-two-to-one", 4, grad_accum=2, checkpoint_every=2)
     train(two_to_one, resume=True, progress=False)
+    pruned_to_one = _config(tmp, "homodistil_llama", "homodistil-fsdp-to-one", 4, grad_accum=2)
+    train(pruned_to_one, resume=True, progress=False)
     return tmp
 
 
@@ -362,11 +366,16 @@ def test_homodistil_narrowed_on_ddp_equals_masked_and_resumes_exactly(runs: Path
 
 
 def test_homodistil_under_fsdp_resumes_at_any_process_count(runs: Path) -> None:
-    """Decoder pruning under FSDP: stopped mid-pruning and resumed on two processes, or killed on one and
-    resumed on two (the fresh copy narrowed and re-sharded to the checkpoint's widths), equal one process."""
-    for name in ("homodistil_llama-fsdp-stopped", "homodistil-one-to-fsdp"):
+    """Decoder pruning under FSDP: stopped mid-pruning and resumed on two processes, killed on one and
+    resumed on two (the fresh copy narrowed and re-sharded to the checkpoint's widths), or stopped on two
+    and resumed on one, equals one process."""
+    for name, world in (
+        ("homodistil_llama-fsdp-stopped", 2),
+        ("homodistil-one-to-fsdp", 2),
+        ("homodistil-fsdp-to-one", 1),
+    ):
         recipe = json.loads((runs / name / "student" / "recipe.json").read_text())
-        assert (recipe["results"]["world_size"], recipe["results"]["parallel"]) == (2, "fsdp")
+        assert recipe["results"]["world_size"] == world
         config = json.loads((runs / name / "student" / "config.json").read_text())
         assert (config["hidden_size"], config["num_key_value_heads"], config["intermediate_size"]) == (
             16,
