@@ -166,3 +166,8 @@ class OneShotPrunePlan:
             "results": {"steps": 0, "pruning": report},
         }
         export_student(pruned, parts.tokenizer, run_dir, recipe)
+        print(
+            f"[distil] one-shot pruning: widths {widths}, layers {layers}; {count_parameters(model):,} -> "
+            f"{count_parameters(pruned):,} parameters; scored {scores.tokens:,} tokens in "
+            f"{seconds['importance']:.1f} s"
+        )
