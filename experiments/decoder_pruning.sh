@@ -31,7 +31,7 @@ mkdir -p "$OUT"
 common() {  # $1: run_dir, $2: seed, $3: the data section's extra keys
   cat <<YAML
 run_dir: $1
-data: {task: lm, corpus: [$TEXT], max_length: 128, max_blocks: 60000, cache_dir: $OUT/blocks$3}
+data: {task: lm, corpus: [$TEXT], max_length: 128, max_blocks: 60000, cache_dir: $OUT/blocks${3:-}}
 train: {batch_size: 16, lr: 5.0e-4, warmup_ratio: 0.05, seed: $2, report_to: [], log_every: 50,
         checkpoint_every: 0}
 eval: {select: last}
