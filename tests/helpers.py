@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from distil.adapters import forward_features
 from distil.config import RunConfig, build_run_config
+from distil.training.checkpoint import checkpoint_tensors
 from distil.training.loop import train
+from distil.training.setup import build_run
 from factories import save_tiny_pair
 
 WORDS = [
@@ -159,3 +162,18 @@ def first_rows_features(parts: Any, n: int) -> tuple[Any, Any, Any]:
     with torch.no_grad():
         teacher = forward_features(parts.teacher, batch, parts.method.teacher_request())
     return batch, student, teacher
+
+
+def live_pruned_student(cfg: RunConfig, checkpoint: Path) -> tuple[Any, Any]:
+    """Rebuild a pruning run's live student (and method) from a checkpoint, as a resume would."""
+    parts = build_run(cfg)
+    state = load_file(checkpoint / "method_state.safetensors")
+    parts.method.restore_shapes(state)  # narrowed to the saved widths (slicing), or kept (masks)
+    weights = checkpoint_tensors(checkpoint, "model.student.")
+    missing, unexpected = parts.student.load_state_dict(weights, strict=False)
+    # A checkpoint stores tied weights once: only aliases of stored tensors may be missing.
+    stored = {t.data_ptr() for k, t in parts.student.state_dict().items() if k in weights}
+    assert not unexpected and all(parts.student.state_dict()[k].data_ptr() in stored for k in missing)
+    parts.method.trainable_modules().load_state_dict(checkpoint_tensors(checkpoint, "model.extras."))
+    parts.method.load_state_dict(state)
+    return parts.student.eval(), parts.method

@@ -16,7 +16,7 @@ from distil.training.checkpoint import checkpoint_tensors, latest_checkpoint
 from distil.training.loop import train
 from distil.training.setup import build_run
 from factories import tiny_config, tiny_model, tiny_tokenizer
-from helpers import corpus_run, tiny_run, train_interrupted
+from helpers import corpus_run, live_pruned_student, tiny_run, train_interrupted
 
 IDS = torch.tensor([[2, 9, 17, 30, 44, 61, 70, 88, 97, 3], [2, 8, 25, 33, 41, 3, 0, 0, 0, 0]])
 MASK = (IDS != 0).long()
@@ -37,21 +37,6 @@ def _corpus_cfg(tmp_path: Path, teacher: Path, name: str = "run", steps: int = 6
     train = {"max_steps": steps, "warmup_ratio": 0.0, "checkpoint_every": 2, "keep_checkpoints": 4}
     data = corpus_run(tmp_path, teacher, {"init": "copy"}, method, name=name, **train)
     return build_run_config(data | ({"plan": {"name": "homodistil", **units}} if units else {}))
-
-
-def _live_student(cfg, checkpoint: Path):
-    """Rebuild the run's live student (and method) from a checkpoint, as a resume would."""
-    parts = build_run(cfg)
-    state = load_file(checkpoint / "method_state.safetensors")
-    parts.method.restore_shapes(state)  # narrowed to the saved widths (slicing), or kept (masks)
-    weights = checkpoint_tensors(checkpoint, "model.student.")
-    missing, unexpected = parts.student.load_state_dict(weights, strict=False)
-    # A checkpoint stores tied weights once: only aliases of stored tensors may be missing.
-    stored = {t.data_ptr() for k, t in parts.student.state_dict().items() if k in weights}
-    assert not unexpected and all(parts.student.state_dict()[k].data_ptr() in stored for k in missing)
-    parts.method.trainable_modules().load_state_dict(checkpoint_tensors(checkpoint, "model.extras."))
-    parts.method.load_state_dict(state)
-    return parts.student.eval(), parts.method
 
 
 def _logits(model):
@@ -81,7 +66,7 @@ def test_corpus_run_exports_a_standard_checkpoint_equal_to_the_trained_model(tmp
     assert set(load_file(result.student_dir / "method.safetensors")) == {"emb_proj.weight"} | {
         f"hidden_proj.{k}.weight" for k in range(2)
     }  # beside the student: the projections only
-    live, _ = _live_student(cfg, latest_checkpoint(Path(cfg.run_dir)))  # narrowed, as a resume would
+    live, _ = live_pruned_student(cfg, latest_checkpoint(Path(cfg.run_dir)))  # narrowed, as a resume would
     exported = type(live).from_pretrained(result.student_dir).eval()
     torch.testing.assert_close(_logits(exported), _logits(live), atol=1e-5, rtol=1e-5)
 

@@ -13,11 +13,11 @@ from distil.cli.main import main
 from distil.config import build_run_config
 from distil.errors import ConfigError
 from distil.methods.homodistil import HomoDistil
-from distil.training.checkpoint import checkpoint_tensors, latest_checkpoint
+from distil.training.checkpoint import latest_checkpoint
 from distil.training.loop import train
 from distil.training.setup import build_run
 from factories import tiny_model, tiny_tokenizer
-from helpers import CORPUS, corpus_run, train_interrupted
+from helpers import CORPUS, corpus_run, live_pruned_student, train_interrupted
 
 IDS = torch.tensor([[2, 9, 17, 30, 44, 61, 70, 88, 97, 3], [2, 8, 25, 33, 41, 3, 0, 0, 0, 0]])
 MASK = (IDS != 0).long()
@@ -38,16 +38,6 @@ def decoder_cfg(tmp_path: Path, teacher: Path, name: str = "run", steps: int = 6
     return build_run_config(corpus_run(tmp_path, teacher, {"init": "copy"}, method, name=name, **train_cfg))
 
 
-def live_student(cfg, checkpoint: Path):
-    """The run's student as a resume rebuilds it from ``checkpoint``: narrowed, then loaded."""
-    parts = build_run(cfg)
-    state = load_file(checkpoint / "method_state.safetensors")
-    parts.method.restore_shapes(state)
-    parts.student.load_state_dict(checkpoint_tensors(checkpoint, "model.student."), strict=False)
-    parts.method.load_state_dict(state)
-    return parts.student.eval()
-
-
 def logits(model):
     with torch.no_grad():
         return model(input_ids=IDS, attention_mask=MASK).logits
@@ -65,7 +55,7 @@ def test_decoder_run_exports_the_pruned_config_and_reloads_exactly(tmp_path, fam
     assert (config["num_key_value_heads"], config["num_attention_heads"], config["head_dim"]) == (1, 2, 8)
     assert (config["hidden_size"], config["intermediate_size"]) == (16, 32)
     exported = AutoModelForCausalLM.from_pretrained(result.student_dir).eval()  # from its own config
-    live = live_student(cfg, latest_checkpoint(Path(cfg.run_dir)))
+    live, _ = live_pruned_student(cfg, latest_checkpoint(Path(cfg.run_dir)))
     torch.testing.assert_close(logits(exported), logits(live), atol=1e-5, rtol=1e-5)
     state = load_file(latest_checkpoint(Path(cfg.run_dir)) / "method_state.safetensors")
     assert state["pruning.origin.l0_kv"].tolist() in ([0], [1])  # the teacher group it descends from

@@ -67,9 +67,9 @@ def test_dropping_ffn_channels_equals_zeroing_them():
     model = _model()
     units = prunable_units(model)
     scores = importance(model, units, [BATCH], "cosine")
+    reference = copy.deepcopy(model)
     pruned, layers = prune_once(model, units, scores, {"kv_heads": 2, "hidden": 32, "ffn": 40}, None)
     assert layers == [1, 2] and pruned.config.intermediate_size == 40
-    reference = copy.deepcopy(model)
     for i, layer in enumerate(reference.model.layers):
         dropped = scores.groups[f"l{i}_ffn"].argsort()[:24]  # the 24 least important channels
         with torch.no_grad():

@@ -144,6 +144,8 @@ class OneShotPrunePlan:
         ]
         scored = time.perf_counter()
         scores = importance(model, units, batches, self.layer_metric)
+        teacher_parameters = count_parameters(model)
+        # The run's copy of the teacher is not needed whole afterwards: it is cut in place.
         pruned, layers = prune_once(model, units, scores, widths, self.target_num_layers)
         seconds = {"importance": time.perf_counter() - scored, "total": time.perf_counter() - started}
         report: dict[str, object] = {
@@ -153,7 +155,7 @@ class OneShotPrunePlan:
             "layer_importance": scores.layers.tolist(),
             "calibration_rows": len(picked),
             "calibration_tokens": scores.tokens,
-            "parameters": {"teacher": count_parameters(model), "student": count_parameters(pruned)},
+            "parameters": {"teacher": teacher_parameters, "student": count_parameters(pruned)},
             "seconds": seconds,
         }
         run_dir = Path(cfg.run_dir)
@@ -167,7 +169,7 @@ class OneShotPrunePlan:
         }
         export_student(pruned, parts.tokenizer, run_dir, recipe)
         print(
-            f"[distil] one-shot pruning: widths {widths}, layers {layers}; {count_parameters(model):,} -> "
+            f"[distil] one-shot pruning: widths {widths}, layers {layers}; {teacher_parameters:,} -> "
             f"{count_parameters(pruned):,} parameters; scored {scores.tokens:,} tokens in "
             f"{seconds['importance']:.1f} s"
         )

@@ -20,7 +20,6 @@ the result is a standard checkpoint of the target config (`distil.pruning.slicin
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -145,14 +144,19 @@ def _skipped(layer: nn.Module) -> Iterator[None]:
         handle.remove()
 
 
+def _loss_terms(logits: Tensor, batch: Batch) -> tuple[float, int]:
+    """The next-token loss of one batch summed over its scored tokens, and their number."""
+    labels = next_token_labels(batch.input_ids, batch.attention_mask)
+    n = int((labels != -100).sum())
+    return float(token_cross_entropy(logits, labels)) * n, n
+
+
 def _loss(model: PreTrainedModel, batches: Sequence[Batch]) -> float:
     total, count = 0.0, 0
     for batch in batches:
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        labels = next_token_labels(batch.input_ids, batch.attention_mask)
-        n = int((labels != -100).sum())
-        total += float(token_cross_entropy(logits, labels)) * n
-        count += n
+        loss, n = _loss_terms(logits, batch)
+        total, count = total + loss, count + n
     return total / max(count, 1)
 
 
@@ -169,12 +173,15 @@ def importance(
         layer_metric: How layers are scored.
     """
     recorder = _Recorder(model, units)
-    tokens = 0
+    tokens, loss, scored = 0, 0.0, 0
     try:
         for batch in batches:
             recorder.mask = batch.attention_mask
             tokens += int(batch.attention_mask.sum())
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            if layer_metric == "perplexity":  # the full model's loss, from this same pass
+                batch_loss, n = _loss_terms(out.logits, batch)
+                loss, scored = loss + batch_loss, scored + n
     finally:
         recorder.remove()
     groups = {k: v.cpu() / max(tokens, 1) for k, v in recorder.sums.items()}
@@ -182,7 +189,7 @@ def importance(
     if layer_metric == "cosine":
         layers = torch.stack([recorder.cosine[i].cpu() for i in range(depth)]) / max(tokens, 1)
     else:
-        base = _loss(model, batches)
+        base = loss / max(scored, 1)
         rises = []
         for layer in get_layers(model):
             with _skipped(layer):
@@ -204,18 +211,20 @@ def prune_once(
     widths: dict[str, int],
     num_layers: int | None,
 ) -> tuple[PreTrainedModel, list[int]]:
-    """A pruned copy of ``model``: each group's best units at ``widths``, then the best ``num_layers`` layers.
+    """``model`` cut to each group's best units at ``widths``, then to its best ``num_layers`` layers.
+
+    The widths are cut in place (``model`` itself is narrowed: pass a copy to keep the original); dropping
+    layers builds a new, shallower model from the narrowed one.
 
     Returns:
         The pruned model (a standard checkpoint of its class) and the kept layers, 1-indexed.
     """
     sizes = units.kept_sizes(widths)
     kept = {key: _top(scores.groups[key], sizes[key]) for key in units.groups}
-    pruned = copy.deepcopy(model)
-    narrow_in_place(pruned, units, kept)
     depth = len(get_layers(model))
+    narrow_in_place(model, units, kept)
     layers = list(range(1, depth + 1))
     if num_layers is not None and num_layers < depth:
         layers = [int(i) + 1 for i in _top(scores.layers, num_layers)]
-        pruned = student_from_layers(pruned, layers)
-    return pruned, layers
+        return student_from_layers(model, layers), layers
+    return model, layers
