@@ -23,9 +23,10 @@ from transformers import PreTrainedModel
 from distil.adapters import model_inputs
 from distil.deploy.cpu import cpu_info
 from distil.deploy.runtime import (
+    HEAD_OUTPUTS,
     OnnxModel,
     find_exports,
-    load_classifier,
+    load_exportable,
     resolve_model_dir,
 )
 from distil.errors import ConfigError
@@ -75,16 +76,16 @@ def _disk_mb(model_dir: Path, onnx: OnnxModel | None) -> float:
 
 
 def _runtimes(
-    name: str, model_dir: Path, model: PreTrainedModel, onnx: bool, threads: int, spin: bool
+    name: str, model_dir: Path, model: PreTrainedModel, head: str, onnx: bool, threads: int, spin: bool
 ) -> list[_Runtime]:
     @torch.inference_mode()
     def forward(batch: dict[str, torch.Tensor]) -> Any:
-        return model(**model_inputs(model, batch)).logits
+        return model(**model_inputs(model, batch))
 
     out = [_Runtime(name, PYTORCH, model_dir, forward)]
     if onnx:
         for runtime, path in find_exports(model_dir).items():
-            session = OnnxModel(path, threads=threads, spin=spin)
+            session = OnnxModel(path, threads=threads, spin=spin, outputs=HEAD_OUTPUTS[head])
             out.append(_Runtime(name, runtime, path, session, session))
     return out
 
@@ -174,7 +175,9 @@ def run_bench(
         rows, runtimes, vocab = [], [], {}
         dirs = {name: resolve_model_dir(where) for name, where in models.items()}  # fail before any work
         for name, model_dir in dirs.items():
-            model = load_classifier(model_dir)
+            model, head = load_exportable(model_dir)
+            if dev is not None and head != "seq":
+                raise ConfigError(f"{name} is a {head} model: task metrics are scored for classifiers only.")
             _check_length(name, model, seq_length)
             vocab[name] = int(model.config.vocab_size)
             static = {
@@ -183,7 +186,7 @@ def run_bench(
             }
             if dev is not None:
                 dev.task.prepare(load_tokenizer(str(model_dir)), dev.max_length)
-            for rt in _runtimes(name, model_dir, model, onnx, threads, onnx_spin):
+            for rt in _runtimes(name, model_dir, model, head, onnx, threads, onnx_spin):
                 row = {"model": name, "runtime": rt.runtime, "path": str(rt.path), **static}
                 row["size_mb"] = _disk_mb(model_dir, rt.onnx)
                 if rt.onnx is not None and rt.onnx.int8_format is not None:

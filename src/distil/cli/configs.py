@@ -14,6 +14,7 @@ from distil.schema import from_dict
 __all__ = [
     "bundled_configs",
     "describe_registry",
+    "load_compare_config",
     "load_pipeline_config",
     "load_run_config",
     "resolve_config",
@@ -47,6 +48,13 @@ def load_run_config(
         node["name"] = method
     data["method"] = node
     return build_run_config(data)
+
+
+def load_compare_config(name_or_path: str, overrides: list[str]) -> Any:
+    """Load and validate a compare config into its grid (`distil.compare.build_setup`)."""
+    from distil.compare import build_setup
+
+    return build_setup(_raw(name_or_path, overrides))
 
 
 def load_pipeline_config(name_or_path: str | None, overrides: list[str]) -> Any:

@@ -88,6 +88,27 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Which method at which student size for my data: a seeded grid, with intervals and a recommendation."""
+    from distil.cli.configs import load_compare_config
+    from distil.compare import run_compare
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}.")
+    if args.min_keep is not None and not 0 < args.min_keep <= 1:
+        raise ConfigError(f"--min-keep is a share of the teacher's metric in (0, 1], got {args.min_keep}.")
+    if args.max_latency_ms is not None and not args.max_latency_ms > 0:
+        raise ConfigError(f"--max-latency-ms must be > 0, got {args.max_latency_ms}.")
+    if args.config is None:
+        raise ConfigError("distil compare needs --config (e.g. custom/compare; `distil ls` lists them).")
+    setup = load_compare_config(args.config, _overrides(args))
+    run_compare(
+        setup, jobs=args.jobs, progress=not args.no_progress, max_latency_ms=args.max_latency_ms,
+        min_keep=args.min_keep, runtime=args.runtime,
+    )  # fmt: skip
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a saved model on a task's dev split."""
     import json
@@ -181,6 +202,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "finetune": cmd_finetune,
     "distill": cmd_distill,
     "pipeline": cmd_pipeline,
+    "compare": cmd_compare,
     "eval": cmd_eval,
     "ls": cmd_ls,
     "validate": cmd_validate,
@@ -204,6 +226,33 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "distill":
             p.add_argument(
                 "--method", help="Method name (see `distil ls`); defaults to the config's method.name."
+            )
+        if name == "compare":
+            p.add_argument("--config", help="Compare config: a file or a bundled name (custom/compare).")
+            p.add_argument("--run-dir", help="Folder of the whole comparison (same as run_dir=...).")
+            p.add_argument("--data-dir", help="Folder with glue/<TASK>/*.tsv (same as data.data_dir=...).")
+            p.add_argument("--no-progress", action="store_true", help="Hide the progress bars.")
+            p.add_argument(
+                "--threads", type=int, help="torch CPU threads per run (same as train.threads=...)."
+            )
+            p.add_argument(
+                "--jobs", type=int, default=1, help="Runs at once, each in its own process with its share of "
+                "the cores (default 1: one after another).",
+            )  # fmt: skip
+            p.add_argument(
+                "--max-latency-ms", type=float, help="Recommend the most accurate student within this "
+                "latency (at the first timed batch size, see --runtime).",
+            )  # fmt: skip
+            p.add_argument(
+                "--min-keep", type=float, help="Recommend the fastest student keeping this share of the "
+                "teacher's metric (e.g. 0.98).",
+            )  # fmt: skip
+            p.add_argument(
+                "--runtime", choices=["pytorch-fp32", "onnx-fp32"], default="pytorch-fp32",
+                help="Whose latency --max-latency-ms and the plot read (default pytorch-fp32).",
+            )  # fmt: skip
+            p.add_argument(
+                "overrides", nargs="*", metavar="key=value", help="Dotted overrides, e.g. train.lr=3e-5."
             )
         if name == "pipeline":
             p.add_argument("--full", action="store_true", help="Train on the full training set (no subset).")

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from distil.reporting.sources import Point, Run
 
-__all__ = ["DPI", "FIGSIZE", "dev_curves", "loss_curves", "pareto", "tradeoff"]
+__all__ = ["DPI", "FIGSIZE", "dev_curves", "interval_tradeoff", "loss_curves", "pareto", "tradeoff"]
 
 FIGSIZE = (8.0, 5.0)  # inches; with DPI this gives 800 x 500 pixel images
 DPI = 100
@@ -117,6 +117,41 @@ def tradeoff(points: Sequence[Point], attr: str, xlabel: str, metric: str, title
     ax.set_ylabel(f"dev {metric}")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    fig.savefig(path)
+    return True
+
+
+#: A point of `interval_tradeoff`: label, group (one colour each), x, y, y low, y high.
+IntervalPoint = tuple[str, str, float | None, float, float, float]
+
+
+def interval_tradeoff(points: Sequence[IntervalPoint], xlabel: str, ylabel: str, path: Path) -> bool:
+    """The metric against latency, each point with its interval as a vertical bar, one colour per group.
+
+    Returns:
+        False (nothing written) when no point has an x value.
+    """
+    usable = [p for p in points if p[2] is not None]
+    if not usable:
+        return False
+    fig = _figure()
+    ax = fig.add_subplot()
+    groups = list(dict.fromkeys(p[1] for p in usable))
+    colours = {g: f"C{i}" for i, g in enumerate(groups)}
+    xs = [float(p[2]) for p in usable if p[2] is not None]
+    # Rows of one student shape share its latency: each group is shifted a little so the bars stay apart.
+    step = 0.012 * (max(xs) - min(xs) or max(xs) or 1.0)
+    for label, group, x, y, low, high in usable:
+        assert x is not None
+        x += (groups.index(group) - (len(groups) - 1) / 2) * step
+        ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", capsize=4, color=colours[group])
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    for group, colour in colours.items():
+        ax.scatter([], [], color=colour, label=group)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.savefig(path)
     return True

@@ -11,6 +11,7 @@ config becomes the one used from then on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -79,6 +80,13 @@ def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tupl
 
 def _saved_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.yaml"
+    recipe = run_dir / "student" / "recipe.json"
+    if not path.is_file() and recipe.is_file() and not_utf8(recipe) is None:
+        # A finished plan (TED's stages) keeps its whole config in the exported recipe, not in a root file.
+        with contextlib.suppress(json.JSONDecodeError):
+            saved = json.loads(recipe.read_text(encoding="utf-8")).get("config")
+            if isinstance(saved, dict):
+                return saved
     if not path.is_file():
         raise ConfigError(
             f"{path} is missing, so --resume cannot check that this is the same run: start anew with "

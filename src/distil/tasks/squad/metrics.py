@@ -7,7 +7,9 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 
-__all__ = ["normalize_answer", "squad_metrics"]
+import numpy as np
+
+__all__ = ["normalize_answer", "question_scores", "squad_metrics"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = frozenset(string.punctuation)
@@ -53,15 +55,27 @@ def squad_metrics(
     Raises:
         ValueError: ``references`` is empty.
     """
+    em, f1 = question_scores(predictions, references)
+    return {"exact_match": float(em.mean()), "f1": float(f1.mean())}
+
+
+def question_scores(
+    predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each question's exact match and F1 (0-100), in the order of ``references`` (see `squad_metrics`).
+
+    Raises:
+        ValueError: ``references`` is empty.
+    """
     if not references:
         raise ValueError("squad_metrics needs at least one reference question.")
-    exact = f1 = 0.0
-    for qid, answers in references.items():
+    exact = np.zeros(len(references))
+    f1 = np.zeros(len(references))
+    for i, (qid, answers) in enumerate(references.items()):
         if qid not in predictions:
             continue
         golds = [a for a in answers if normalize_answer(a)] or [""]
         pred = predictions[qid]
-        exact += max(float(normalize_answer(pred) == normalize_answer(g)) for g in golds)
-        f1 += max(_token_f1(pred, g) for g in golds)
-    n = len(references)
-    return {"exact_match": 100.0 * exact / n, "f1": 100.0 * f1 / n}
+        exact[i] = 100.0 * max(float(normalize_answer(pred) == normalize_answer(g)) for g in golds)
+        f1[i] = 100.0 * max(_token_f1(pred, g) for g in golds)
+    return exact, f1

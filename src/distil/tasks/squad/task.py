@@ -174,6 +174,21 @@ class SquadTask:
         """Official EM/F1 (percent); SQuAD 2.0 adds the answerable / unanswerable breakdown."""
         if self.dev_set is None:
             return {}
+        predictions, references = self.answers(model, batch_size, shard)
+        metrics = squad_metrics(predictions, references)
+        if self.version_2:
+            for name, keep in (("has_answer", True), ("no_answer", False)):
+                part = {k: v for k, v in references.items() if bool(v) == keep}
+                if part:
+                    scores = squad_metrics(predictions, part)
+                    metrics |= {f"{name}_exact_match": scores["exact_match"], f"{name}_f1": scores["f1"]}
+        return metrics
+
+    def answers(
+        self, model: PreTrainedModel, batch_size: int, shard: Shard | None = None
+    ) -> tuple[dict[str, str], dict[str, list[str]]]:
+        """The decoded answer of every dev question, and its reference answers, by question id."""
+        assert self.dev_set is not None
         starts, ends = predict_span_scores(
             model, self.dev_set, batch_size=batch_size, pad_token_id=self.pad_token_id, shard=shard or Shard()
         )
@@ -189,14 +204,7 @@ class SquadTask:
             null_threshold=s.null_score_threshold,
         )
         references = dict(zip(self.dev_examples["id"], self.dev_examples["answer_texts"], strict=True))
-        metrics = squad_metrics(predictions, references)
-        if self.version_2:
-            for name, keep in (("has_answer", True), ("no_answer", False)):
-                part = {k: v for k, v in references.items() if bool(v) == keep}
-                if part:
-                    scores = squad_metrics(predictions, part)
-                    metrics |= {f"{name}_exact_match": scores["exact_match"], f"{name}_f1": scores["f1"]}
-        return metrics
+        return predictions, references
 
     def describe(self) -> dict[str, Any]:
         """Task, files or split, and question counts (and feature counts once prepared)."""

@@ -1,0 +1,80 @@
+"""Running the grid: the teacher once, then every cell, reusing finished runs and resuming interrupted ones.
+
+Cells run level by level (`distil.compare.config.Cell.level`): the plain rows, then the first seed's TED
+rows (they learn the teacher's filters), then the other TED rows (they read them). Within a level the
+cells are independent, so with ``jobs > 1`` they run in that many worker processes at once, each with
+its share of the CPU threads.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from itertools import groupby
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distil.config import build_run_config
+from distil.run_config import RunConfig
+from distil.training.checkpoint import FINISHED_MARKER, find_checkpoints
+
+__all__ = ["run_cells", "run_one"]
+
+
+def run_one(cfg: RunConfig, *, progress: bool) -> str:
+    """Run one grid cell (any plan) to its finished student; returns ``reused``, ``resumed`` or ``ran``.
+
+    A finished run is reused only when its config is this cell's (else the error names what differs); an
+    interrupted one resumes from its latest checkpoint (a plan from its last finished stage).
+    """
+    from distil.plans import plan_for, run_plan
+    from distil.training.loop import train
+    from distil.training.resume import check_same_run
+
+    folder = Path(cfg.run_dir)
+    if (folder / FINISHED_MARKER).is_file():
+        check_same_run(folder, cfg, what=f"compare cell {folder}")
+        return "reused"
+    plan = plan_for(cfg)
+    if plan.single:
+        resume = bool(find_checkpoints(folder))
+        train(cfg, resume=resume, overwrite=not resume, progress=progress)
+        return "resumed" if resume else "ran"
+    started = folder.is_dir()
+    run_plan(plan, resume=started, progress=progress)
+    return "resumed" if started else "ran"
+
+
+def _worker(config: dict[str, Any], threads: int) -> str:
+    torch.set_num_threads(threads)
+    cfg = build_run_config(config)
+    return run_one(cfg, progress=False)
+
+
+def run_cells(cells: list[tuple[str, RunConfig, int]], *, jobs: int, progress: bool) -> dict[str, str]:
+    """Run ``(name, config, level)`` cells level by level; returns what happened to each by name."""
+    done: dict[str, str] = {}
+    for _, group in groupby(sorted(cells, key=lambda c: c[2]), key=lambda c: c[2]):
+        todo = []
+        for name, cfg, level in group:
+            if (Path(cfg.run_dir) / FINISHED_MARKER).is_file():
+                done[name] = run_one(cfg, progress=progress)  # checks the finished run is this cell
+            else:
+                todo.append((name, cfg, level))
+        if jobs <= 1 or len(todo) <= 1:
+            for name, cfg, _ in todo:
+                print(f"[distil] compare: {name} -> {cfg.run_dir}", flush=True)
+                done[name] = run_one(cfg, progress=progress)
+            continue
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {}
+            for name, cfg, _ in todo:
+                print(f"[distil] compare: {name} -> {cfg.run_dir} (worker)", flush=True)
+                futures[name] = pool.submit(_worker, cfg.to_dict(), cfg.train.threads or threads)
+            for name, future in futures.items():
+                done[name] = future.result()
+    return done
