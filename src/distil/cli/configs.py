@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from distil.config import RunConfig, build_run_config, bundled_configs, read_config, resolve_config
@@ -96,45 +95,6 @@ def describe_registry() -> str:
     return "\n".join(lines)
 
 
-def _models_checked(cfg: RunConfig, time_steps: int = 0) -> tuple[list[str], list[str]]:
-    """Build each step of the plan whose models exist on the meta device; the names of those steps.
-
-    This runs every check training runs before its first step that needs only the checkpoints'
-    ``config.json`` and tokenizer files (family, depth against the layer map, widths, heads, label
-    count, vocabulary, maximum length). A step whose models an earlier step will write, or whose config
-    comes from earlier results, is checked when it runs. With ``time_steps``, each such step is also
-    built for real and that many of its steps timed (`distil.training.estimate`); the second list holds
-    one line per step of the plan.
-    """
-    from distil.plans import plan_for
-    from distil.training.estimate import estimate_stage, format_time
-    from distil.training.setup import build_run
-
-    plan = plan_for(cfg)
-    root = Path(plan.root).resolve()
-    checked, times, total = [], [], 0.0
-    for step in plan.steps:
-        paths = [step.config.models.teacher, step.config.models.student.path]
-        later = [p for p in paths if p and Path(p).resolve().is_relative_to(root) and not Path(p).exists()]
-        if step.resolve is not None or later:
-            times.append(f"  {step.name}: not timed (its models are written by an earlier step)")
-            continue
-        checked.append(step.name)
-        if not time_steps:
-            build_run(step.config, meta=True, prepare=False)
-        else:  # builds the step for real, which runs every check the meta build runs
-            est = estimate_stage(step.config, step.name, steps=time_steps)
-            total += est.total_seconds
-            times.append(
-                f"  {step.name}: ~{format_time(est.total_seconds)} ({est.steps} steps x "
-                f"{est.seconds_per_step:.3g} s, median of {est.timed_steps}; {est.evaluations} evaluation(s) "
-                f"~{format_time(est.eval_seconds)}; loading and tokenising {format_time(est.setup_seconds)})"
-            )
-    if time_steps:
-        times.append(f"  timed stages together: ~{format_time(total)} on this machine, as it is loaded now")
-    return checked, times
-
-
 def validate(
     name_or_path: str,
     overrides: list[str],
@@ -162,7 +122,9 @@ def validate(
     cfg = build_run_config(data)
     steps = cfg.plan.step_names(cfg)
     summary = f"method {cfg.method_name}, task {cfg.data.task}, plan {cfg.plan_name} ({', '.join(steps)})"
-    checked, times = _models_checked(cfg, time_steps) if models else ([], [])
+    from distil.plans.preflight import models_checked
+
+    checked, times = models_checked(cfg, time_steps) if models else ([], [])
     said = f"models checked for {', '.join(checked)}" if checked else "models not checked"
     said += "".join("\n" + line for line in ([" estimated wall time:", *times] if time_steps else []))
     if check_data:

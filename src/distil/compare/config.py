@@ -9,6 +9,7 @@ validate it, all of them before the first run starts.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +17,21 @@ from typing import Any
 
 from distil.compare.scores import check_scorable, test_split
 from distil.config import build_run_config
-from distil.errors import ConfigError
+from distil.errors import ConfigError, DistilError
+from distil.methods import get_method
 from distil.run_config import RunConfig
 from distil.schema import from_dict
 from distil.tasks import load_task
 
-__all__ = ["Cell", "CompareConfig", "CompareLatency", "CompareSetup", "TeacherSpec", "build_setup"]
+__all__ = [
+    "Cell",
+    "CompareConfig",
+    "CompareLatency",
+    "CompareSetup",
+    "TeacherSpec",
+    "build_setup",
+    "check_models",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -250,6 +260,10 @@ def _cell(
     seed: int,
 ) -> Cell:
     run_dir = root / "runs" / shape / row / f"seed{seed}"
+    method = dict(method)
+    if "layer_map" not in method and "layer_map" in _fields(str(method["name"])) and "layer_map" in student:
+        # A row that names no layer map matches each student to the layers it was taken from.
+        method["layer_map"] = student["layer_map"]
     node = _with(
         data, run_dir=str(run_dir), method=method,
         models={**(data.get("models") or {}), "teacher": teacher, "student": student},
@@ -277,6 +291,35 @@ def _cell(
     except ConfigError as err:
         raise ConfigError(f"compare cell {shape}/{row}/seed{seed}: {err}") from err
     return Cell(shape, row, seed, config, level)
+
+
+def _fields(method: str) -> set[str]:
+    try:
+        return {f.name for f in dataclasses.fields(get_method(method).Config)}
+    except ConfigError:
+        return set()  # an unknown method is reported, with the closest name, when the cell is built
+
+
+def check_models(setup: CompareSetup) -> None:
+    """Build the first seed's run of each row and shape on the meta device, where its models exist.
+
+    Catches what a run would refuse only once its models are read (a layer map that does not fit the
+    depths, a width or head count a student cannot take) before the first run starts; runs whose models an
+    earlier run writes (a teacher fine-tuned here, TED's starting students) are checked when they run.
+    """
+    from distil.plans.preflight import models_checked
+
+    if not Path(setup.teacher).exists() and setup.teacher_run is not None:
+        return
+    seen = set()
+    for cell in setup.cells:
+        if (cell.student, cell.row) in seen:
+            continue
+        seen.add((cell.student, cell.row))
+        try:
+            models_checked(cell.config, root=setup.root)
+        except DistilError as err:
+            raise type(err)(f"compare cell {cell.key}: {err}") from err
 
 
 def _finetune_row(cmp: CompareConfig) -> str | None:

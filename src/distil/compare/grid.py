@@ -9,7 +9,7 @@ its share of the CPU threads.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from itertools import groupby
 from multiprocessing import get_context
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from distil.config import build_run_config
+from distil.errors import DistilError
 from distil.run_config import RunConfig
 from distil.training.checkpoint import FINISHED_MARKER, find_checkpoints
 
@@ -48,10 +49,12 @@ def run_one(cfg: RunConfig, *, progress: bool) -> str:
     return "resumed" if started else "ran"
 
 
-def _worker(config: dict[str, Any], threads: int) -> str:
+def _worker(name: str, config: dict[str, Any], threads: int) -> str:
     torch.set_num_threads(threads)
-    cfg = build_run_config(config)
-    return run_one(cfg, progress=False)
+    try:
+        return run_one(build_run_config(config), progress=False)
+    except DistilError as err:
+        raise type(err)(f"compare cell {name}: {err}") from err
 
 
 def run_cells(cells: list[tuple[str, RunConfig, int]], *, jobs: int, progress: bool) -> dict[str, str]:
@@ -74,7 +77,9 @@ def run_cells(cells: list[tuple[str, RunConfig, int]], *, jobs: int, progress: b
             futures = {}
             for name, cfg, _ in todo:
                 print(f"[distil] compare: {name} -> {cfg.run_dir} (worker)", flush=True)
-                futures[name] = pool.submit(_worker, cfg.to_dict(), cfg.train.threads or threads)
-            for name, future in futures.items():
-                done[name] = future.result()
+                futures[pool.submit(_worker, name, cfg.to_dict(), cfg.train.threads or threads)] = name
+            for future in as_completed(futures):
+                if future.exception() is not None:
+                    pool.shutdown(cancel_futures=True)  # the runs not started yet wait for the next try
+                done[futures[future]] = future.result()
     return done

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from distil.compare.config import CompareSetup
+from distil.compare.config import CompareSetup, check_models
 from distil.compare.grid import run_cells, run_one
 from distil.compare.report import TEACHER, Summary, format_table, recommend, summarise
 from distil.compare.scores import ItemScores, score_model
@@ -50,12 +50,14 @@ def run_compare(
     Returns:
         The summary as written to ``compare.json``.
     """
+    check_models(setup)  # before anything is written
     root = setup.root
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "compare.yaml.json", json.dumps(setup.raw, indent=2, default=str))
     if setup.teacher_run is not None:
         print(f"[distil] compare: teacher -> {setup.teacher_run.run_dir}", flush=True)
         run_one(setup.teacher_run, progress=progress)
+        check_models(setup)
     cells = [(c.key, c.config, c.level) for c in setup.cells]
     run_cells(cells, jobs=jobs, progress=progress)
 
