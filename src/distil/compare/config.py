@@ -311,9 +311,12 @@ def check_models(setup: CompareSetup) -> None:
 
     if not Path(setup.teacher).exists() and setup.teacher_run is not None:
         return
+    root = setup.root.resolve()
     seen = set()
     for cell in setup.cells:
-        if (cell.student, cell.row) in seen:
+        paths = [cell.config.models.teacher, cell.config.models.student.path]
+        later = [p for p in paths if p and Path(p).resolve().is_relative_to(root) and not Path(p).exists()]
+        if (cell.student, cell.row) in seen or later:
             continue
         seen.add((cell.student, cell.row))
         try:
