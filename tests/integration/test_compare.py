@@ -184,3 +184,46 @@ def test_a_row_without_a_layer_map_follows_each_shape_and_a_misfit_fails_before_
     with pytest.raises(ConfigError, match="compare cell paper/lwd/seed1: The paper layer map halves"):
         run_compare(build_setup(raw))
     assert not (tmp_path / "cmp").exists()  # refused before anything was written
+
+
+def test_extractive_qa_is_scored_per_question_and_timed_in_both_runtimes(tmp_path):
+    from qa_lm_helpers import SQUAD_V1, save_tiny_qa
+
+    teacher = save_tiny_qa(tmp_path / "qa")
+    raw = {
+        "run_dir": str(tmp_path / "cmp"),
+        "models": {"teacher": str(teacher)},
+        "data": {"task": "squad", "dev_file": str(SQUAD_V1), "split_dev": 0.25, "max_length": 48,
+                 "doc_stride": 16},
+        "train": {"batch_size": 4, "epochs": 1, "lr": 1e-3, "warmup_ratio": 0.0, "report_to": []},
+        "compare": {
+            "seeds": [1], "teacher": {"finetune": False},
+            "students": {"1-layer": {"init": "layers", "layers": [2]}},
+            "methods": {"finetune": {"name": "finetune"}, "kd": {"name": "kd"}},
+            "latency": {"seq_length": 16, "batch_sizes": [1], "repeats": 2}, "resamples": 200,
+        },
+    }  # fmt: skip
+    setup = build_setup(raw)
+    assert setup.split == "dev" and {c.config.eval.select for c in setup.cells} == {"last"}
+    out = run_compare(setup)
+    summary = out["summary"]
+    assert summary["metric"] == "f1" and summary["scale"] == 1.0 and summary["chance"] is None
+    scores = json.loads((tmp_path / "cmp" / "scores" / "1-layer" / "kd" / "seed1.json").read_text())
+    assert scores["metric"] == "mean" and len(scores["preds"]) == summary["test_items"]
+    assert all(0.0 <= v <= 100.0 for v in scores["preds"])
+    assert {tuple(r["latency_ms"]) for r in summary["rows"]} == {("pytorch-fp32", "onnx-fp32")}
+    assert any(w.startswith("one seed") for w in summary["warnings"])
+
+
+def test_validate_reads_a_compare_config_and_checks_its_models(tmp_path, capsys):
+    import yaml
+
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(_raw(tmp_path)))
+    assert main(["validate", str(path)]) == 0
+    assert "valid compare config; 6 runs (1 student shape(s) x 3 method row(s) x 2 seed(s))" in (
+        capsys.readouterr().out
+    )
+    assert main(["validate", str(path), "compare.students.1-layer.layers=[5]"]) == 2
+    assert "compare cell 1-layer/finetune/seed1" in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists()

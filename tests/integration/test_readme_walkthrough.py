@@ -92,7 +92,7 @@ def test_the_compare_section_runs_as_written(tmp_path, monkeypatch, capsys):
     root = tmp_path / "runs" / "topics-compare"
     summary = json.loads((root / "compare.json").read_text())
     rows = summary["summary"]["rows"]
-    assert len(rows) == 1 + 2 * 4 and all(len(r["seeds"]) == 3 for r in rows[1:])
+    assert len(rows) == 1 + 2 * 3 and all(len(r["seeds"]) == 3 for r in rows[1:])
     assert {tuple(r["latency_ms"]) for r in rows} == {("pytorch-fp32", "onnx-fp32")}
     assert "| 3-layer | ted |" in out and "12 dev items, 3 seed(s)" in out
     assert "warning: 12 test items" in out  # the bundled file is too small to separate methods, and says so

@@ -151,6 +151,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("training",),
     ("plans", "bench"),
     ("config",),
+    ("compare",),
     ("cli", "distil"),  # ``distil``: the package's own __init__, the public API
     ("__main__",),
 ]

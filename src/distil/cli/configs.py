@@ -116,6 +116,18 @@ def validate(
     """
     path = resolve_config(name_or_path)
     data = _raw(name_or_path, overrides)
+    if "compare" in data:
+        from distil.compare import build_setup, check_models
+
+        setup = build_setup(data)
+        if models:
+            check_models(setup)
+        c = setup.compare
+        return (
+            f"{path}: valid compare config; {len(setup.cells)} runs ({len(c.students)} student shape(s) x "
+            f"{len(c.methods)} method row(s) x {len(c.seeds)} seed(s)), task {setup.base.data.task}, scored "
+            f"on its {setup.split} split."
+        )
     if "method" not in data:
         load_pipeline_config(str(path), overrides)
         return f"{path}: valid pipeline config."
