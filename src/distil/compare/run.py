@@ -5,6 +5,7 @@
 ``RUN_DIR/scores/``      each model's per-item test results (reused while the model is unchanged)
 ``RUN_DIR/latency.json`` the timings of the teacher and one student per shape (reused while settings hold)
 ``RUN_DIR/compare.json``, ``compare.md``, ``compare.png``  the summary, its table and its plot
+``RUN_DIR/compare-config.json``  the config as read
 
 Running the command again reuses every finished run and resumes an interrupted one, so a killed compare
 goes on where it stopped; added seeds, rows or shapes run only what is new.
@@ -22,6 +23,7 @@ from distil.compare.config import CompareSetup, check_models
 from distil.compare.grid import run_cells, run_one
 from distil.compare.report import TEACHER, Summary, format_table, recommend, summarise
 from distil.compare.scores import ItemScores, score_model
+from distil.errors import ConfigError
 from distil.files import atomic_write_text
 from distil.schema import to_dict
 
@@ -50,10 +52,12 @@ def run_compare(
     Returns:
         The summary as written to ``compare.json``.
     """
+    if runtime != "pytorch-fp32" and not setup.compare.latency.onnx:
+        raise ConfigError(f"--runtime {runtime} reads ONNX timings: set compare.latency.onnx=true.")
     check_models(setup)  # before anything is written
     root = setup.root
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "compare.yaml.json", json.dumps(setup.raw, indent=2, default=str))
+    atomic_write_text(root / "compare-config.json", json.dumps(setup.raw, indent=2, default=str))
     if setup.teacher_run is not None:
         print(f"[distil] compare: teacher -> {setup.teacher_run.run_dir}", flush=True)
         run_one(setup.teacher_run, progress=progress)
