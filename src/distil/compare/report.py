@@ -167,7 +167,10 @@ def _warnings(
     elif len(seeds) == 2:
         out.append("two seeds: the seed part of each interval rests on two draws; 3 or more are better.")
     if items < 200:
-        out.append(f"{items} test items: every interval is wide; a larger test split separates more.")
+        out.append(
+            f"{items} test items: too few for the bootstrap, whose interval is zero-wide for a row that gets "
+            "every item right; a larger test split separates more."
+        )
     teacher = rows[0].metric
     if chance is not None and teacher.low <= chance:
         out.append(
