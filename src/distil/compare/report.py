@@ -64,6 +64,7 @@ class Summary:
         chance: What a trivial predictor scores on the test items (``None`` when not defined).
         warnings: What the budget cannot tell.
         settings: Resamples, confidence, how the intervals are made.
+        paired: ``"shape/a - shape/b"`` -> the paired difference of every two rows of a shape.
     """
 
     metric: str
@@ -75,6 +76,7 @@ class Summary:
     chance: float | None
     warnings: list[str]
     settings: dict[str, Any]
+    paired: dict[str, Interval] = field(default_factory=dict)
 
 
 def chance_level(scores: ItemScores) -> float | None:
@@ -120,12 +122,13 @@ def summarise(
         for (shape, row), by_seed in results.items()
     }
     stacked[TEACHER] = teacher.preds[None]
+    # Every two rows of a shape, paired: the recommendation tells its row from each rival by these.
+    keys = [f"{shape}/{row}" for shape, row in results]
     pairs = [
-        (f"{shape}/{row}", f"{shape}/{baseline}")
-        for shape, row in results
-        if row != baseline
-        and (shape, baseline) in results
-        and len(results[(shape, row)]) == len(results[(shape, baseline)])
+        (a, b)
+        for a in keys
+        for b in keys
+        if a != b and a.split("/")[0] == b.split("/")[0] and len(stacked[a]) == len(stacked[b])
     ]
     singles, diffs = bootstrap(
         teacher.metric, stacked, refs, pairs=pairs, resamples=resamples, confidence=confidence
@@ -151,7 +154,8 @@ def summarise(
         "paired": "same drawn items and seed positions for a row and the baseline of its shape; p is the "
         "two-sided bootstrap p-value of no difference",
     }
-    return Summary(teacher.name, scale, baseline, rows, len(refs), split, chance, warnings, settings)
+    paired = {f"{a} - {b}": d for (a, b), d in diffs.items()}
+    return Summary(teacher.name, scale, baseline, rows, len(refs), split, chance, warnings, settings, paired)
 
 
 def _warnings(
@@ -233,12 +237,11 @@ def recommend(
 
 
 def _tied(summary: Summary, a: Row, b: Row) -> bool:
-    """Whether two rows of a shape cannot be told apart (vs the baseline: their paired interval holds 0)."""
-    for x, y in ((a, b), (b, a)):
-        if y.method == summary.baseline and x.vs_baseline is not None:
-            return not x.vs_baseline.excludes_zero
-    # Neither is the baseline: the overlap of their own intervals is the cautious reading.
-    return a.metric.low <= b.metric.high and b.metric.low <= a.metric.high
+    """Whether two rows of a shape cannot be told apart: their paired interval holds 0."""
+    d = summary.paired.get(f"{a.student}/{a.method} - {b.student}/{b.method}")
+    if d is None:  # rows of different seed counts are not paired: the overlap of their own intervals
+        return a.metric.low <= b.metric.high and b.metric.low <= a.metric.high
+    return not d.excludes_zero
 
 
 def _value(summary: Summary, i: Interval) -> str:
