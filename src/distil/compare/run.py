@@ -146,11 +146,12 @@ def _latency(setup: CompareSetup, models: dict[str, Path]) -> dict[str, Any]:
 def _plot(summary: Summary, runtime: str, batch: str, path: Path) -> Path | None:
     from distil.reporting.plots import interval_tradeoff
 
+    # The colours name the methods; each shape is labelled once, beside its first row.
+    firsts = {r.student: i for i, r in reversed(list(enumerate(summary.rows)))}
     points = [
-        (f"{r.student} {r.method}" if r.student != TEACHER else TEACHER, r.method,
-         r.latency_ms.get(runtime, {}).get(batch), r.metric.value * summary.scale,
-         r.metric.low * summary.scale, r.metric.high * summary.scale)
-        for r in summary.rows
+        (r.student if firsts[r.student] == i else "", r.method, r.latency_ms.get(runtime, {}).get(batch),
+         r.metric.value * summary.scale, r.metric.low * summary.scale, r.metric.high * summary.scale)
+        for i, r in enumerate(summary.rows)
     ]  # fmt: skip
     xlabel = f"{runtime} latency at batch {batch} (ms)"
     ylabel = f"{summary.split} {summary.metric} ({round(summary.settings['confidence'] * 100)} % interval)"

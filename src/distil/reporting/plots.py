@@ -146,7 +146,8 @@ def interval_tradeoff(points: Sequence[IntervalPoint], xlabel: str, ylabel: str,
         assert x is not None
         x += (groups.index(group) - (len(groups) - 1) / 2) * step
         ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", capsize=4, color=colours[group])
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        if label:
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(-6, 4), ha="right", fontsize=8)
     for group, colour in colours.items():
         ax.scatter([], [], color=colour, label=group)
     ax.set_xlabel(xlabel)
