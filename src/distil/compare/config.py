@@ -241,7 +241,7 @@ def build_setup(raw: dict[str, Any]) -> CompareSetup:
         ))  # fmt: skip
         teacher = str(root / "teacher" / "student")
     cells = []
-    for seed in cmp.seeds:  # seed by seed: an interrupted compare already holds whole grids
+    for seed in cmp.seeds:  # seed by seed within each level (grid.py): a stopped compare holds whole seeds
         for shape, student in cmp.students.items():
             for row, method in cmp.methods.items():
                 cells.append(_cell(data, cmp, root, teacher, shape, student, row, method, seed))
