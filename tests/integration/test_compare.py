@@ -227,3 +227,20 @@ def test_validate_reads_a_compare_config_and_checks_its_models(tmp_path, capsys)
     assert main(["validate", str(path), "compare.students.1-layer.layers=[5]"]) == 2
     assert "compare cell 1-layer/finetune/seed1" in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()
+
+
+def test_runs_spread_over_worker_processes_give_the_same_students(tmp_path):
+    raw = _raw(tmp_path, seeds=[1], methods={"finetune": {"name": "finetune"}, "kd": {"name": "kd"}})
+    raw["train"]["threads"] = 1  # the same thread count in both ways, so the sums run in the same order
+    run_compare(build_setup(raw), jobs=2)
+    parallel = json.loads((tmp_path / "cmp" / "compare.json").read_text())["summary"]["rows"]
+    raw["run_dir"] = str(tmp_path / "one-by-one")
+    run_compare(build_setup(raw), jobs=1)
+    sequential = json.loads((tmp_path / "one-by-one" / "compare.json").read_text())["summary"]["rows"]
+    assert [r["per_seed"] for r in parallel] == [r["per_seed"] for r in sequential]
+    for name in ("finetune", "kd"):
+        a, b = (
+            json.loads((tmp_path / d / "scores" / "1-layer" / name / "seed1.json").read_text())["preds"]
+            for d in ("cmp", "one-by-one")
+        )
+        assert a == b
