@@ -82,6 +82,7 @@ def test_a_grid_runs_shares_the_teacher_filters_and_reports_intervals(tmp_path, 
     assert (root / "compare.png").stat().st_size > 0 and (root / "compare.md").is_file()
     scores = json.loads((root / "scores" / "1-layer" / "kd" / "seed1.json").read_text())
     assert len(scores["preds"]) == len(scores["refs"]) == 40
+    assert not list(root.glob("runs/**/checkpoints"))  # finished runs are reused, never resumed
 
 
 def test_a_killed_compare_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
@@ -103,6 +104,7 @@ def test_a_killed_compare_resumes_without_redoing_finished_runs(tmp_path, monkey
     root = tmp_path / "cmp" / "runs" / "1-layer"
     finished = {p: p.stat().st_mtime_ns for p in root.glob("*/seed*/student/recipe.json")}
     assert len(finished) == 3 and not (root / "kd" / "seed2" / "student").exists()
+    assert [p.parent.name for p in root.glob("*/*/checkpoints")] == ["seed2"]  # the interrupted run's
     statuses: dict[str, str] = {}
     real = grid_module.run_one
 

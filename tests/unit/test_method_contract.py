@@ -8,7 +8,7 @@ from transformers import AutoModelForMaskedLM
 
 from distil.adapters import forward_features
 from distil.cli.configs import bundled_configs
-from distil.config import build_run_config, load_config
+from distil.config import build_run_config, load_config, read_yaml
 from distil.methods import METHODS, Method
 from distil.plans import PLANS
 from distil.training.checks import run_view
@@ -89,6 +89,9 @@ def test_every_method_has_a_card_and_is_run_by_a_bundled_config():
         if name.startswith("pipeline/"):
             run_by |= {"finetune", "kd"}  # the main job's two steps
             continue
+        if name.endswith("/compare"):  # a grid of runs: each row's method section is a run's
+            run_by |= {str(m["name"]) for m in read_yaml(path)["compare"]["methods"].values()}
+            continue
         cfg = load_config(path)
         run_by |= {cfg.method_name, *cfg.plan.methods}
     for name, cls in METHODS.items():
@@ -97,7 +100,9 @@ def test_every_method_has_a_card_and_is_run_by_a_bundled_config():
     cards = {p.stem for p in (ROOT / "docs" / "methods").glob("*.md")}
     assert cards <= {cls.card for cls in METHODS.values()}, "cards without a method"
     assert set(PLANS) >= {
-        load_config(p).plan_name for n, p in configs.items() if not n.startswith("pipeline/")
+        load_config(p).plan_name
+        for n, p in configs.items()
+        if not n.startswith("pipeline/") and not n.endswith("/compare")
     }
 
 

@@ -9,6 +9,7 @@ its share of the CPU threads.
 from __future__ import annotations
 
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from itertools import groupby
 from multiprocessing import get_context
@@ -41,12 +42,24 @@ def run_one(cfg: RunConfig, *, progress: bool) -> str:
         return "reused"
     plan = plan_for(cfg)
     if plan.single:
-        resume = bool(find_checkpoints(folder))
-        train(cfg, resume=resume, overwrite=not resume, progress=progress)
-        return "resumed" if resume else "ran"
-    started = folder.is_dir()
-    run_plan(plan, resume=started, progress=progress)
-    return "resumed" if started else "ran"
+        resumed = bool(find_checkpoints(folder))
+        train(cfg, resume=resumed, overwrite=not resumed, progress=progress)
+    else:
+        resumed = folder.is_dir()
+        run_plan(plan, resume=resumed, progress=progress)
+    _drop_checkpoints(folder)
+    return "resumed" if resumed else "ran"
+
+
+def _drop_checkpoints(folder: Path) -> None:
+    """Delete a finished cell's resumable checkpoints: it is only ever reused, never resumed.
+
+    Each holds the student with its optimizer state, kept twice per run and per stage: over a grid they
+    would fill the disk.
+    """
+    for checkpoints in [folder / "checkpoints", *folder.glob("stages/*/checkpoints")]:
+        if (checkpoints.parent / FINISHED_MARKER).is_file():
+            shutil.rmtree(checkpoints, ignore_errors=True)
 
 
 def _worker(name: str, config: dict[str, Any], threads: int) -> str:
