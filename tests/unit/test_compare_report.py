@@ -83,6 +83,8 @@ def test_budgets_that_cannot_separate_are_warned_about():
     assert any(w.startswith("one seed") for w in one.warnings)
     chance = _summary(teacher_share=0.52)
     assert any("not clearly above what a constant prediction scores" in w for w in chance.warnings)
+    near = _summary()  # majority class ~50 %: no student is near it
+    assert not any("interval reaches" in w for w in near.warnings)
 
 
 def test_chance_level_is_the_best_constant_prediction():
@@ -91,3 +93,16 @@ def test_chance_level_is_the_best_constant_prediction():
     assert chance_level(ItemScores("f1", "f1", refs, refs)) == pytest.approx(6 / 7)  # all positive
     assert chance_level(ItemScores("matthews_correlation", "mcc", refs, refs)) == 0.0
     assert chance_level(ItemScores("mean", "f1", refs.astype(float), np.zeros(4))) is None
+
+
+def test_a_student_at_the_label_prior_is_named():
+    teacher = ItemScores("accuracy", "accuracy", np.where(RIGHT[0] < 0.9, REFS, 1 - REFS), REFS)
+    majority = {
+        s: ItemScores("accuracy", "accuracy", np.full(N, int(REFS.mean() > 0.5)), REFS) for s in (1, 2, 3)
+    }
+    summary = summarise(
+        teacher, {("small", "finetune"): majority, ("small", "kd"): _row(0.8)},
+        {"teacher": 1, "small": 1}, {}, baseline="finetune", split="test", resamples=300, confidence=0.95,
+    )  # fmt: skip
+    near = [w for w in summary.warnings if "interval reaches" in w]
+    assert len(near) == 1 and near[0].startswith("small finetune: ")

@@ -183,6 +183,13 @@ def _warnings(
             f"({chance * scale:.1f}): no method can be told apart from chance; give the teacher more data "
             "or epochs."
         )
+    if chance is not None and teacher.low > chance:
+        near = [f"{r.student} {r.method}" for r in rows[1:] if r.metric.low <= chance]
+        if near:
+            out.append(
+                f"{', '.join(near)}: interval reaches what a constant prediction scores "
+                f"({chance * scale:.1f}); such a student has learned little beyond the label prior."
+            )
     compared = [r for r in rows if r.vs_baseline is not None]
     if compared and not any(r.vs_baseline.excludes_zero for r in compared if r.vs_baseline is not None):
         out.append(f"no method is told apart from {baseline} at this budget (every paired interval holds 0).")
