@@ -19,13 +19,20 @@ from distil.errors import ConfigError, DistilError
 __all__ = ["COMMANDS", "main"]
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
+def _run_options(p: argparse.ArgumentParser, *, reruns: bool = True) -> None:
+    """The options of the commands that train.
+
+    ``reruns``: ``--overwrite`` and ``--resume`` (``distil compare`` always reuses and resumes its runs).
+    """
     p.add_argument("--config", help="YAML run config: a file, or a bundled config name (see `distil ls`).")
     p.add_argument("--run-dir", help="Output folder (same as run_dir=...).")
     p.add_argument("--data-dir", help="Folder with glue/<TASK>/*.tsv (same as data.data_dir=...).")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--overwrite", action="store_true", help="Replace a run already in the run dir.")
-    group.add_argument("--resume", action="store_true", help="Continue the unfinished run in the run dir.")
+    if reruns:
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--overwrite", action="store_true", help="Replace a run already in the run dir.")
+        group.add_argument(
+            "--resume", action="store_true", help="Continue the unfinished run in the run dir."
+        )
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     p.add_argument(
         "--threads", type=int, help="torch CPU threads per process (same as train.threads=...; default: one "
@@ -228,13 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--method", help="Method name (see `distil ls`); defaults to the config's method.name."
             )
         if name == "compare":
-            p.add_argument("--config", help="Compare config: a file or a bundled name (custom/compare).")
-            p.add_argument("--run-dir", help="Folder of the whole comparison (same as run_dir=...).")
-            p.add_argument("--data-dir", help="Folder with glue/<TASK>/*.tsv (same as data.data_dir=...).")
-            p.add_argument("--no-progress", action="store_true", help="Hide the progress bars.")
-            p.add_argument(
-                "--threads", type=int, help="torch CPU threads per run (same as train.threads=...)."
-            )
+            _run_options(p, reruns=False)
             p.add_argument(
                 "--jobs", type=int, default=1, help="Runs at once, each in its own process with its share of "
                 "the cores (default 1: one after another).",
@@ -251,9 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
                 "--runtime", choices=["pytorch-fp32", "onnx-fp32"], default="pytorch-fp32",
                 help="Whose latency --max-latency-ms and the plot read (default pytorch-fp32).",
             )  # fmt: skip
-            p.add_argument(
-                "overrides", nargs="*", metavar="key=value", help="Dotted overrides, e.g. train.lr=3e-5."
-            )
         if name == "pipeline":
             p.add_argument("--full", action="store_true", help="Train on the full training set (no subset).")
         if name == "eval":

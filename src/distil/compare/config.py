@@ -300,29 +300,31 @@ def _fields(method: str) -> set[str]:
         return set()  # an unknown method is reported, with the closest name, when the cell is built
 
 
-def check_models(setup: CompareSetup) -> None:
+def check_models(setup: CompareSetup) -> bool:
     """Build the first seed's run of each row and shape on the meta device, where its models exist.
 
     Catches what a run would refuse only once its models are read (a layer map that does not fit the
     depths, a width or head count a student cannot take) before the first run starts; runs whose models an
-    earlier run writes (a teacher fine-tuned here, TED's starting students) are checked when they run.
+    earlier run writes (TED's starting students) are checked when they run.
+
+    Returns:
+        False (nothing checked) while the teacher that compare fine-tunes does not exist yet.
     """
-    from distil.plans.preflight import models_checked
+    from distil.plans.preflight import models_checked, written_later
 
     if not Path(setup.teacher).exists() and setup.teacher_run is not None:
-        return
-    root = setup.root.resolve()
+        return False
     seen = set()
     for cell in setup.cells:
         paths = [cell.config.models.teacher, cell.config.models.student.path]
-        later = [p for p in paths if p and Path(p).resolve().is_relative_to(root) and not Path(p).exists()]
-        if (cell.student, cell.row) in seen or later:
+        if (cell.student, cell.row) in seen or written_later(paths, setup.root):
             continue
         seen.add((cell.student, cell.row))
         try:
             models_checked(cell.config, root=setup.root)
         except DistilError as err:
             raise type(err)(f"compare cell {cell.key}: {err}") from err
+    return True
 
 
 def _finetune_row(cmp: CompareConfig) -> str | None:

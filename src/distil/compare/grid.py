@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from distil.compare.config import Cell
 from distil.config import build_run_config
 from distil.errors import DistilError
 from distil.run_config import RunConfig
@@ -70,27 +71,30 @@ def _worker(name: str, config: dict[str, Any], threads: int) -> str:
         raise type(err)(f"compare cell {name}: {err}") from err
 
 
-def run_cells(cells: list[tuple[str, RunConfig, int]], *, jobs: int, progress: bool) -> dict[str, str]:
-    """Run ``(name, config, level)`` cells level by level; returns what happened to each by name."""
+def run_cells(cells: list[Cell], *, jobs: int, progress: bool) -> dict[str, str]:
+    """Run the cells level by level; returns what happened to each, by its key."""
     done: dict[str, str] = {}
-    for _, group in groupby(sorted(cells, key=lambda c: c[2]), key=lambda c: c[2]):
+    for _, group in groupby(sorted(cells, key=lambda c: c.level), key=lambda c: c.level):
         todo = []
-        for name, cfg, level in group:
-            if (Path(cfg.run_dir) / FINISHED_MARKER).is_file():
-                done[name] = run_one(cfg, progress=progress)  # checks the finished run is this cell
+        for cell in group:
+            if (Path(cell.config.run_dir) / FINISHED_MARKER).is_file():
+                done[cell.key] = run_one(cell.config, progress=progress)  # checks it is this cell's run
             else:
-                todo.append((name, cfg, level))
+                todo.append(cell)
         if jobs <= 1 or len(todo) <= 1:
-            for name, cfg, _ in todo:
-                print(f"[distil] compare: {name} -> {cfg.run_dir}", flush=True)
-                done[name] = run_one(cfg, progress=progress)
+            for cell in todo:
+                print(f"[distil] compare: {cell.key} -> {cell.config.run_dir}", flush=True)
+                done[cell.key] = run_one(cell.config, progress=progress)
             continue
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             futures = {}
-            for name, cfg, _ in todo:
-                print(f"[distil] compare: {name} -> {cfg.run_dir} (worker)", flush=True)
-                futures[pool.submit(_worker, name, cfg.to_dict(), cfg.train.threads or threads)] = name
+            for cell in todo:
+                cfg = cell.config
+                print(f"[distil] compare: {cell.key} -> {cfg.run_dir} (worker)", flush=True)
+                futures[pool.submit(_worker, cell.key, cfg.to_dict(), cfg.train.threads or threads)] = (
+                    cell.key
+                )
             for future in as_completed(futures):
                 if future.exception() is not None:
                     pool.shutdown(cancel_futures=True)  # the runs not started yet wait for the next try

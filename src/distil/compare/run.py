@@ -54,16 +54,16 @@ def run_compare(
     """
     if runtime != "pytorch-fp32" and not setup.compare.latency.onnx:
         raise ConfigError(f"--runtime {runtime} reads ONNX timings: set compare.latency.onnx=true.")
-    check_models(setup)  # before anything is written
+    checked = check_models(setup)  # before anything is written
     root = setup.root
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "compare-config.json", json.dumps(setup.raw, indent=2, default=str))
     if setup.teacher_run is not None:
         print(f"[distil] compare: teacher -> {setup.teacher_run.run_dir}", flush=True)
         run_one(setup.teacher_run, progress=progress)
+    if not checked:  # the cells could not be checked before the teacher they are taken from existed
         check_models(setup)
-    cells = [(c.key, c.config, c.level) for c in setup.cells]
-    run_cells(cells, jobs=jobs, progress=progress)
+    run_cells(setup.cells, jobs=jobs, progress=progress)
 
     task = setup.task
     max_length = setup.base.data.max_length
@@ -75,8 +75,11 @@ def run_compare(
         results.setdefault((c.student, c.row), {})[c.seed] = score_model(
             task, student, cache, max_length=max_length
         )
-    shapes = {c.student: Path(c.config.run_dir) / "student" for c in reversed(setup.cells)}
-    timed = _latency(setup, {TEACHER: Path(setup.teacher), **dict(reversed(list(shapes.items())))})
+    # One student per shape is timed: every method of a shape has the same architecture.
+    models = {TEACHER: Path(setup.teacher)}
+    for c in setup.cells:
+        models.setdefault(c.student, Path(c.config.run_dir) / "student")
+    timed = _latency(setup, models)
     summary = summarise(
         teacher, results, timed["parameters"], timed["latency"], baseline=setup.compare.baseline_row,
         split=setup.split, resamples=setup.compare.resamples, confidence=setup.compare.confidence,
@@ -86,7 +89,7 @@ def run_compare(
     line = recommend(summary, runtime=runtime, batch=batch, max_latency_ms=max_latency_ms, min_keep=min_keep)
     table = format_table(summary)
     plotted = _plot(summary, runtime, batch, root / "compare.png")
-    out = {"summary": _as_dict(summary), "recommendation": line, "plot": str(plotted) if plotted else None}
+    out = {"summary": asdict(summary), "recommendation": line, "plot": str(plotted) if plotted else None}
     atomic_write_text(root / "compare.json", json.dumps(out, indent=2, default=str))
     atomic_write_text(root / "compare.md", table + "\n\n" + line + "\n")
     print(table)
@@ -177,7 +180,3 @@ def _chance_filters(setup: CompareSetup) -> list[str]:
         f"TED filters ended at chance-level loss in {', '.join(found)}: those layers carried nothing to "
         "align; more epochs or a higher learning rate for the filter stages may change that row."
     ]
-
-
-def _as_dict(summary: Summary) -> dict[str, Any]:
-    return asdict(summary)

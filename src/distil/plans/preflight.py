@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from distil.run_config import RunConfig
 
-__all__ = ["models_checked"]
+__all__ = ["models_checked", "written_later"]
+
+
+def written_later(paths: list[str | None], root: str | Path) -> bool:
+    """Whether a model path lies under ``root`` and does not exist yet (a run there writes it)."""
+    top = Path(root).resolve()
+    return any(p and Path(p).resolve().is_relative_to(top) and not Path(p).exists() for p in paths)
 
 
 def models_checked(
@@ -29,12 +35,10 @@ def models_checked(
     from distil.training.setup import build_run
 
     plan = plan_for(cfg)
-    root = Path(root or plan.root).resolve()
     checked, times, total = [], [], 0.0
     for step in plan.steps:
         paths = [step.config.models.teacher, step.config.models.student.path]
-        later = [p for p in paths if p and Path(p).resolve().is_relative_to(root) and not Path(p).exists()]
-        if step.resolve is not None or later:
+        if step.resolve is not None or written_later(paths, root or plan.root):
             times.append(f"  {step.name}: not timed (its models are written by an earlier step)")
             continue
         checked.append(step.name)
