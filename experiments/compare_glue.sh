@@ -6,8 +6,10 @@
 # set as the test set that every interval is computed on.
 # LWD and TED rows take the method sections of the bundled glue/<task>/lwd and glue/<task>/ted configs (the
 # released scripts' weights); KD is TED's released definition of it (task + kl_alpha * T^2 KL: the LWD
-# section with mse_alpha 0). Students take teacher layers by the paper's M(k) map at 3 layers ([1, 4, 6])
-# and the uniform map at 2 ([3, 6]; M(k) is defined for halving only), and every row matches those layers.
+# section with mse_alpha 0; CoLA's released sections set kl_alpha 0, which would make that row plain
+# fine-tuning, so CoLA's KD takes the 20 of the other tasks' sections). Students take teacher layers by
+# the paper's M(k) map at 3 layers ([1, 4, 6]) and the uniform map at 2 ([3, 6]; M(k) is defined for
+# halving only), and every row matches those layers.
 # Usage: [TASKS='stsb mrpc rte cola sst2'] [SEEDS='1, 2, 3'] [SUBSET=1500] [EPOCHS=2] [JOBS=2]
 #        bash experiments/compare_glue.sh OUT_DIR
 set -euo pipefail
@@ -27,7 +29,8 @@ lwd = read_yaml(bundled_configs()[f"glue/{task}/lwd"])["method"]
 ted = read_yaml(bundled_configs()[f"glue/{task}/ted"])["method"]
 for section in (lwd, ted):
     section.pop("layer_map")  # each row follows its student's map: paper for 3 layers, uniform for 2
-rows = {"finetune": {"name": "finetune"}, "kd": {**lwd, "mse_alpha": 0.0}, "lwd": lwd, "ted": ted}
+kd = {**lwd, "mse_alpha": 0.0, "kl_alpha": lwd["kl_alpha"] or 20.0}  # CoLA: released kl_alpha 0
+rows = {"finetune": {"name": "finetune"}, "kd": kd, "lwd": lwd, "ted": ted}
 print(json.dumps(rows))
 PY
 )

@@ -14,7 +14,8 @@
 #   homodistil-nokl                      the same without the prediction-head terms (alpha_kl 0, no head stage)
 #   homodistil-scaling-pruned            attention scale 1/sqrt(kept head dim) instead of the teacher's
 #   homodistil-fixedproj                 identity projections kept fixed (train_projections false)
-# Usage: [VARIANTS='...'] [SST2_SUBSET=N] [HEAD_STEPS=N] [BASELINES=0] bash experiments/pretrain_cpu.sh OUT_DIR [STEPS]
+# FINETUNE=0 stops after the distillation (experiments/compare_agnostic.sh fine-tunes the students itself).
+# Usage: [VARIANTS='...'] [SST2_SUBSET=N] [HEAD_STEPS=N] [BASELINES=0] [FINETUNE=0] bash experiments/pretrain_cpu.sh OUT_DIR [STEPS]
 set -euo pipefail
 out=${1:?usage: pretrain_cpu.sh OUT_DIR [STEPS]}
 steps=${2:-600}
@@ -46,6 +47,7 @@ for variant in $variants; do
     *) echo "unknown variant $variant" >&2; exit 2 ;;
   esac
 done
+[ "${FINETUNE:-1}" = 1 ] || exit 0
 
 finetune() {  # student name, student overrides...
   local name=$1; shift
