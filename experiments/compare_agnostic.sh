@@ -16,37 +16,14 @@ out=${1:?usage: compare_agnostic.sh OUT OUT_GLUE}
 glue=${2:?usage: compare_agnostic.sh OUT OUT_GLUE}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 d=${DISTIL:-.venv/bin/distil}
+source experiments/compare_budget.sh
 VARIANTS='qq-kk-vv-48 homodistil' FINETUNE=0 BASELINES=0 bash experiments/pretrain_cpu.sh "$out" "${STEPS:-300}"
 for task in ${TASKS:-sst2 mrpc stsb cola}; do
   teacher=$glue/$task/teacher/student
   [ -f "$teacher/recipe.json" ] || { echo "$teacher: no teacher (run experiments/compare_teachers.sh)" >&2; exit 2; }
-  case $task in sst2 | cola) len=64 ;; *) len=128 ;; esac
   cfg=$out/$task/compare.yaml
   mkdir -p "$out/$task"
-  cat > "$cfg" <<YAML
-run_dir: $out/$task/compare
-models:
-  teacher: $teacher
-data:
-  task: $task
-  max_length: $len
-  split_dev: 500
-  split_seed: 0
-  train_subset: ${SUBSET:-1500}
-train:
-  epochs: ${EPOCHS:-2}
-  batch_size: 32
-  lr: 1.0e-4
-  warmup_ratio: 0.1
-  report_to: []
-compare:
-  seeds: [${SEEDS:-1, 2, 3}]
-  teacher: {finetune: false}
-  students:
-    minilmv2: {init: pretrained, path: $out/qq-kk-vv-48/student}
-    homodistil: {init: pretrained, path: $out/homodistil/student}
-  methods: {finetune: {name: finetune}}
-  latency: {seq_length: 128, batch_sizes: [1, 32], repeats: 20}
-YAML
+  shapes="{minilmv2: {init: pretrained, path: $out/qq-kk-vv-48/student}, homodistil: {init: pretrained, path: $out/homodistil/student}}"
+  compare_config "$out/$task/compare" "$task" "$teacher" "$shapes" '{finetune: {name: finetune}}' > "$cfg"
   $d compare --config "$cfg" --no-progress --jobs "${JOBS:-2}"
 done

@@ -3,7 +3,7 @@
 # 3-layer students of the task's teacher (experiments/compare_teachers.sh, which must have written
 # OUT/<task>/teacher/student), 3 seeds. Students: SUBSET seeded training rows (the seed draws them), 500
 # training rows held out (split seed 0) to pick each run's best end-of-epoch checkpoint, the official dev
-# set as the test set that every interval is computed on.
+# set as the test set that every interval is computed on (experiments/compare_budget.sh).
 # LWD and TED rows take the method sections of the bundled glue/<task>/lwd and glue/<task>/ted configs (the
 # released scripts' weights); KD is TED's released definition of it (task + kl_alpha * T^2 KL: the LWD
 # section with mse_alpha 0; CoLA's released sections set kl_alpha 0, which would make that row plain
@@ -16,10 +16,10 @@ set -euo pipefail
 out=${1:?usage: compare_glue.sh OUT_DIR}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 d=${DISTIL:-.venv/bin/distil}
+source experiments/compare_budget.sh
 for task in ${TASKS:-stsb mrpc rte cola sst2}; do
   teacher=$out/$task/teacher/student
   until [ -f "$teacher/recipe.json" ]; do sleep 30; done  # written by compare_teachers.sh
-  case $task in sst2 | cola) len=64 ;; *) len=128 ;; esac
   cfg=$out/$task/compare.yaml
   methods=$(${PYTHON:-.venv/bin/python} - "$task" <<'PY'
 import json, sys
@@ -34,30 +34,7 @@ rows = {"finetune": {"name": "finetune"}, "kd": kd, "lwd": lwd, "ted": ted}
 print(json.dumps(rows))
 PY
 )
-  cat > "$cfg" <<YAML
-run_dir: $out/$task/compare
-models:
-  teacher: $teacher
-data:
-  task: $task
-  max_length: $len
-  split_dev: 500
-  split_seed: 0
-  train_subset: ${SUBSET:-1500}
-train:
-  epochs: ${EPOCHS:-2}
-  batch_size: 32
-  lr: 1.0e-4
-  warmup_ratio: 0.1
-  report_to: []
-compare:
-  seeds: [${SEEDS:-1, 2, 3}]
-  teacher: {finetune: false}
-  students:
-    2-layer: {init: layers, num_layers: 2, layer_map: uniform}
-    3-layer: {init: layers, num_layers: 3, layer_map: paper}
-  methods: $methods
-  latency: {seq_length: 128, batch_sizes: [1, 32], repeats: 20}
-YAML
+  shapes='{2-layer: {init: layers, num_layers: 2, layer_map: uniform}, 3-layer: {init: layers, num_layers: 3, layer_map: paper}}'
+  compare_config "$out/$task/compare" "$task" "$teacher" "$shapes" "$methods" > "$cfg"
   $d compare --config "$cfg" --no-progress --jobs "${JOBS:-2}"
 done
