@@ -9,7 +9,7 @@
 # task's teacher (OUT_GLUE/<task>/teacher/student, experiments/compare_teachers.sh) is the reference of
 # the keep column. The claim is read across the two shapes:
 #   python experiments/compare_claims.py OUT --claim homodistil/finetune>minilmv2/finetune
-# Usage: [TASKS='sst2 mrpc stsb cola'] [STEPS=300] [SEEDS='1, 2, 3'] [SUBSET=1500] [EPOCHS=2] [JOBS=2]
+# Usage: [TASKS='sst2 mrpc stsb cola'] [STEPS=300] [SEEDS='1, 2, 3'] [SUBSET=1500] [EPOCHS=2] [JOBS=2] [THREADS=]
 #        bash experiments/compare_agnostic.sh OUT OUT_GLUE
 set -euo pipefail
 out=${1:?usage: compare_agnostic.sh OUT OUT_GLUE}
@@ -25,5 +25,5 @@ for task in ${TASKS:-sst2 mrpc stsb cola}; do
   mkdir -p "$out/$task"
   shapes="{minilmv2: {init: pretrained, path: $out/qq-kk-vv-48/student}, homodistil: {init: pretrained, path: $out/homodistil/student}}"
   compare_config "$out/$task/compare" "$task" "$teacher" "$shapes" '{finetune: {name: finetune}}' > "$cfg"
-  $d compare --config "$cfg" --no-progress --jobs "${JOBS:-2}"
+  $d compare --config "$cfg" --no-progress --jobs "${JOBS:-2}" ${THREADS:+--threads "$THREADS"}
 done
