@@ -105,7 +105,8 @@ def _chance(task, vocab: int, batch_size: int = 64) -> tuple[float, str]:  # noq
     kind = task.head  # "qa" or "lm"
     prior = LabelPrior(kind, False, 0)
     for start in range(0, len(task.train_set), batch_size):
-        batch = task.collate([task.train_set[i] for i in range(start, min(start + batch_size, len(task.train_set)))])
+        stop = min(start + batch_size, len(task.train_set))
+        batch = task.collate([task.train_set[i] for i in range(start, stop)])
         assert batch.labels is not None
         b, s = batch.input_ids.shape
         shape = (b, 2, s) if kind == "qa" else (b, s, vocab)
@@ -134,8 +135,11 @@ def _per_token(args: argparse.Namespace, layers: int) -> None:
     metrics = sorted(
         {k.split("/", 1)[1] for k in evals if k.startswith("filter_")} - {"eval_tokens", "neg_perplexity"}
     )
-    print(f"\n{args.task}: chance loss {chance:.4f} ({what}); the frozen model itself: "
-          + ", ".join(f"{k} {evals[k]:.3f}" for k in metrics if k in evals) + "\n")
+    print(
+        f"\n{args.task}: chance loss {chance:.4f} ({what}); the frozen model itself: "
+        + ", ".join(f"{k} {evals[k]:.3f}" for k in metrics if k in evals)
+        + "\n"
+    )
     head = ["layer", *(f"filter {m}" for m in metrics), "loss", "loss / chance"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for n in range(1, layers + 1):

@@ -1,5 +1,6 @@
-"""A small GPT-2-style classifier or language model (random weights, the embedded teacher's WordPiece
-tokenizer) to train from scratch.
+"""A small GPT-2-style classifier or language model to train from scratch.
+
+Random weights and the embedded teacher's WordPiece tokenizer.
 
 No decoder weights are reachable offline, so TED's filter heads are checked on decoders trained here: this
 writes a starting folder, which `distil finetune` then trains (`experiments/ted_filters.sh`: a classifier
