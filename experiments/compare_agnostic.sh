@@ -9,7 +9,8 @@
 # task's teacher (OUT_GLUE/<task>/teacher/student, experiments/compare_teachers.sh) is the reference of
 # the keep column. The claim is read across the two shapes:
 #   python experiments/compare_claims.py OUT --claim homodistil/finetune>minilmv2/finetune
-# Usage: [TASKS='sst2 mrpc stsb cola'] [STEPS=300] [SEEDS='1, 2, 3'] [SUBSET=1500] [EPOCHS=2] [JOBS=2] [THREADS=]
+# Usage: [TASKS='sst2 mrpc stsb cola'] [STEPS=300] [SEEDS='1, 2, 3'] [SUBSET=1500] [EPOCHS=2] [JOBS=2]
+#        [THREADS=]
 #        bash experiments/compare_agnostic.sh OUT OUT_GLUE
 set -euo pipefail
 out=${1:?usage: compare_agnostic.sh OUT OUT_GLUE}

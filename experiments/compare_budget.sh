@@ -4,12 +4,20 @@
 # set as the test set, the task's fine-tuned teacher shared (not trained again).
 # compare_config RUN_DIR TASK TEACHER STUDENTS METHODS prints the config; STUDENTS and METHODS are YAML
 # mappings (shape -> models.student section, row -> method section).
-# SQuAD v1.1 (only its dev file is offline) keeps its teacher's article split (experiments/compare_teachers.sh:
-# 20 % of the articles held out, split seed 0): SUBSET seeded questions of the other articles train, every
+# SQuAD v1.1 (only its dev file is offline) keeps its teacher's article split
+# (experiments/compare_teachers.sh: 20 % of the articles held out, split seed 0): SUBSET seeded questions of the other articles train, every
 # held-out question is the test set, and since no second held-out set is left to pick a checkpoint on,
 # each run exports its last (eval.select: last); length 192, doc stride 64, batch 16, as its teacher.
-squad_data() {
+compare_config() {
+  local run_dir=$1 task=$2 teacher=$3 students=$4 methods=$5 len=128 batch=32
+  case $task in sst2 | cola) len=64 ;; squad) batch=16 ;; esac
   cat <<YAML
+run_dir: $run_dir
+models:
+  teacher: $teacher
+YAML
+  if [ "$task" = squad ]; then
+    cat <<YAML
 data:
   task: squad
   dev_file: squad/v1.1/dev-v1.1.json
@@ -18,26 +26,9 @@ data:
   split_dev: 0.2
   split_seed: 0
   train_subset: ${SUBSET:-1500}
-train:
-  epochs: ${EPOCHS:-2}
-  batch_size: 16
-  lr: 1.0e-4
-  warmup_ratio: 0.1
-  report_to: []
 eval:
   select: last
 YAML
-}
-compare_config() {
-  local run_dir=$1 task=$2 teacher=$3 students=$4 methods=$5 len=128
-  case $task in sst2 | cola) len=64 ;; esac
-  cat <<YAML
-run_dir: $run_dir
-models:
-  teacher: $teacher
-YAML
-  if [ "$task" = squad ]; then
-    squad_data
   else
     cat <<YAML
 data:
@@ -46,15 +37,15 @@ data:
   split_dev: 500
   split_seed: 0
   train_subset: ${SUBSET:-1500}
-train:
-  epochs: ${EPOCHS:-2}
-  batch_size: 32
-  lr: 1.0e-4
-  warmup_ratio: 0.1
-  report_to: []
 YAML
   fi
   cat <<YAML
+train:
+  epochs: ${EPOCHS:-2}
+  batch_size: $batch
+  lr: 1.0e-4
+  warmup_ratio: 0.1
+  report_to: []
 compare:
   seeds: [${SEEDS:-1, 2, 3}]
   teacher: {finetune: false}

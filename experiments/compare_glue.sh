@@ -6,12 +6,13 @@
 # the official dev set as the test set that every interval is computed on; SQuAD: its teacher's held-out
 # articles are the test set and each run keeps its last checkpoint (experiments/compare_budget.sh).
 # LWD and TED rows take the method sections of the bundled glue/<task>/lwd and glue/<task>/ted configs
-# (squad/lwd, squad/ted: the released scripts' weights); KD is TED's released definition of it (task + kl_alpha * T^2 KL: the LWD
-# section with mse_alpha 0; CoLA's released sections set kl_alpha 0, which would make that row plain
-# fine-tuning, so CoLA's KD takes the 20 of the other tasks' sections). Students take teacher layers by
-# the paper's M(k) map at 3 layers ([1, 4, 6]) and the uniform map at 2 ([3, 6]; M(k) is defined for
-# halving only), and every row matches those layers.
-# Usage: [TASKS='stsb mrpc rte cola sst2 squad'] [SEEDS='1, 2, 3'] [SUBSET=1500] [EPOCHS=2] [JOBS=2] [THREADS=]
+# (squad/lwd, squad/ted: the released scripts' weights); KD is TED's released definition of it (task +
+# kl_alpha * T^2 KL: the LWD section with mse_alpha 0; CoLA's released sections set kl_alpha 0, which
+# would make that row plain fine-tuning, so CoLA's KD takes the 20 of the other tasks' sections). Students
+# take teacher layers by the paper's M(k) map at 3 layers ([1, 4, 6]) and the uniform map at 2 ([3, 6];
+# M(k) is defined for halving only), and every row matches those layers.
+# Usage: [TASKS='stsb mrpc rte cola sst2 squad'] [SEEDS='1, 2, 3'] [SUBSET=1500] [EPOCHS=2] [JOBS=2]
+#        [THREADS=]
 #        bash experiments/compare_glue.sh OUT_DIR
 set -euo pipefail
 out=${1:?usage: compare_glue.sh OUT_DIR}

@@ -16,18 +16,19 @@ out=${1:?usage: compare_teachers.sh OUT_DIR}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 d=.venv/bin/distil
 for task in ${TASKS:-stsb mrpc sst2 rte cola}; do
-  start=embedded
+  start=embedded batch=32 lr=1e-4
   case $task in
-    sst2) extra=(data.max_length=64 data.train_subset=8000 train.epochs=2 train.batch_size=32 train.lr=1e-4) ;;
-    cola) extra=(data.max_length=64 train.epochs=3 train.batch_size=32 train.lr=1e-4) ;;
-    rte) extra=(data.max_length=128 train.epochs=3 train.batch_size=16 train.lr=3e-5) ;;
-    *) extra=(data.max_length=128 train.epochs=3 train.batch_size=32 train.lr=1e-4) ;;
+    sst2) extra=(data.max_length=64 data.train_subset=8000 train.epochs=2) ;;
+    cola) extra=(data.max_length=64 train.epochs=3) ;;
+    rte) extra=(data.max_length=128 train.epochs=3) batch=16 lr=3e-5 ;;
+    *) extra=(data.max_length=128 train.epochs=3) ;;
   esac
   dir=$out/$task/teacher
   [ -f "$dir/student/recipe.json" ] && continue
   if [ "$task" = squad ]; then  # issue 28's QA teacher (experiments/ted_filters_qa_lm.sh), the same command
     $d finetune --config squad/finetune run_dir="$dir" data.train_subset=3000 data.max_length=192 \
-      data.doc_stride=64 data.dev_subset=600 train.epochs=2 train.batch_size=16 train.report_to=[] --no-progress
+      data.doc_stride=64 data.dev_subset=600 train.epochs=2 train.batch_size=16 train.report_to=[] \
+      --no-progress
     continue
   fi
   if [ "$task" = rte ]; then  # RTE's teacher starts from QNLI (see above); QNLI's own checkpoint is kept
@@ -35,10 +36,10 @@ for task in ${TASKS:-stsb mrpc sst2 rte cola}; do
     [ -f "$start/recipe.json" ] || $d finetune --run-dir "$out/rte/qnli" --no-progress data.task=qnli \
       data.train_file="${DISTIL_DATA:-$PWD/../shared/data}/glue/QNLI/dev.tsv" data.split_dev=0.1 \
       data.split_seed=0 data.max_length=128 train.epochs=2 train.batch_size=32 train.lr=5e-5 \
-      train.warmup_ratio=0.1 train.seed=1 train.report_to=[] models.teacher=null models.student.init=pretrained \
-      models.student.path=embedded
+      train.warmup_ratio=0.1 train.seed=1 train.report_to=[] models.teacher=null \
+      models.student.init=pretrained models.student.path=embedded
   fi
   $d finetune --run-dir "$dir" --no-progress data.task="$task" data.split_dev=0.1 data.split_seed=0 \
-    train.warmup_ratio=0.1 train.seed=1 train.report_to=[] models.teacher=null models.student.init=pretrained \
-    models.student.path="$start" "${extra[@]}"
+    train.batch_size=$batch train.lr=$lr train.warmup_ratio=0.1 train.seed=1 train.report_to=[] \
+    models.teacher=null models.student.init=pretrained models.student.path="$start" "${extra[@]}"
 done
